@@ -1,0 +1,46 @@
+"""ament_python build of seg_node: ``colcon build`` on ROS 2, ``pip install -e`` in a virtual environment.
+
+The name and version are read from package.xml so that the two cannot drift.
+"""
+
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).resolve().parent
+MANIFEST = ElementTree.parse(HERE / "package.xml").getroot()
+PACKAGE_NAME = MANIFEST.findtext("name")
+SHARE = f"share/{PACKAGE_NAME}"
+
+
+def share_files(folder: str, pattern: str) -> list[str]:
+    # launch/ and weights/ are links to the repository's top-level folders, which the design fixes.
+    return sorted(str(path.relative_to(HERE)) for path in (HERE / folder).glob(pattern) if path.is_file())
+
+
+setup(
+    name=PACKAGE_NAME,
+    version=MANIFEST.findtext("version"),
+    description=MANIFEST.findtext("description"),
+    license=MANIFEST.findtext("license"),
+    packages=find_packages(exclude=["test", "test.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE_NAME}"]),
+        (SHARE, ["package.xml"]),
+        (f"{SHARE}/launch", share_files("launch", "*.launch.py")),
+        (f"{SHARE}/config", share_files("config", "*")),
+        (f"{SHARE}/weights", share_files("weights", "*")),
+    ],
+    python_requires=">=3.10",
+    # Run-time dependencies come from requirements.txt in a virtual environment and from
+    # apt/rosdep or the Docker image on ROS machines; listing them here would make the
+    # generated entry-point scripts refuse to start where apt, not pip, provides them.
+    install_requires=["setuptools"],
+    zip_safe=True,
+    entry_points={
+        "console_scripts": [
+            "seg_node = seg_node.ros.node:main",
+        ],
+    },
+)

@@ -1,0 +1,134 @@
+"""The two networks: parameter counts, shapes, a few real training steps, ONNX parity."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from seg_node.models import UnknownModelError, build_model, count_macs, count_parameters
+from seg_node.models.export import ONNX_OPSET, export_onnx
+
+
+@pytest.mark.parametrize(("classes", "expected"), [(11, 494_258), (19, 496_306)])
+def test_cgnet_m3n21_has_the_authors_parameter_count(classes, expected):
+    assert count_parameters(build_model("cgnet", classes)) == expected
+
+
+def test_cgnet_table6_variants_are_close_to_the_paper():
+    paper_millions = {"M3N9": 0.34, "M3N12": 0.38, "M6N12": 0.39, "M3N15": 0.41, "M3N18": 0.45, "M3N21": 0.49}
+    for variant, millions in paper_millions.items():
+        params = count_parameters(build_model("cgnet", 19, variant=variant))
+        assert abs(params / 1e6 - millions) <= 0.015, (variant, params)
+
+
+def test_contextnet_cn14_is_within_ten_percent_of_the_paper():
+    params = count_parameters(build_model("contextnet", 19))
+    assert params == 856_851
+    assert abs(params - 850_000) / 850_000 < 0.10
+    # the same weights serve every deep-branch resolution
+    for variant in ("cn12", "cn18"):
+        assert count_parameters(build_model("contextnet", 19, variant=variant)) == params
+
+
+@pytest.mark.parametrize(("variant", "paper"), [("cn14-500", 490_459), ("cn14-160", 159_387)])
+def test_contextnet_narrow_variants_match_the_paper_counts(variant, paper):
+    assert abs(count_parameters(build_model("contextnet", 19, variant=variant)) - paper) / paper < 0.01
+
+
+@pytest.mark.parametrize("name", ["cgnet", "contextnet"])
+@pytest.mark.parametrize("size", [(360, 480), (375, 500), (97, 131), (64, 64)])
+def test_logits_come_back_at_the_input_size(name, size):
+    model = build_model(name, 11).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, *size))
+    assert out.shape == (1, 11, *size)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", ["cgnet", "contextnet"])
+def test_full_cityscapes_resolution_runs(name):
+    model = build_model(name, 19).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 1024, 2048)).shape == (1, 19, 1024, 2048)
+
+
+def test_contextnet_auxiliary_output_only_in_training():
+    model = build_model("contextnet", 11, aux_classifier=True)
+    logits, aux = model.train()(torch.randn(2, 3, 64, 96))
+    assert logits.shape == aux.shape == (2, 11, 64, 96)
+    assert model.eval()(torch.randn(1, 3, 64, 96)).shape == (1, 11, 64, 96)
+
+
+def test_unknown_names_are_rejected_with_the_choices():
+    with pytest.raises(UnknownModelError, match="cgnet"):
+        build_model("segnet", 11)
+    with pytest.raises(UnknownModelError, match="cn14"):
+        build_model("contextnet", 11, variant="cn16")
+
+
+def test_no_relu6_modules_for_tensorrt():
+    for name in ("cgnet", "contextnet"):
+        assert not any(isinstance(m, torch.nn.ReLU6) for m in build_model(name, 11).modules())
+
+
+def test_macs_match_the_paper_flops():
+    # Table 9: 6.0 GFLOPs (2 x MACs) for CGNet_M3N21 at 640x360.
+    assert count_macs(build_model("cgnet", 19), 360, 640) * 2 / 1e9 == pytest.approx(6.0, abs=0.1)
+
+
+def _camvid_batch(pairs, count: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = [], []
+    for image_path, label_path in pairs[:count]:
+        image = cv2.cvtColor(cv2.imread(str(image_path)), cv2.COLOR_BGR2RGB)[:size, :size]
+        label = cv2.imread(str(label_path), cv2.IMREAD_UNCHANGED)[:size, :size]
+        images.append(torch.from_numpy(image).permute(2, 0, 1).float() / 255.0 - 0.5)
+        labels.append(torch.from_numpy(label.astype(np.int64)))
+    return torch.stack(images), torch.stack(labels)
+
+
+@pytest.mark.parametrize("name", ["cgnet", "contextnet"])
+def test_a_few_training_steps_on_camvid_reduce_the_loss(name, camvid_pairs):
+    torch.manual_seed(0)
+    images, labels = _camvid_batch(camvid_pairs, 2, 128)
+    model = build_model(name, 11).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(8):
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(images), labels, ignore_index=11)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+@pytest.mark.parametrize("name", ["cgnet", "contextnet"])
+def test_onnx_runtime_matches_pytorch(name, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = build_model(name, 11).eval()
+    path = export_onnx(model, tmp_path / f"{name}.onnx", 96, 128, dynamic_size=True)
+    assert onnx.load(str(path)).opset_import[0].version == ONNX_OPSET
+    assert list(tmp_path.iterdir()) == [path], "the export must be one self-contained file"
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for size in [(96, 128), (75, 101)]:
+        x = torch.randn(1, 3, *size)
+        with torch.no_grad():
+            expected = model(x).numpy()
+        (actual,) = session.run(None, {"image": x.numpy()})
+        assert np.abs(actual - expected).max() < 1e-4
+
+
+def test_summary_prints_the_counts():
+    out = subprocess.run(
+        [sys.executable, "-m", "seg_node.models", "--summary"], check=True, capture_output=True, text=True
+    ).stdout
+    assert "494,258" in out and "496,306" in out and "856,851" in out
+    assert "GMACs@360x640" in out
