@@ -1,0 +1,69 @@
+"""Segmentation accuracy from a confusion matrix: per-class IoU, mIoU, pixel accuracy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class ConfusionMatrix:
+    """Accumulates truth x prediction counts; truth pixels equal to ``ignore_index`` (or >= classes) are skipped."""
+
+    num_classes: int
+    ignore_index: int | None = None
+    counts: np.ndarray = field(init=False)
+    images: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        self.counts = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
+
+    def update(self, truth: np.ndarray, prediction: np.ndarray) -> None:
+        if truth.shape != prediction.shape:
+            raise ValueError(f"label {truth.shape} and prediction {prediction.shape} differ in size")
+        truth = truth.reshape(-1).astype(np.int64)
+        prediction = prediction.reshape(-1).astype(np.int64)
+        valid = (truth >= 0) & (truth < self.num_classes)
+        if self.ignore_index is not None:
+            valid &= truth != self.ignore_index
+        index = truth[valid] * self.num_classes + prediction[valid]
+        self.counts += np.bincount(index, minlength=self.num_classes**2).reshape(self.num_classes, self.num_classes)
+        self.images += 1
+
+    def iou(self) -> np.ndarray:
+        """Per-class IoU; NaN for a class absent from both truth and prediction."""
+        true_positive = np.diag(self.counts).astype(np.float64)
+        union = self.counts.sum(0) + self.counts.sum(1) - true_positive
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(union > 0, true_positive / union, np.nan)
+
+    def miou(self) -> float:
+        iou = self.iou()
+        return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
+
+    def pixel_accuracy(self) -> float:
+        total = self.counts.sum()
+        return float(np.diag(self.counts).sum() / total) if total else float("nan")
+
+    def report(self, class_names: list[str]) -> dict[str, object]:
+        """``{"miou", "per_class_iou": {name: iou}, "pixel_acc", "images"}``; absent classes are None."""
+        return {
+            "miou": self.miou(),
+            "per_class_iou": {
+                name: (None if np.isnan(value) else float(value))
+                for name, value in zip(class_names, self.iou(), strict=True)
+            },
+            "pixel_acc": self.pixel_accuracy(),
+            "images": self.images,
+        }
+
+
+def format_iou_table(report: dict[str, object]) -> str:
+    """A plain-text table of a ``ConfusionMatrix.report``."""
+    lines = [f"{'class':<16} {'IoU %':>7}"]
+    for name, value in report["per_class_iou"].items():
+        lines.append(f"{name:<16} {'-' if value is None else f'{100 * value:.1f}':>7}")
+    lines.append(f"{'mIoU':<16} {100 * report['miou']:>7.2f}")
+    lines.append(f"{'pixel accuracy':<16} {100 * report['pixel_acc']:>7.2f}")
+    return "\n".join(lines)

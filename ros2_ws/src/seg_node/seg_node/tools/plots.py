@@ -1,0 +1,52 @@
+"""PNG plots shared by the tools (matplotlib without a display)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+
+
+def plot_class_iou(
+    per_class_iou: dict[str, float | None], colors: Sequence[Sequence[int]], title: str, path: str | Path
+) -> Path:
+    """Horizontal bars of per-class IoU in the classes' own colours, with the mIoU as a line."""
+    names = list(per_class_iou)
+    values = [0.0 if v is None else 100 * v for v in per_class_iou.values()]
+    present = [v for v in per_class_iou.values() if v is not None]
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(names) + 1.2))
+    ax.barh(names, values, color=[np.asarray(c) / 255 for c in colors], edgecolor="black")
+    if present:
+        miou = 100 * float(np.mean(present))
+        ax.axvline(miou, color="red", linestyle="--", label=f"mIoU {miou:.1f}%")
+        ax.legend(loc="lower right")
+    for y, value in enumerate(values):
+        ax.text(value + 0.5, y, f"{value:.1f}", va="center", fontsize=8)
+    ax.set_xlim(0, 100)
+    ax.invert_yaxis()
+    ax.set_xlabel("IoU (%)")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def save_image_grid(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str], path: str | Path) -> Path:
+    """RGB images in a grid, one row per example, ``titles`` over the columns."""
+    fig, axes = plt.subplots(len(rows), len(titles), figsize=(3.2 * len(titles), 2.5 * len(rows)), squeeze=False)
+    for r, row in enumerate(rows):
+        for c, image in enumerate(row):
+            axes[r][c].imshow(image)
+            axes[r][c].axis("off")
+            if r == 0:
+                axes[r][c].set_title(titles[c])
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return Path(path)
