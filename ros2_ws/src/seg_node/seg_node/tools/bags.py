@@ -1,0 +1,306 @@
+"""rosbag2 recordings without ROS (rosbags): read camera images and labels, write images, both storages.
+
+Reading tolerates what recordings on a car suffer: a recorder killed before it
+wrote the MCAP summary or metadata.yaml (the complete records before the cut
+are read), damaged messages (skipped and counted), a storage error half-way
+(what came before it is kept, the error is reported).
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..imaging import ImageDecodeError, decode_compressed, decode_raw
+
+IMAGE = "sensor_msgs/msg/Image"
+COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
+IMAGE_TYPES = (IMAGE, COMPRESSED_IMAGE)
+STORAGES = ("mcap", "sqlite3")
+_STORAGE_SUFFIX = {".mcap": "mcap", ".db3": "sqlite3"}
+_MCAP_MAGIC = b"\x89MCAP0\r\n"
+_LABEL_ENCODINGS = ("mono8", "8uc1")
+
+
+class BagError(RuntimeError):
+    """A recording that cannot be read as asked."""
+
+
+class BagReadError(BagError):
+    """The bag is missing, empty, or so damaged that nothing in it can be read."""
+
+
+class TopicNotFoundError(BagError):
+    """The asked topic is not in the bag; the message lists the topics that are."""
+
+
+class UnsupportedMessageError(BagError):
+    """A topic carries a message type the tool cannot turn into an image."""
+
+
+@lru_cache(maxsize=1)
+def typestore() -> Any:
+    from rosbags.typesys import Stores, get_typestore
+
+    return get_typestore(Stores.ROS2_JAZZY)
+
+
+def stamp_ns(message: Any) -> int:
+    """The header stamp of a deserialized message in nanoseconds."""
+    return int(message.header.stamp.sec) * 1_000_000_000 + int(message.header.stamp.nanosec)
+
+
+def decode_image(message: Any, msgtype: str) -> tuple[np.ndarray, str]:
+    """A deserialized Image or CompressedImage as uint8 HxWx3 and its colour order; ImageDecodeError when bad."""
+    if msgtype == COMPRESSED_IMAGE:
+        return decode_compressed(message.data)
+    if msgtype == IMAGE:
+        return decode_raw(message.encoding, message.height, message.width, message.step, message.data)
+    raise UnsupportedMessageError(f"{msgtype} is not an image; expected one of {', '.join(IMAGE_TYPES)}")
+
+
+def decode_label(message: Any, msgtype: str) -> np.ndarray:
+    """A label image (Image mono8/8UC1, or a PNG CompressedImage) as uint8 HxW class ids."""
+    if msgtype == IMAGE:
+        if message.encoding.lower() not in _LABEL_ENCODINGS:
+            raise ImageDecodeError(f"label encoding {message.encoding!r} is not one of {', '.join(_LABEL_ENCODINGS)}")
+        if message.height <= 0 or message.width <= 0 or message.step < message.width:
+            raise ImageDecodeError(f"label image of {message.width}x{message.height}, step {message.step}")
+        data = np.asarray(message.data, dtype=np.uint8)
+        if data.size < message.step * message.height:
+            raise ImageDecodeError(f"label data holds {data.size} bytes, {message.step * message.height} expected")
+        return data[: message.step * message.height].reshape(message.height, message.step)[:, : message.width]
+    if msgtype == COMPRESSED_IMAGE:
+        import cv2
+
+        label = cv2.imdecode(np.asarray(message.data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        if label is None or label.ndim != 2 or label.dtype != np.uint8:
+            raise ImageDecodeError("compressed label is not a single-channel 8-bit PNG")
+        return label
+    raise UnsupportedMessageError(f"{msgtype} cannot hold labels; expected {IMAGE} (mono8) or a PNG {COMPRESSED_IMAGE}")
+
+
+@dataclass
+class BagMessage:
+    topic: str
+    msgtype: str
+    log_time_ns: int
+    raw: bytes
+    message: Any  # deserialized
+
+
+def _salvage_mcap(path: Path, folder: Path) -> Path:
+    """A copy of a truncated MCAP file holding its complete top-level records, closed with an empty summary."""
+    with path.open("rb") as source:
+        data = source.read()
+    if not data.startswith(_MCAP_MAGIC):
+        raise BagReadError(f"{path} is not an MCAP file (its first bytes are not the MCAP magic)")
+    end = len(_MCAP_MAGIC)
+    while end + 9 <= len(data):
+        opcode = data[end]
+        (length,) = struct.unpack_from("<Q", data, end + 1)
+        if opcode in (0x0F, 0x02) or end + 9 + length > len(data):  # data end, footer, or cut off
+            break
+        end += 9 + length
+    data_end = struct.pack("<BQI", 0x0F, 4, 0)
+    footer = struct.pack("<BQQQI", 0x02, 20, 0, 0, 0)
+    salvaged = folder / path.name
+    salvaged.write_bytes(data[:end] + data_end + footer + _MCAP_MAGIC)
+    return salvaged
+
+
+class BagReader:
+    """A rosbag2 directory, or a single .mcap/.db3 file, opened for reading.
+
+    ``warnings`` collects what was recovered from (a missing metadata.yaml, a truncated file, damaged
+    messages); ``read_error`` is set when reading stopped early, with what was read until then kept.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        from rosbags.rosbag2 import Reader
+
+        self.path = Path(path)
+        self.warnings: list[str] = []
+        self.read_error: str | None = None
+        self.damaged_messages = 0
+        self._scratch: tempfile.TemporaryDirectory | None = None
+        if not self.path.exists():
+            raise BagReadError(f"{self.path} does not exist")
+        try:
+            self._reader = Reader(self.path)
+            self._reader.open()
+            self.storage = self._storage_of(self.path)
+        except Exception as error:  # rosbags raises ReaderError, KeyError, sqlite3 and zstd errors alike
+            self._reader = self._open_damaged(error)
+        self.topics: dict[str, str] = {c.topic: c.msgtype for c in self._reader.connections}
+        self.counts: dict[str, int] = {}
+        for connection in self._reader.connections:
+            self.counts[connection.topic] = self.counts.get(connection.topic, 0) + connection.msgcount
+
+    def _storage_files(self) -> list[Path]:
+        if self.path.is_file():
+            return [self.path]
+        return sorted(p for p in self.path.iterdir() if p.suffix in _STORAGE_SUFFIX)
+
+    def _storage_of(self, path: Path) -> str:
+        files = [path] if path.is_file() else self._storage_files()
+        return _STORAGE_SUFFIX.get(files[0].suffix, "mcap") if files else "mcap"
+
+    def _open_damaged(self, error: Exception) -> Any:
+        """Open the storage file directly, salvaging a truncated MCAP; BagReadError if nothing is readable."""
+        from rosbags.rosbag2 import Reader
+
+        files = self._storage_files()
+        if len(files) != 1:
+            found = ", ".join(p.name for p in files) or "none"
+            raise BagReadError(f"{self.path} cannot be read ({error}); storage files found: {found}") from error
+        file = files[0]
+        self.storage = _STORAGE_SUFFIX[file.suffix]
+        if file.stat().st_size == 0:
+            raise BagReadError(f"{file} is empty ({error})") from error
+        if self.path.is_dir():
+            self.warnings.append(f"{self.path} could not be opened as a whole ({error}); read {file.name} directly")
+        try:
+            reader = Reader(file)
+            reader.open()
+            return reader
+        except Exception as direct_error:
+            if self.storage != "mcap":
+                raise BagReadError(f"{file} is not a readable sqlite3 bag: {direct_error}") from direct_error
+            self._scratch = tempfile.TemporaryDirectory(prefix="seg_node_bag_")
+            try:
+                reader = Reader(_salvage_mcap(file, Path(self._scratch.name)))
+                reader.open()
+            except BagReadError:
+                raise
+            except Exception as salvage_error:
+                raise BagReadError(f"{file} is damaged beyond reading: {direct_error}; {salvage_error}") from error
+            self.warnings.append(f"{file} is truncated or damaged ({direct_error}); read the complete records")
+            return reader
+
+    def describe_topics(self) -> str:
+        if not self.topics:
+            return "the bag has no topics"
+        return "\n".join(f"  {t}  ({m}, {self.counts.get(t, 0)} messages)" for t, m in sorted(self.topics.items()))
+
+    def require_topic(self, topic: str, allowed: tuple[str, ...]) -> str:
+        """The message type of ``topic``; TopicNotFoundError or UnsupportedMessageError otherwise."""
+        if topic not in self.topics:
+            raise TopicNotFoundError(f"topic {topic!r} is not in {self.path}; its topics:\n{self.describe_topics()}")
+        msgtype = self.topics[topic]
+        if msgtype not in allowed:
+            raise UnsupportedMessageError(f"topic {topic!r} carries {msgtype}; expected one of {', '.join(allowed)}")
+        return msgtype
+
+    def messages(self, topics: list[str]) -> Iterator[BagMessage]:
+        """The messages of ``topics`` in log-time order; damaged ones are skipped and counted."""
+        connections = [c for c in self._reader.connections if c.topic in topics]
+        store = typestore()
+        try:
+            for connection, log_time, raw in self._reader.messages(connections=connections):
+                try:
+                    message = store.deserialize_cdr(raw, connection.msgtype)
+                except Exception as error:  # a damaged CDR buffer raises anything from struct to IndexError
+                    self.damaged_messages += 1
+                    self.warnings.append(f"{connection.topic} message at {log_time} ns is damaged: {error!r}")
+                    continue
+                yield BagMessage(connection.topic, connection.msgtype, log_time, bytes(raw), message)
+        except Exception as error:  # sqlite3.DatabaseError, ReaderError on a bad chunk, zstd errors, OSError
+            self.read_error = f"reading stopped early: {type(error).__name__}: {error}"
+
+    def close(self) -> None:
+        self._reader.close()
+        if self._scratch is not None:
+            self._scratch.cleanup()
+
+    def __enter__(self) -> BagReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _header(stamp: int, frame_id: str) -> Any:
+    types = typestore().types
+    time = types["builtin_interfaces/msg/Time"](sec=stamp // 1_000_000_000, nanosec=stamp % 1_000_000_000)
+    return types["std_msgs/msg/Header"](stamp=time, frame_id=frame_id)
+
+
+def image_message(image: np.ndarray, encoding: str, stamp: int, frame_id: str) -> Any:
+    """A sensor_msgs/Image of a uint8 HxW (mono8) or HxWx3 array."""
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    height, width = image.shape[:2]
+    step = width * (image.shape[2] if image.ndim == 3 else 1)
+    return typestore().types[IMAGE](
+        header=_header(stamp, frame_id),
+        height=height,
+        width=width,
+        encoding=encoding,
+        is_bigendian=0,
+        step=step,
+        data=image.reshape(-1),
+    )
+
+
+def compressed_message(data: bytes, image_format: str, stamp: int, frame_id: str) -> Any:
+    return typestore().types[COMPRESSED_IMAGE](
+        header=_header(stamp, frame_id), format=image_format, data=np.frombuffer(data, dtype=np.uint8)
+    )
+
+
+@dataclass
+class BagWriter:
+    """A new rosbag2 directory; MCAP chunks are zstd-compressed (labels and masks shrink tenfold)."""
+
+    path: Path
+    storage: str = "mcap"
+    _connections: dict[str, Any] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        from rosbags.rosbag2 import StoragePlugin, Writer
+        from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
+
+        if self.storage not in STORAGES:
+            raise BagError(f"storage {self.storage!r} is not one of {', '.join(STORAGES)}")
+        self.path = Path(self.path)
+        if self.path.exists():
+            raise BagError(f"{self.path} exists already; remove it or pick another path")
+        plugin = StoragePlugin.MCAP if self.storage == "mcap" else StoragePlugin.SQLITE3
+        self._writer = Writer(self.path, version=9, storage_plugin=plugin)
+        if self.storage == "mcap":
+            self._writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
+        self._writer.open()
+
+    def _connection(self, topic: str, msgtype: str) -> Any:
+        if topic not in self._connections:
+            self._connections[topic] = self._writer.add_connection(topic, msgtype, typestore=typestore())
+        return self._connections[topic]
+
+    def write(self, topic: str, message: Any, log_time_ns: int) -> None:
+        msgtype = message.__msgtype__
+        self._writer.write(self._connection(topic, msgtype), log_time_ns, typestore().serialize_cdr(message, msgtype))
+
+    def write_raw(self, topic: str, msgtype: str, raw: bytes, log_time_ns: int) -> None:
+        """Copy an already serialized message (from another bag) unchanged."""
+        self._writer.write(self._connection(topic, msgtype), log_time_ns, raw)
+
+    def close(self) -> None:
+        self._writer.close()
+
+    def __enter__(self) -> BagWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._writer.abort()
+            shutil.rmtree(self.path, ignore_errors=True)
