@@ -41,6 +41,9 @@ setup(
     entry_points={
         "console_scripts": [
             "seg_node = seg_node.ros.node:main",
+            "seg-replay = seg_node.tools.replay:main",
+            "seg-make-bag = seg_node.tools.make_bag:main",
+            "seg-demo = seg_node.tools.demo:main",
         ],
     },
 )
