@@ -1,0 +1,26 @@
+"""The inference engine: uint8 camera frames in, uint8 label maps out, without ROS.
+
+``create_engine`` picks a backend (torch2trt, torch on CUDA or CPU,
+ONNX Runtime) from an ``EngineConfig``; ``SegmentationEngine.infer`` runs one
+frame synchronously; ``FramePipeline`` overlaps consecutive frames and drops
+stale ones.
+"""
+
+from .config import EngineConfig, SegResult
+from .core import SegmentationEngine, choose_backend, create_engine, create_engine_from_model
+from .errors import BackendUnavailableError, EngineError, FrameError
+from .pipeline import FramePipeline, PipelineStats
+
+__all__ = [
+    "BackendUnavailableError",
+    "EngineConfig",
+    "EngineError",
+    "FrameError",
+    "FramePipeline",
+    "PipelineStats",
+    "SegResult",
+    "SegmentationEngine",
+    "choose_backend",
+    "create_engine",
+    "create_engine_from_model",
+]

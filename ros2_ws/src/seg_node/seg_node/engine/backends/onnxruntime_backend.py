@@ -1,0 +1,148 @@
+"""ONNX Runtime backend: one graph from uint8 frame to uint8 maps.
+
+The exported graph contains the channel order, normalisation, resize,
+network, argmax (and max softmax) and the nearest resize back, so only uint8
+crosses the session boundary in either direction. The export is cached on
+disk, keyed like the TensorRT engines.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ...models.export import ONNX_OPSET
+from ...weights import WeightsInfo
+from ..cache import EngineCache, state_hash
+from ..errors import BackendUnavailableError, EngineError
+from ..graph import EndToEnd, channel_order, check_frame
+from .base import Backend, Maps
+
+log = logging.getLogger(__name__)
+
+FRAME_INPUT = "frame"
+ORDER_INPUT = "channel_order"
+MAPS_OUTPUT = "maps"
+
+
+def import_onnxruntime():  # noqa: ANN201 (the module)
+    try:
+        import onnxruntime
+    except ImportError as error:
+        raise BackendUnavailableError(
+            "the onnxruntime backend needs the onnxruntime package: pip install onnxruntime "
+            "(onnxruntime-gpu for CUDA/TensorRT execution providers)"
+        ) from error
+    return onnxruntime
+
+
+def export_end_to_end(graph: EndToEnd, path: Path, network_size: tuple[int, int]) -> None:
+    """Export ``graph`` with a uint8 1 x H x W x 3 input whose H and W are free."""
+    height, width = network_size
+    # A dummy frame of another size than the network's, so the traced graph keeps both resizes.
+    dummy = torch.zeros(1, height + 2, width + 2, 3, dtype=torch.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer warnings
+        torch.onnx.export(
+            graph,
+            (dummy, torch.tensor([0, 1, 2])),
+            str(path),
+            input_names=[FRAME_INPUT, ORDER_INPUT],
+            output_names=[MAPS_OUTPUT],
+            opset_version=ONNX_OPSET,
+            dynamic_axes={FRAME_INPUT: {1: "height", 2: "width"}, MAPS_OUTPUT: {2: "out_height", 3: "out_width"}},
+            dynamo=False,
+        )
+
+
+@dataclass
+class OrtInput:
+    frame: np.ndarray | None = None
+    order: np.ndarray | None = None
+
+
+@dataclass
+class OrtOutput:
+    maps: np.ndarray | None = None
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, model: nn.Module, info: WeightsInfo, network_size: tuple[int, int], device: str,
+                 precision: str, confidence: bool, output_at_input: bool, threads: int | None,
+                 cache_dir: str | None) -> None:
+        ort = import_onnxruntime()
+        available = ort.get_available_providers()
+        if device == "cuda":
+            providers = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available]
+            if not providers:
+                raise BackendUnavailableError(
+                    f"onnxruntime here has only {available}; for device cuda install onnxruntime-gpu")
+        else:
+            providers = []
+        if precision == "int8" or (precision == "fp16" and "TensorrtExecutionProvider" not in providers):
+            raise EngineError(f"the onnxruntime backend runs {precision} only through its TensorRT execution "
+                              "provider; use fp32, or the torch2trt backend")
+        self.device = device
+        self.precision = precision
+        self.network_size = tuple(network_size)
+        key = {
+            "kind": "onnx-end-to-end",
+            "architecture": info.architecture,
+            "weights_sha256": state_hash(model),
+            "network_size": list(self.network_size),
+            "mean": list(info.mean),
+            "std": list(info.std),
+            "confidence": confidence,
+            "output_at_input": output_at_input,
+            "opset": ONNX_OPSET,
+            "torch": torch.__version__,
+        }
+        graph = EndToEnd(model, info, self.network_size, confidence, output_at_input).eval()
+        self.onnx_path = EngineCache(cache_dir).get_or_build(
+            key, f"{info.architecture}_{network_size[0]}x{network_size[1]}", ".onnx",
+            lambda path: export_end_to_end(graph, path, self.network_size))
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.inter_op_num_threads = 1
+        provider_options = [{"trt_fp16_enable": precision == "fp16"} if p == "TensorrtExecutionProvider" else {}
+                            for p in providers]
+        self.session = ort.InferenceSession(str(self.onnx_path), options,
+                                            providers=providers + ["CPUExecutionProvider"],
+                                            provider_options=provider_options + [{}])
+        self.providers = self.session.get_providers()
+
+    def describe(self) -> str:
+        return f"{super().describe()}, providers {self.providers}, graph {self.onnx_path}"
+
+    def new_input_slot(self) -> OrtInput:
+        return OrtInput()
+
+    def new_output_slot(self) -> OrtOutput:
+        return OrtOutput()
+
+    def prepare(self, slot: OrtInput, frame: np.ndarray, color_order: str) -> None:
+        slot.frame = np.ascontiguousarray(check_frame(frame))[None]
+        slot.order = np.asarray(channel_order(color_order), dtype=np.int64)
+
+    def execute(self, source: OrtInput, target: OrtOutput) -> None:
+        target.maps = self.session.run([MAPS_OUTPUT], {FRAME_INPUT: source.frame, ORDER_INPUT: source.order})[0]
+        source.frame = None
+
+    def collect(self, slot: OrtOutput) -> Maps:
+        maps, slot.maps = slot.maps[0], None
+        return Maps(maps[0], maps[1] if maps.shape[0] > 1 else None)
+
+    def close(self) -> None:
+        self.session = None

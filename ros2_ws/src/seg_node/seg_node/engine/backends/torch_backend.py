@@ -1,0 +1,218 @@
+"""PyTorch backend on CPU and CUDA: BatchNorm folded, channels-last, pre/post-processing on the device.
+
+On CUDA each input slot has a pinned host buffer and a device buffer; the
+upload runs on a copy stream, the network on a compute stream, and the
+download of the uint8 maps again on the copy stream, ordered by events, so
+the copy of one frame overlaps the network of another.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ...weights import WeightsInfo
+from ..errors import EngineError
+from ..graph import Postprocess, Preprocess, channel_order, check_frame, resize_maps
+from .base import Backend, Maps
+
+log = logging.getLogger(__name__)
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` (eval mode) with every Conv2d -> BatchNorm2d pair folded into the convolution."""
+    from torch.fx.experimental.optimization import fuse
+
+    model = copy.deepcopy(model).eval()
+    try:
+        return fuse(model)
+    except Exception as error:  # fx cannot trace every model; the unfolded one is still correct
+        log.warning("BatchNorm folding skipped: %s cannot be traced by torch.fx (%s)", type(model).__name__, error)
+        return model
+
+
+def order_tensor(color_order: str, device: torch.device) -> torch.Tensor | None:
+    order = channel_order(color_order)
+    return None if order == (0, 1, 2) else torch.tensor(order, device=device)
+
+
+@dataclass
+class CpuInput:
+    image: torch.Tensor | None = None
+    size: tuple[int, int] | None = None
+
+
+@dataclass
+class CpuOutput:
+    maps: torch.Tensor | None = None
+
+
+@dataclass
+class CudaInput:
+    uploaded: Any  # torch.cuda.Event: the frame is on the device
+    consumed: Any  # torch.cuda.Event: the network has read the device buffer
+    host: torch.Tensor | None = None  # pinned uint8 H x W x 3
+    frame: torch.Tensor | None = None  # device uint8 H x W x 3
+    order: torch.Tensor | None = None
+    used: bool = False
+
+
+@dataclass
+class CudaOutput:
+    computed: Any
+    downloaded: Any
+    started: Any
+    finished: Any
+    maps: torch.Tensor | None = None  # device uint8 1 x K x H x W
+    host: torch.Tensor | None = None  # pinned, same shape
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self, model: nn.Module, info: WeightsInfo, network_size: tuple[int, int], device: str,
+                 precision: str, confidence: bool, output_at_input: bool, threads: int | None = None,
+                 cuda_graphs: bool = False) -> None:
+        if precision not in ("fp32", "fp16"):
+            raise EngineError(f"the torch backend runs fp32 or fp16, not {precision}; int8 needs torch2trt")
+        if device == "cpu" and precision == "fp16":
+            raise EngineError("fp16 on CPU is slower than fp32 in PyTorch; use precision fp32 (or auto) on CPU")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise EngineError("device cuda asked for, but torch.cuda.is_available() is False here")
+        if cuda_graphs and device != "cuda":
+            raise EngineError("cuda_graphs needs device cuda")
+        if device == "cpu":
+            torch.set_num_threads(threads or os.cpu_count() or 1)
+        self.device = device
+        self.precision = precision
+        self.network_size = tuple(network_size)
+        self.output_at_input = output_at_input
+        self._torch_device = torch.device(device)
+        self._dtype = torch.float16 if precision == "fp16" else torch.float32
+        self.preprocess = Preprocess(info, self.network_size).to(self._torch_device)
+        self.postprocess = Postprocess(confidence)
+        self.network = self.build_network(model)
+        self._graph = None
+        if device == "cuda":
+            self.copy_stream = torch.cuda.Stream()
+            self.compute_stream = torch.cuda.Stream()
+            if cuda_graphs:
+                self._graph = self._capture_graph()
+
+    def build_network(self, model: nn.Module) -> nn.Module:
+        network = fold_batchnorm(model).to(self._torch_device, dtype=self._dtype)
+        return network.to(memory_format=torch.channels_last)
+
+    def run_network(self, image: torch.Tensor) -> torch.Tensor:
+        return self.network(image.to(self._dtype))
+
+    # ---- slots
+
+    def new_input_slot(self) -> CpuInput | CudaInput:
+        if self.device == "cpu":
+            return CpuInput()
+        return CudaInput(uploaded=torch.cuda.Event(), consumed=torch.cuda.Event())
+
+    def new_output_slot(self) -> CpuOutput | CudaOutput:
+        if self.device == "cpu":
+            return CpuOutput()
+        return CudaOutput(computed=torch.cuda.Event(), downloaded=torch.cuda.Event(),
+                          started=torch.cuda.Event(enable_timing=True), finished=torch.cuda.Event(enable_timing=True))
+
+    # ---- stages
+
+    def prepare(self, slot: CpuInput | CudaInput, frame: np.ndarray, color_order: str) -> None:
+        frame = check_frame(frame)
+        if self.device == "cpu":
+            with torch.inference_mode():
+                order = order_tensor(color_order, self._torch_device)
+                slot.image = self.preprocess(torch.from_numpy(frame)[None], order)
+                slot.size = frame.shape[:2] if self.output_at_input else None
+            return
+        if slot.used:
+            slot.consumed.synchronize()  # the last frame in this slot has been read by the network
+        if slot.host is None or tuple(slot.host.shape) != frame.shape:
+            slot.host = torch.empty(frame.shape, dtype=torch.uint8, pin_memory=True)
+            slot.frame = torch.empty(frame.shape, dtype=torch.uint8, device=self._torch_device)
+        np.copyto(slot.host.numpy(), frame)
+        with torch.cuda.stream(self.copy_stream):
+            slot.frame.copy_(slot.host, non_blocking=True)
+            slot.uploaded.record(self.copy_stream)
+        slot.order = order_tensor(color_order, self._torch_device)
+        slot.used = True
+
+    def execute(self, source: CpuInput | CudaInput, target: CpuOutput | CudaOutput) -> None:
+        with torch.inference_mode():
+            if self.device == "cpu":
+                logits = self.run_network(source.image)
+                target.maps = self.postprocess(logits, source.size)
+                source.image = None
+                return
+            with torch.cuda.stream(self.compute_stream):
+                self.compute_stream.wait_event(source.uploaded)
+                target.started.record(self.compute_stream)
+                image = self.preprocess(source.frame[None], source.order)
+                source.consumed.record(self.compute_stream)
+                size = tuple(source.frame.shape[:2]) if self.output_at_input else None
+                if self._graph is None:
+                    maps = self.postprocess(self.run_network(image), size)
+                else:
+                    graph, static_image, static_maps = self._graph
+                    static_image.copy_(image)
+                    graph.replay()
+                    # static_maps is overwritten by the next replay: resize or clone it out
+                    maps = resize_maps(static_maps, size)
+                    maps = maps.clone() if maps is static_maps else maps
+                target.finished.record(self.compute_stream)
+                maps.record_stream(self.copy_stream)  # read by the download on the copy stream
+                target.maps = maps
+                target.computed.record(self.compute_stream)
+
+    def collect(self, slot: CpuOutput | CudaOutput) -> Maps:
+        if self.device == "cpu":
+            maps = slot.maps[0].numpy()
+            slot.maps = None
+            return Maps(maps[0], maps[1] if maps.shape[0] > 1 else None)
+        with torch.cuda.stream(self.copy_stream):
+            self.copy_stream.wait_event(slot.computed)
+            if slot.host is None or slot.host.shape != slot.maps.shape:
+                slot.host = torch.empty(slot.maps.shape, dtype=torch.uint8, pin_memory=True)
+            slot.host.copy_(slot.maps, non_blocking=True)
+            slot.downloaded.record(self.copy_stream)
+        slot.downloaded.synchronize()
+        slot.maps = None
+        maps = slot.host[0].numpy().copy()  # the pinned buffer is reused by the next frame
+        network_seconds = slot.started.elapsed_time(slot.finished) / 1000.0
+        return Maps(maps[0], maps[1] if maps.shape[0] > 1 else None, network_seconds)
+
+    # ---- CUDA graphs
+
+    def _capture_graph(self) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """Capture network + argmax at network size; the frame-size-dependent parts stay outside."""
+        height, width = self.network_size
+        static_image = torch.zeros(1, 3, height, width, device=self._torch_device).contiguous(
+            memory_format=torch.channels_last)
+        with torch.inference_mode():
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(3):  # warm-up outside capture, as CUDA graphs require
+                    self.postprocess(self.run_network(static_image))
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=self.compute_stream):
+                static_maps = self.postprocess(self.run_network(static_image))
+        log.info("captured a CUDA graph of the network at %dx%d", height, width)
+        return graph, static_image, static_maps
+
+    def close(self) -> None:
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+        self._graph = None

@@ -1,0 +1,15 @@
+"""Exceptions of the inference engine."""
+
+from __future__ import annotations
+
+
+class EngineError(RuntimeError):
+    """The engine cannot be built or cannot run as configured."""
+
+
+class BackendUnavailableError(EngineError):
+    """A backend whose library (or device) is missing here; the message names what to install."""
+
+
+class FrameError(EngineError):
+    """A frame the engine cannot take: wrong dtype, shape or size."""

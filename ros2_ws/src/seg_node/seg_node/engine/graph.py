@@ -1,0 +1,107 @@
+"""Pre- and post-processing as torch modules, so they run where the network runs.
+
+The frame enters as uint8 N x H x W x 3 (a channels-last view, no host-side
+float conversion); pre-processing orders the channels, converts to float,
+resizes to the network size and normalises. Post-processing takes the argmax
+(and optionally the max softmax) at network resolution, packs them as uint8,
+and resizes that small uint8 map with nearest neighbour: only uint8 leaves
+the device. ``EndToEnd`` chains all three for the ONNX export.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..weights import WeightsInfo
+from .errors import FrameError
+
+RGB_ORDER = (0, 1, 2)
+BGR_ORDER = (2, 1, 0)
+
+
+def check_frame(frame: object) -> np.ndarray:
+    """Return ``frame`` if the engine can take it, else raise FrameError saying why."""
+    if not isinstance(frame, np.ndarray):
+        raise FrameError(f"a frame must be a numpy array, not {type(frame).__name__}")
+    if frame.dtype != np.uint8:
+        raise FrameError(f"a frame must be uint8, got {frame.dtype}; convert with seg_node.imaging first")
+    if frame.ndim != 3 or frame.shape[2] != 3:
+        raise FrameError(f"a frame must be H x W x 3, got shape {frame.shape}")
+    if frame.shape[0] < 2 or frame.shape[1] < 2:
+        raise FrameError(f"a frame must be at least 2 x 2 pixels, got {frame.shape[0]} x {frame.shape[1]}")
+    if any(stride < 0 for stride in frame.strides):
+        frame = np.ascontiguousarray(frame)  # torch cannot view negative strides
+    return frame
+
+
+def channel_order(color_order: str) -> tuple[int, int, int]:
+    if color_order == "rgb":
+        return RGB_ORDER
+    if color_order == "bgr":
+        return BGR_ORDER
+    raise FrameError(f"color_order={color_order!r}; choose 'rgb' or 'bgr'")
+
+
+def resize_maps(maps: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
+    """Nearest-neighbour resize of uint8 label/confidence maps to ``size`` (None: leave as they are)."""
+    if size is None or tuple(maps.shape[2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps, size=size, mode="nearest")
+
+
+class Preprocess(nn.Module):
+    """uint8 N x H x W x 3 (+ channel order) -> normalised float N x 3 x h x w, channels-last."""
+
+    def __init__(self, info: WeightsInfo, network_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.network_size = tuple(network_size)
+        std = torch.tensor(info.std, dtype=torch.float32)
+        # (pixel - mean) / std as one multiply-add
+        self.register_buffer("scale", (1.0 / std).view(1, 3, 1, 1))
+        self.register_buffer("shift", (-torch.tensor(info.mean, dtype=torch.float32) / std).view(1, 3, 1, 1))
+
+    def forward(self, frame: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
+        if order is not None:
+            frame = frame.index_select(3, order)  # on uint8, before the 4x larger float exists
+        image = frame.permute(0, 3, 1, 2).float()
+        if tuple(image.shape[2:]) != self.network_size:
+            image = F.interpolate(image, size=self.network_size, mode="bilinear", align_corners=False)
+        return torch.addcmul(self.shift, image, self.scale)
+
+
+class Postprocess(nn.Module):
+    """Logits N x C x h x w -> uint8 N x K x H x W: labels, then (with confidence) max softmax x 255."""
+
+    def __init__(self, confidence: bool) -> None:
+        super().__init__()
+        self.confidence = confidence
+
+    def forward(self, logits: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        labels = logits.argmax(1, keepdim=True).to(torch.uint8)
+        if self.confidence:
+            logits = logits.float()
+            # max softmax = 1 / sum(exp(l - max l)), without the C-channel softmax tensor
+            peak = logits.amax(1, keepdim=True)
+            probability = 1.0 / torch.exp(logits - peak).sum(1, keepdim=True)
+            labels = torch.cat([labels, torch.round(probability * 255.0).to(torch.uint8)], 1)
+        return resize_maps(labels, size)
+
+
+class EndToEnd(nn.Module):
+    """uint8 frame + channel order -> uint8 maps at the frame's size or the network's; for ONNX export."""
+
+    def __init__(self, network: nn.Module, info: WeightsInfo, network_size: tuple[int, int], confidence: bool,
+                 output_at_input: bool) -> None:
+        super().__init__()
+        self.preprocess = Preprocess(info, network_size)
+        self.network = network
+        self.postprocess = Postprocess(confidence)
+        self.output_at_input = output_at_input
+
+    def forward(self, frame: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+        logits = self.network(self.preprocess(frame, order))
+        size = (frame.shape[1], frame.shape[2]) if self.output_at_input else None
+        return self.postprocess(logits, size)

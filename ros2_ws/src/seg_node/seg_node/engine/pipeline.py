@@ -1,0 +1,236 @@
+"""FramePipeline: real-time, overlapped inference on a stream of frames.
+
+Three threads share two input slots and two output slots of the backend:
+
+    prepare  (validate, upload, pre-process frame n+1)
+    execute  (network + argmax on frame n)
+    collect  (copy back the uint8 maps of frame n-1, deliver the result)
+
+so on CUDA the copies of neighbouring frames overlap the network, and on CPU
+the pre-processing of the next frame runs while the network runs. The newest
+frame wins: each stream keeps at most one frame waiting, and a newer one
+replaces it (counted as dropped). Frames are taken in submission order, so a
+stream's results come out in its input order; streams take turns.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .config import SegResult
+from .core import SegmentationEngine
+from .errors import EngineError
+
+log = logging.getLogger(__name__)
+
+SLOTS = 2  # double buffering
+
+
+@dataclass
+class PipelineStats:
+    submitted: int = 0
+    processed: int = 0
+    dropped: int = 0
+    errors: int = 0
+
+
+@dataclass
+class _Job:
+    frame: Any
+    tag: Any
+    stream: str
+    color_order: str
+    submitted: float
+    input_slot: Any = None
+    output_slot: Any = None
+    error: Exception | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class FramePipeline:
+    """Feed frames with ``submit`` (never blocks); results arrive by ``on_result`` or ``get``.
+
+    The pipeline keeps a reference to each submitted frame until it is
+    pre-processed: do not write into a frame's buffer after submitting it.
+    """
+
+    def __init__(self, engine: SegmentationEngine, on_result: Callable[[SegResult], None] | None = None) -> None:
+        self._backend = engine.backend
+        self._on_result = on_result
+        self._results: queue.Queue[SegResult] = queue.Queue()
+        self._waiting: OrderedDict[str, _Job] = OrderedDict()  # per stream, its newest frame not yet taken
+        self._waiting_changed = threading.Condition()
+        self._stats: dict[str, PipelineStats] = defaultdict(PipelineStats)
+        self._stats_lock = threading.Lock()
+        self._closed = threading.Event()
+        self._free_inputs: queue.Queue[Any] = queue.Queue()
+        self._free_outputs: queue.Queue[Any] = queue.Queue()
+        for _ in range(SLOTS):
+            self._free_inputs.put(self._backend.new_input_slot())
+            self._free_outputs.put(self._backend.new_output_slot())
+        self._prepared: queue.Queue[_Job | None] = queue.Queue()
+        self._executed: queue.Queue[_Job | None] = queue.Queue()
+        self._threads = [
+            threading.Thread(target=loop, name=f"seg-{loop.__name__.strip('_')}", daemon=True)
+            for loop in (self._prepare_loop, self._execute_loop, self._collect_loop)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    # ---- caller side
+
+    def submit(self, frame: np.ndarray, tag: Any = None, stream: str = "default", color_order: str = "rgb") -> None:
+        """Queue ``frame`` for ``stream``, replacing (dropping) that stream's frame still waiting, if any."""
+        if self._closed.is_set():
+            raise EngineError("submit() on a closed FramePipeline")
+        job = _Job(frame, tag, stream, color_order, time.perf_counter())
+        with self._waiting_changed:
+            replaced = self._waiting.get(stream)
+            self._waiting[stream] = job  # a replaced stream keeps its turn
+            self._waiting_changed.notify()
+        with self._stats_lock:
+            stats = self._stats[stream]
+            stats.submitted += 1
+            stats.dropped += replaced is not None
+
+    def get(self, timeout: float | None = None) -> SegResult | None:
+        """The next result, or None after ``timeout`` seconds; only without an on_result callback."""
+        if self._on_result is not None:
+            raise EngineError("results go to the on_result callback; get() is for pipelines without one")
+        try:
+            return self._results.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def stats(self, stream: str | None = None) -> PipelineStats:
+        """Counts for ``stream``, or summed over every stream."""
+        with self._stats_lock:
+            if stream is not None:
+                return PipelineStats(**vars(self._stats.get(stream, PipelineStats())))
+            total = PipelineStats()
+            for stats in self._stats.values():
+                for name, value in vars(stats).items():
+                    setattr(total, name, getattr(total, name) + value)
+            return total
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Stop the threads (frames in flight are discarded) and release the slots, within ``timeout``."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        with self._waiting_changed:
+            self._waiting.clear()
+            self._waiting_changed.notify_all()
+        for wake_up in (self._free_inputs, self._prepared, self._free_outputs, self._executed):
+            wake_up.put(None)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        stuck = [thread.name for thread in self._threads if thread.is_alive()]
+        if stuck:
+            log.warning("FramePipeline.close: %s still busy after %.1f s (a network run in progress)", stuck, timeout)
+        for slots in (self._free_inputs, self._free_outputs, self._prepared, self._executed):
+            while not slots.empty():
+                slots.get_nowait()
+
+    def __enter__(self) -> FramePipeline:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # ---- the three stages
+
+    def _next_waiting(self) -> _Job | None:
+        with self._waiting_changed:
+            while not self._waiting and not self._closed.is_set():
+                self._waiting_changed.wait()
+            if self._closed.is_set():
+                return None
+            return self._waiting.popitem(last=False)[1]  # the stream whose turn it is
+
+    def _prepare_loop(self) -> None:
+        while True:
+            slot = self._free_inputs.get()  # a free slot first, so the frame taken next is the newest
+            if slot is None or self._closed.is_set():
+                return
+            job = self._next_waiting()
+            if job is None:
+                return
+            start = time.perf_counter()
+            job.timings["queued"] = start - job.submitted
+            try:
+                self._backend.prepare(slot, job.frame, job.color_order)
+                job.input_slot = slot
+            except Exception as error:  # reported with this frame; the next frame goes on
+                job.error = error
+                self._free_inputs.put(slot)
+            job.frame = None
+            job.timings["prepare"] = time.perf_counter() - start
+            self._prepared.put(job)
+
+    def _execute_loop(self) -> None:
+        while True:
+            job = self._prepared.get()
+            if job is None or self._closed.is_set():
+                return
+            if job.error is None:
+                slot = self._free_outputs.get()
+                if slot is None:
+                    return
+                start = time.perf_counter()
+                try:
+                    self._backend.execute(job.input_slot, slot)
+                    job.output_slot = slot
+                except Exception as error:
+                    job.error = error
+                    self._free_outputs.put(slot)
+                job.timings["network"] = time.perf_counter() - start
+                self._free_inputs.put(job.input_slot)
+                job.input_slot = None
+            self._executed.put(job)
+
+    def _collect_loop(self) -> None:
+        while True:
+            job = self._executed.get()
+            if job is None or self._closed.is_set():
+                return
+            labels = confidence = None
+            if job.error is None:
+                start = time.perf_counter()
+                try:
+                    maps = self._backend.collect(job.output_slot)
+                    labels, confidence = maps.labels, maps.confidence
+                    if maps.network_seconds is not None:
+                        job.timings["network"] = maps.network_seconds
+                except Exception as error:
+                    job.error = error
+                self._free_outputs.put(job.output_slot)
+                job.output_slot = None
+                job.timings["collect"] = time.perf_counter() - start
+            job.timings["total"] = time.perf_counter() - job.submitted
+            self._deliver(SegResult(labels, confidence, job.tag, job.stream, job.timings, job.error))
+
+    def _deliver(self, result: SegResult) -> None:
+        with self._stats_lock:
+            stats = self._stats[result.stream]
+            if result.error is None:
+                stats.processed += 1
+            else:
+                stats.errors += 1
+        if self._on_result is None:
+            self._results.put(result)
+            return
+        try:
+            self._on_result(result)
+        except Exception:  # the caller's bug must not stop the pipeline
+            log.exception("on_result callback raised for a frame of stream %r", result.stream)
