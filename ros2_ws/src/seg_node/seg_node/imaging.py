@@ -1,0 +1,119 @@
+"""Camera frames in and colour images out, without ROS: decode, colourise, blend.
+
+The engine takes only uint8 HxWx3 RGB or BGR. ``decode_raw`` turns the pixel
+layouts cameras send (sensor_msgs/Image encodings, rows possibly padded) into
+that, copying only where a colour conversion has to produce new pixels:
+rgb8 and bgr8 come back as a row-strided view of the caller's buffer.
+"""
+
+from __future__ import annotations
+
+import array
+
+import cv2
+import numpy as np
+
+# What rclpy, files and sockets hand over; anything with the buffer protocol works.
+Buffer = bytes | bytearray | memoryview | array.array
+
+RGB = "rgb"
+BGR = "bgr"
+
+# encoding -> (bytes per pixel, OpenCV conversion to RGB or None for none needed, colour order of the result)
+_RAW_ENCODINGS: dict[str, tuple[int, int | None, str]] = {
+    "rgb8": (3, None, RGB),
+    "bgr8": (3, None, BGR),
+    "rgba8": (4, cv2.COLOR_RGBA2RGB, RGB),
+    "bgra8": (4, cv2.COLOR_BGRA2RGB, RGB),
+    "mono8": (1, cv2.COLOR_GRAY2RGB, RGB),
+    # ROS's "yuv422" is UYVY and "yuv422_yuy2" is YUYV; "uyvy"/"yuyv" are the newer names of the same layouts.
+    "yuv422": (2, cv2.COLOR_YUV2RGB_UYVY, RGB),
+    "uyvy": (2, cv2.COLOR_YUV2RGB_UYVY, RGB),
+    "yuv422_yuy2": (2, cv2.COLOR_YUV2RGB_YUY2, RGB),
+    "yuyv": (2, cv2.COLOR_YUV2RGB_YUY2, RGB),
+}
+SUPPORTED_ENCODINGS = tuple(_RAW_ENCODINGS)
+
+
+class ImageDecodeError(ValueError):
+    """A frame that cannot become an image: unsupported encoding, short data, zero size, corrupt compression."""
+
+
+def decode_raw(encoding: str, height: int, width: int, step: int, data: Buffer) -> tuple[np.ndarray, str]:
+    """A raw frame as a uint8 HxWx3 array and its colour order ("rgb" or "bgr").
+
+    ``data`` is any buffer (bytes, memoryview, the array.array rclpy hands out); rgb8 and bgr8
+    frames come back as a view of it, so the caller keeps ``data`` alive while the view is used.
+    """
+    layout = _RAW_ENCODINGS.get(encoding.lower())
+    if layout is None:
+        raise ImageDecodeError(f"unsupported encoding {encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}")
+    channels, conversion, color_order = layout
+    if height <= 0 or width <= 0:
+        raise ImageDecodeError(f"zero-size image ({width}x{height})")
+    if channels == 2 and width % 2:
+        raise ImageDecodeError(f"{encoding} needs an even width (two pixels share chroma), got {width}")
+    row_bytes = width * channels
+    if step < row_bytes:
+        raise ImageDecodeError(f"step {step} is smaller than width x bytes per pixel = {row_bytes} for {encoding}")
+    pixels = np.frombuffer(data, np.uint8)
+    if pixels.size < step * height:
+        raise ImageDecodeError(f"data holds {pixels.size} bytes, step x height = {step * height} expected")
+    # A view: rows `step` bytes apart, padding at the end of each row left out.
+    rows = pixels[: step * height].reshape(height, step)[:, :row_bytes]
+    image = rows.reshape(height, width, channels) if channels > 1 else rows
+    if conversion is None:
+        return image, color_order
+    return cv2.cvtColor(image, conversion), color_order
+
+
+def decode_compressed(data: Buffer) -> tuple[np.ndarray, str]:
+    """A JPEG or PNG frame (sensor_msgs/CompressedImage data) as a uint8 HxWx3 BGR array."""
+    encoded = np.frombuffer(data, np.uint8)
+    if encoded.size == 0:
+        raise ImageDecodeError("compressed frame is empty")
+    image = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
+    if image is None or image.size == 0:
+        raise ImageDecodeError(f"compressed frame of {encoded.size} bytes is not a decodable JPEG or PNG")
+    return image, BGR
+
+
+def to_rgb(image: np.ndarray, color_order: str) -> np.ndarray:
+    """``image`` in RGB order; the same array when it already is."""
+    if color_order == RGB:
+        return image
+    if color_order == BGR:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    raise ValueError(f"color_order must be 'rgb' or 'bgr', got {color_order!r}")
+
+
+def palette_lut(palette: np.ndarray | list) -> np.ndarray:
+    """A 256-entry RGB lookup table from a (K,3) palette; ids without a colour map to black."""
+    colors = np.asarray(palette, dtype=np.int64).reshape(-1, 3) if len(palette) else np.zeros((0, 3), np.int64)
+    if colors.shape[0] > 256 or (colors.size and (colors.min() < 0 or colors.max() > 255)):
+        raise ValueError(f"palette must be at most 256 colours of 0..255 R,G,B values, got shape {colors.shape}")
+    lut = np.zeros((256, 3), np.uint8)
+    lut[: colors.shape[0]] = colors
+    return lut
+
+
+def colorize(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """Class ids (uint8 HxW) as an RGB image (HxWx3) using ``palette`` (K,3)."""
+    if labels.dtype != np.uint8 or labels.ndim != 2:
+        raise ValueError(f"labels must be uint8 HxW, got {labels.dtype} {labels.shape}")
+    lut = palette if palette.shape == (256, 3) and palette.dtype == np.uint8 else palette_lut(palette)
+    return lut[labels]
+
+
+def blend(image_rgb: np.ndarray, mask_rgb: np.ndarray, alpha: float) -> np.ndarray:
+    """``image_rgb`` x (1 - alpha) + ``mask_rgb`` x alpha at the image's size.
+
+    A mask of another size (labels at network resolution) is scaled to the image, nearest neighbour,
+    so class borders stay sharp.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    height, width = image_rgb.shape[:2]
+    if mask_rgb.shape[:2] != (height, width):
+        mask_rgb = cv2.resize(mask_rgb, (width, height), interpolation=cv2.INTER_NEAREST)
+    return cv2.addWeighted(image_rgb, 1.0 - alpha, mask_rgb, alpha, 0.0)

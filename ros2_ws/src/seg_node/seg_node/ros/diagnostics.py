@@ -1,0 +1,110 @@
+"""Per-camera health for /diagnostics: rates, latency percentiles, drops, bad frames, staleness.
+
+Built on diagnostic_msgs directly, since diagnostic_updater is not available everywhere the node runs.
+Counters are fed from the executor thread (inputs) and the output thread (results) and read by the
+diagnostics timer, hence the lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+
+OK = DiagnosticStatus.OK
+WARN = DiagnosticStatus.WARN
+ERROR = DiagnosticStatus.ERROR
+
+
+def key_values(values: dict[str, object]) -> list[KeyValue]:
+    return [KeyValue(key=key, value=str(value)) for key, value in values.items()]
+
+
+@dataclass
+class _Window:
+    inputs: int = 0
+    outputs: int = 0
+    engine_errors: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+
+class CameraMonitor:
+    """What one camera's frames did since the last report, and in total."""
+
+    def __init__(self, name: str, topic: str, started: float) -> None:
+        self.name = name
+        self.topic = topic
+        self._lock = threading.Lock()
+        self._window = _Window()
+        self._window_start = started
+        self._started = started
+        self._last_input: float | None = None
+        self.inputs_total = 0
+        self.outputs_total = 0
+        self.bad_frames = 0
+        self.engine_errors = 0
+        self.last_problem = ""
+
+    def input(self, now: float) -> None:
+        with self._lock:
+            self._window.inputs += 1
+            self.inputs_total += 1
+            self._last_input = now
+
+    def bad_frame(self, reason: str) -> None:
+        with self._lock:
+            self.bad_frames += 1
+            self.last_problem = reason
+
+    def engine_error(self, reason: str) -> None:
+        with self._lock:
+            self._window.engine_errors += 1
+            self.engine_errors += 1
+            self.last_problem = reason
+
+    def output(self, latency_s: float | None) -> None:
+        """A published result; ``latency_s`` from the input's stamp, None for an unstamped input."""
+        with self._lock:
+            self._window.outputs += 1
+            self.outputs_total += 1
+            if latency_s is not None:
+                self._window.latencies.append(latency_s)
+
+    def report(self, now: float, dropped: int, expected_fps: float, input_timeout_s: float) -> DiagnosticStatus:
+        """The status of the window since the last report; starts a new window."""
+        with self._lock:
+            window, self._window = self._window, _Window()
+            elapsed = max(now - self._window_start, 1e-9)
+            self._window_start = now
+            since_input = now - (self._last_input if self._last_input is not None else self._started)
+            values = {
+                "topic": self.topic,
+                "input_fps": f"{window.inputs / elapsed:.2f}",
+                "output_fps": f"{window.outputs / elapsed:.2f}",
+                "latency_p50_ms": _percentile_ms(window.latencies, 50),
+                "latency_p95_ms": _percentile_ms(window.latencies, 95),
+                "frames_received": self.inputs_total,
+                "frames_published": self.outputs_total,
+                "frames_dropped": dropped,
+                "bad_frames": self.bad_frames,
+                "engine_errors": self.engine_errors,
+                "seconds_since_input": f"{since_input:.2f}" if self._last_input is not None else "never",
+                "last_problem": self.last_problem,
+            }
+        level, message = OK, "ok"
+        output_fps = window.outputs / elapsed
+        if window.engine_errors:
+            level, message = ERROR, f"engine failed on {window.engine_errors} frames: {values['last_problem']}"
+        elif since_input > input_timeout_s:
+            level, message = WARN, f"stale: no frame for {since_input:.1f} s (input_timeout_s {input_timeout_s})"
+        elif expected_fps > 0 and output_fps < expected_fps:
+            level, message = WARN, f"output {output_fps:.1f} fps is below expected_fps {expected_fps}"
+        return DiagnosticStatus(
+            level=level, name=f"seg_node: camera {self.name}", message=message, values=key_values(values)
+        )
+
+
+def _percentile_ms(samples: list[float], percent: float) -> str:
+    return f"{np.percentile(samples, percent) * 1e3:.1f}" if samples else "n/a"

@@ -1,0 +1,165 @@
+"""seg_node.imaging: every camera encoding to RGB/BGR, padded rows, bad frames, colourising and blending."""
+
+from __future__ import annotations
+
+import array
+
+import cv2
+import numpy as np
+import pytest
+
+from seg_node.imaging import (
+    SUPPORTED_ENCODINGS,
+    ImageDecodeError,
+    blend,
+    colorize,
+    decode_compressed,
+    decode_raw,
+    palette_lut,
+    to_rgb,
+)
+
+HEIGHT, WIDTH = 6, 10
+
+
+@pytest.fixture(scope="module")
+def rgb() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+
+
+def padded(pixels: np.ndarray, padding: int) -> tuple[bytes, int]:
+    """Rows of ``pixels`` (HxWxC) followed by ``padding`` junk bytes each, and the step."""
+    rows = pixels.reshape(pixels.shape[0], -1)
+    step = rows.shape[1] + padding
+    buffer = np.full((rows.shape[0], step), 0xAB, np.uint8)
+    buffer[:, : rows.shape[1]] = rows
+    return buffer.tobytes(), step
+
+
+def uyvy_from_rgb(rgb: np.ndarray) -> np.ndarray:
+    """An HxWx2 UYVY frame; the reference for decoding is OpenCV's own YUV->RGB."""
+    yuv = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV).astype(np.int32)
+    u = (yuv[:, 0::2, 1] + yuv[:, 1::2, 1]) // 2
+    v = (yuv[:, 0::2, 2] + yuv[:, 1::2, 2]) // 2
+    out = np.empty((rgb.shape[0], rgb.shape[1], 2), np.uint8)
+    out[:, 0::2, 0], out[:, 1::2, 0] = u, v
+    out[:, :, 1] = yuv[:, :, 0]
+    return out
+
+
+@pytest.mark.parametrize("padding", [0, 7])
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8"])
+def test_rgb_and_bgr_are_views_of_the_message_data(rgb, encoding, padding):
+    pixels = rgb if encoding == "rgb8" else rgb[:, :, ::-1]
+    data, step = padded(pixels, padding)
+    message_data = array.array("B", data)  # what rclpy hands the callback
+    image, order = decode_raw(encoding, HEIGHT, WIDTH, step, message_data)
+    assert order == encoding[:3]
+    assert image.shape == (HEIGHT, WIDTH, 3) and image.dtype == np.uint8
+    assert np.array_equal(to_rgb(image, order), rgb)
+    assert np.shares_memory(image, np.frombuffer(message_data, np.uint8))
+
+
+@pytest.mark.parametrize("padding", [0, 3])
+def test_four_channel_and_mono_encodings(rgb, padding):
+    alpha = np.full((HEIGHT, WIDTH, 1), 17, np.uint8)
+    for encoding, pixels in [
+        ("rgba8", np.concatenate([rgb, alpha], axis=2)),
+        ("bgra8", np.concatenate([rgb[:, :, ::-1], alpha], axis=2)),
+    ]:
+        data, step = padded(pixels, padding)
+        image, order = decode_raw(encoding, HEIGHT, WIDTH, step, data)
+        assert np.array_equal(to_rgb(image, order), rgb), encoding
+    gray = rgb[:, :, 0:1]
+    data, step = padded(gray, padding)
+    image, order = decode_raw("mono8", HEIGHT, WIDTH, step, memoryview(data))
+    assert image.shape == (HEIGHT, WIDTH, 3)
+    assert all(np.array_equal(to_rgb(image, order)[:, :, c], gray[:, :, 0]) for c in range(3))
+
+
+@pytest.mark.parametrize("padding", [0, 4])
+def test_yuv422_layouts(rgb, padding):
+    uyvy = uyvy_from_rgb(rgb)
+    yuyv = uyvy[:, :, ::-1].copy()  # Y U Y V: the same samples, swapped within each 2-byte pair
+    expected = cv2.cvtColor(uyvy, cv2.COLOR_YUV2RGB_UYVY)
+    # the decoded colours stay close to the source (chroma is shared by two pixels)
+    assert np.abs(expected.astype(int) - rgb.astype(int)).mean() < 40
+    for encodings, pixels in [(("yuv422", "uyvy"), uyvy), (("yuv422_yuy2", "yuyv"), yuyv)]:
+        data, step = padded(pixels, padding)
+        for encoding in encodings:
+            image, order = decode_raw(encoding, HEIGHT, WIDTH, step, data)
+            assert np.array_equal(to_rgb(image, order), expected), encoding
+
+
+@pytest.mark.parametrize(
+    ("encoding", "height", "width", "step", "size", "reason"),
+    [
+        ("rgb16", HEIGHT, WIDTH, WIDTH * 6, HEIGHT * WIDTH * 6, "unsupported encoding"),
+        ("rgb8", 0, WIDTH, WIDTH * 3, 0, "zero-size"),
+        ("rgb8", HEIGHT, 0, 0, 0, "zero-size"),
+        ("rgb8", HEIGHT, WIDTH, WIDTH * 3, HEIGHT * WIDTH * 3 - 1, "bytes"),
+        ("rgb8", HEIGHT, WIDTH, WIDTH * 3 + 8, HEIGHT * WIDTH * 3 + 8, "bytes"),  # padding claimed, not sent
+        ("rgb8", HEIGHT, WIDTH, WIDTH * 3 - 1, HEIGHT * WIDTH * 3, "step"),
+        ("yuv422", HEIGHT, WIDTH - 1, (WIDTH - 1) * 2, HEIGHT * (WIDTH - 1) * 2, "even width"),
+    ],
+)
+def test_bad_raw_frames_name_the_reason(encoding, height, width, step, size, reason):
+    with pytest.raises(ImageDecodeError, match=reason):
+        decode_raw(encoding, height, width, step, bytes(size))
+
+
+def test_supported_encodings_are_listed_in_the_error():
+    with pytest.raises(ImageDecodeError) as error:
+        decode_raw("bayer_rggb8", HEIGHT, WIDTH, WIDTH, bytes(HEIGHT * WIDTH))
+    assert all(encoding in str(error.value) for encoding in SUPPORTED_ENCODINGS)
+
+
+def test_compressed_jpeg_and_png_of_a_camvid_frame(camvid_pairs):
+    image_path = camvid_pairs[0][0]
+    bgr = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+    jpeg = image_path.read_bytes()
+    decoded, order = decode_compressed(array.array("B", jpeg))
+    assert order == "bgr" and np.array_equal(decoded, bgr)
+    ok, png = cv2.imencode(".png", bgr)
+    assert ok
+    decoded, _ = decode_compressed(png.tobytes())
+    assert np.array_equal(decoded, bgr)
+    ok, gray_png = cv2.imencode(".png", bgr[:, :, 0])
+    decoded, _ = decode_compressed(gray_png.tobytes())
+    assert decoded.shape == bgr.shape
+
+
+@pytest.mark.parametrize("data", [b"", b"\xff\xd8\xff\xe0 not really a jpeg", bytes(1000)])
+def test_corrupt_compressed_frames_raise(data):
+    with pytest.raises(ImageDecodeError):
+        decode_compressed(data)
+
+
+def test_colorize_uses_the_palette_and_blacks_out_unknown_ids():
+    palette = np.array([[10, 20, 30], [200, 100, 0]], np.uint8)
+    labels = np.array([[0, 1], [1, 255]], np.uint8)
+    mask = colorize(labels, palette)
+    assert mask.shape == (2, 2, 3) and mask.dtype == np.uint8
+    assert mask[0, 0].tolist() == [10, 20, 30] and mask[0, 1].tolist() == [200, 100, 0]
+    assert mask[1, 1].tolist() == [0, 0, 0]
+    assert np.array_equal(colorize(labels, palette_lut(palette)), mask)
+
+
+@pytest.mark.parametrize("palette", [np.zeros((257, 3)), np.array([[0, 0, 256]]), np.array([[-1, 0, 0]])])
+def test_invalid_palettes_are_rejected(palette):
+    with pytest.raises(ValueError, match="palette"):
+        palette_lut(palette)
+
+
+def test_blend_weights_image_and_mask_and_scales_a_smaller_mask(rgb):
+    mask = np.zeros_like(rgb)
+    mask[:] = (255, 0, 0)
+    assert np.array_equal(blend(rgb, mask, 0.0), rgb)
+    assert np.array_equal(blend(rgb, mask, 1.0), mask)
+    half = blend(rgb, mask, 0.5).astype(int)
+    assert np.abs(half - (rgb.astype(int) + mask.astype(int)) / 2).max() <= 1
+    small = np.zeros((HEIGHT // 2, WIDTH // 2, 3), np.uint8)
+    small[:, :] = (0, 255, 0)
+    assert blend(rgb, small, 1.0)[HEIGHT - 1, WIDTH - 1].tolist() == [0, 255, 0]
+    with pytest.raises(ValueError, match="alpha"):
+        blend(rgb, mask, 1.5)
