@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: venv test summary clean
+.PHONY: venv demo test summary clean
 
 $(INSTALLED): requirements.txt ros2_ws/src/seg_node/setup.py ros2_ws/src/seg_node/package.xml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,11 @@ $(INSTALLED): requirements.txt ros2_ws/src/seg_node/setup.py ros2_ws/src/seg_nod
 	touch $@
 
 venv: $(INSTALLED)
+
+# The bundled recording through player -> node -> recorder over DDS; figures and files in out/demo/.
+# DEMO_ARGS passes options, e.g. make demo DEMO_ARGS="--model contextnet".
+demo: $(INSTALLED)
+	$(PY) -m seg_node.tools.demo $(DEMO_ARGS)
 
 test: $(INSTALLED)
 	$(PY) -m ruff check .

@@ -1,0 +1,421 @@
+"""``seg-demo`` (``make demo``): the real system over DDS on the bundled recording, then the figures.
+
+Three processes, as on a car: a player publishes the recording's camera
+images at their recorded rate (``seg_node.ros.bag_player``), the node
+segments them (``python -m seg_node`` with the parameters the launch file
+passes) and a recorder stores the node's label and overlay topics and
+``/diagnostics`` (``seg_node.ros.recorder``), printing the diagnostics as
+they come. At the end the recorded labels are scored against the recording's
+truth (mIoU), and ``out/demo/`` receives overlay PNGs, ``demo.mp4`` (input |
+overlay), report.json and report.md with plots.
+
+    seg-demo                                   # CGNet on the bundled recording
+    seg-demo --model contextnet --backend onnxruntime
+    seg-demo --bag my_drive --image-topic /front/image_raw --label-topic /front/labels
+    seg-demo --camera-topic /camera/image_raw --duration 30   # a live camera instead of the player
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import yaml
+
+from ..imaging import colorize, palette_lut, to_rgb
+from ..metrics import ConfusionMatrix, format_iou_table
+from ..weights import WeightsError, WeightsInfo, find_weights, read_info
+from .bags import IMAGE_TYPES, BagError, BagReader, decode_image, decode_label, stamp_ns
+from .plots import plot_class_iou, save_image_grid
+from .replay import LabelSizeError, output_topics, percentiles_ms, plot_latency, score_frame
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # ros2_ws/src/seg_node in a checkout
+DEFAULT_BAG = PACKAGE_ROOT.parents[2] / "demo" / "camvid_val_0016E5"
+DEFAULT_IMAGE_TOPIC = "/camera/image_raw/compressed"
+DEFAULT_LABEL_TOPIC = "/camera/labels"
+DIAGNOSTICS_TYPE = "diagnostic_msgs/msg/DiagnosticArray"
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+STRIP_FRAMES = 4
+
+
+class DemoError(RuntimeError):
+    """A process of the demo failed or the outputs never came; the message says which and why."""
+
+
+def package_file(relative: str) -> Path:
+    """A file of the package's share folder: the installed one, else the checkout's."""
+    candidates = [Path(sys.prefix) / "share" / "seg_node" / relative, PACKAGE_ROOT / relative]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise DemoError(f"{relative} not found in {', '.join(map(str, candidates))}")
+
+
+def ros_environment(domain_id: int) -> dict[str, str]:
+    """The processes' environment: their own DDS domain on this machine, the package's shared-memory profile."""
+    env = dict(os.environ)
+    env["ROS_DOMAIN_ID"] = str(domain_id)
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    profile = str(package_file("config/fastdds_shm.xml"))
+    env.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", profile)
+    env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", profile)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def node_command(
+    out: Path, weights: Path, backend: str, camera_topic: str, network_size: list[int] | None, expected_fps: float
+) -> list[str]:
+    """``python -m seg_node`` with the launch file's parameters: the package YAML, then the demo's overrides."""
+    overrides: dict[str, Any] = {
+        "weights": str(weights),
+        "backend": backend,
+        "cameras": [camera_topic],
+        "expected_fps": expected_fps,
+    }
+    if network_size:
+        overrides.update(network_height=network_size[0], network_width=network_size[1])
+    params = out / "node_params.yaml"
+    params.write_text(yaml.safe_dump({"/**": {"ros__parameters": overrides}}))
+    return [
+        sys.executable,
+        "-m",
+        "seg_node",
+        "--ros-args",
+        "--params-file",
+        str(package_file("config/seg_node.yaml")),
+        "--params-file",
+        str(params),
+    ]
+
+
+def _stop(process: subprocess.Popen, timeout: float = 10.0) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def run_processes(args: argparse.Namespace, out: Path, weights: Path) -> Path:
+    """Start recorder, node and player (or wait ``--duration`` on a camera); returns the recorded bag."""
+    camera_topic = args.camera_topic or args.image_topic
+    topics = output_topics(camera_topic)
+    recorded = out / "recorded"
+    env = ros_environment(args.domain_id)
+    python = [sys.executable, "-m"]
+    recorder_command = [
+        *python,
+        "seg_node.ros.recorder",
+        str(recorded),
+        "--print-diagnostics",
+        "--topic",
+        f"{topics['label']}:{IMAGE_TYPE}",
+        "--topic",
+        f"{topics['overlay']}:{IMAGE_TYPE}",
+        "--topic",
+        f"/diagnostics:{DIAGNOSTICS_TYPE}",
+    ]
+    if not args.camera_topic:
+        recorder_command += ["--stop-after-idle", str(args.idle)]
+    processes: list[subprocess.Popen] = []
+    try:
+        recorder = subprocess.Popen(recorder_command, env=env)
+        processes.append(recorder)
+        node = subprocess.Popen(
+            node_command(out, weights, args.backend, camera_topic, args.network_size, args.expected_fps), env=env
+        )
+        processes.append(node)
+        if args.camera_topic:
+            end = time.monotonic() + args.duration
+            while time.monotonic() < end and node.poll() is None:
+                time.sleep(0.2)
+        else:
+            player_command = [
+                *python,
+                "seg_node.ros.bag_player",
+                str(args.bag),
+                "--topic",
+                args.image_topic,
+                "--first",
+                str(args.first),
+                "--stamps",
+                str(out / "stamps.json"),
+            ]
+            if args.count is not None:
+                player_command += ["--count", str(args.count)]
+            player = subprocess.Popen(player_command, env=env)
+            processes.append(player)
+            while player.poll() is None and node.poll() is None:
+                time.sleep(0.2)
+            if player.returncode not in (None, 0):
+                raise DemoError(f"the player failed (exit {player.returncode}); its message is above")
+            try:
+                recorder.wait(timeout=args.idle + 60)
+            except subprocess.TimeoutExpired as error:
+                raise DemoError("the node's outputs stopped coming; see its log above") from error
+        if node.poll() is not None:
+            raise DemoError(f"the node exited early (exit {node.returncode}); its message is above")
+    finally:
+        for process in reversed(processes):
+            _stop(process)
+    if not (recorded / "metadata.yaml").is_file():
+        raise DemoError(f"the recorder left no bag in {recorded}")
+    return recorded
+
+
+def _read_by_stamp(bag: Path, topic: str, decode: Any) -> dict[int, tuple[int, Any]]:
+    """stamp -> (log time, decoded message) of ``topic``."""
+    found = {}
+    with BagReader(bag) as reader:
+        if topic not in reader.topics:
+            return found
+        for message in reader.messages([topic]):
+            found[stamp_ns(message.message)] = (message.log_time_ns, decode(message.message, message.msgtype))
+    return found
+
+
+def diagnostics_summary(bag: Path) -> dict[str, dict[str, str]]:
+    """Per diagnostics status: its last values, with a camera's fps and latency as medians of the windows that
+    had outputs (the last windows, after the player stopped, have none)."""
+    statuses: dict[str, dict[str, str]] = {}
+    windows: dict[str, dict[str, list[float]]] = {}
+    with BagReader(bag) as reader:
+        for message in reader.messages(["/diagnostics"]):
+            for status in message.message.status:
+                values = {v.key: v.value for v in status.values}
+                statuses[status.name] = {"message": status.message, **values}
+                for key in ("output_fps", "latency_p50_ms", "latency_p95_ms"):
+                    try:
+                        value = float(values[key])
+                    except (KeyError, ValueError):  # "n/a" in a window without outputs
+                        continue
+                    if value > 0:
+                        windows.setdefault(status.name, {}).setdefault(key, []).append(value)
+    for name, series in windows.items():
+        statuses[name].update({key: f"{np.median(values):.1f}" for key, values in series.items()})
+    return statuses
+
+
+def write_video(frames: list[np.ndarray], path: Path, fps: float) -> Path:
+    """An MP4 (OpenCV's mp4v) of RGB frames; a GIF when this OpenCV cannot write MP4."""
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    if writer.isOpened():
+        for frame in frames:
+            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        writer.release()
+        return path
+    from PIL import Image as PILImage
+
+    gif = path.with_suffix(".gif")
+    images = [PILImage.fromarray(f) for f in frames]
+    images[0].save(gif, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    return gif
+
+
+def analyse(args: argparse.Namespace, out: Path, recorded: Path, weights: Path, info: WeightsInfo) -> dict[str, Any]:
+    """Score the recorded outputs against the bag's labels; overlay PNGs, video, plots and the report."""
+    camera_topic = args.camera_topic or args.image_topic
+    topics = output_topics(camera_topic)
+    outputs = _read_by_stamp(recorded, topics["label"], lambda m, t: decode_label(m, t))
+    overlays = _read_by_stamp(recorded, topics["overlay"], lambda m, t: to_rgb(*decode_image(m, t)).copy())
+    stamps_file = out / "stamps.json"
+    published = json.loads(stamps_file.read_text())["frames"] if stamps_file.is_file() else []
+    # the player restamps: published stamp -> (original stamp, wall time of publication)
+    origin = {f["stamp_ns"]: (f["original_stamp_ns"], f["published_ns"]) for f in published}
+    truth: dict[int, tuple[int, Any]] = {}
+    inputs: dict[int, tuple[int, Any]] = {}
+    if not args.camera_topic:
+        inputs = _read_by_stamp(args.bag, args.image_topic, lambda m, t: to_rgb(*decode_image(m, t)).copy())
+        if args.label_topic:
+            truth = _read_by_stamp(args.bag, args.label_topic, decode_label)
+    matrix = ConfusionMatrix(info.num_classes, info.ignore_index)
+    lut = palette_lut(info.palette)
+    latencies, times, errors = [], [], []
+    video, strip_candidates = [], []
+    overlay_dir = out / "overlays"
+    overlay_dir.mkdir(exist_ok=True)
+    first_time = None
+    for index, stamp in enumerate(sorted(outputs)):
+        received, prediction = outputs[stamp]
+        original, sent = origin.get(stamp, (stamp, stamp))
+        first_time = sent if first_time is None else first_time
+        latencies.append((received - sent) / 1e9)
+        times.append((sent - first_time) / 1e9)
+        if original in truth:
+            try:
+                score_frame(matrix, truth[original][1], prediction)
+            except LabelSizeError as error:
+                errors.append(f"frame stamped {original}: {error}")
+        overlay = overlays.get(stamp, (None, None))[1]
+        if overlay is None:
+            continue
+        cv2.imwrite(str(overlay_dir / f"overlay_{index:04d}.png"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+        frame = inputs.get(original, (None, None))[1]
+        if frame is not None:
+            if frame.shape != overlay.shape:
+                overlay = cv2.resize(overlay, (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_NEAREST)
+            video.append(np.hstack([frame, overlay]))
+            truth_rgb = colorize(truth[original][1], lut) if original in truth else np.zeros_like(frame)
+            strip_candidates.append([frame, truth_rgb, overlay])
+    files = {"overlays": "overlays/", "recorded_bag": "recorded/"}
+    if video:
+        rate = 1e9 / np.median(np.diff(sorted(s for s, _ in origin.values()))) if len(origin) > 1 else 10.0
+        files["video"] = write_video(video, out / "demo.mp4", float(rate)).name
+    if strip_candidates:
+        picks = np.linspace(0, len(strip_candidates) - 1, min(STRIP_FRAMES, len(strip_candidates))).astype(int)
+        save_image_grid([strip_candidates[i] for i in picks], ["input", "truth", "overlay"], out / "strip.png")
+        files["strip"] = "strip.png"
+    if latencies:
+        plot_latency(times, latencies, "camera -> node -> recorder over DDS", out / "latency.png")
+        files["latency_plot"] = "latency.png"
+    accuracy = matrix.report([c.name for c in info.classes]) if matrix.images else None
+    if accuracy is not None:
+        plot_class_iou(
+            accuracy["per_class_iou"], info.palette, f"per-class IoU, {matrix.images} frames", out / "class_iou.png"
+        )
+        files["class_iou_plot"] = "class_iou.png"
+    report = {
+        "bag": None if args.camera_topic else str(args.bag),
+        "camera_topic": camera_topic,
+        "weights": str(weights),
+        "model": info.describe(),
+        "frames": {
+            "published": len(published) if published else None,
+            "segmented": len(outputs),
+            "lost": len(published) - len(outputs) if published else None,
+            "scored": matrix.images,
+        },
+        "latency_over_dds_ms": percentiles_ms(latencies),
+        "diagnostics": diagnostics_summary(recorded),
+        "accuracy": accuracy,
+        "errors": errors,
+        "files": files,
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "report.md").write_text(render_markdown(report))
+    return report
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    frames, latency = report["frames"], report["latency_over_dds_ms"]
+    engine = next((v for k, v in report["diagnostics"].items() if k.endswith("engine")), {})
+    camera = next((v for k, v in report["diagnostics"].items() if "camera" in k), {})
+    lines = [
+        "# seg_node demo",
+        "",
+        f"{report['model']} on **{engine.get('backend', '?')}** ({engine.get('device', '?')}, "
+        f"{engine.get('precision', '?')}, network input {engine.get('input_resolution', '?')}); camera topic "
+        f"`{report['camera_topic']}`" + (f" played from `{report['bag']}`." if report["bag"] else "."),
+        "",
+        "| measure | value |",
+        "| --- | --- |",
+        f"| frames published / segmented / not segmented | {frames['published']} / {frames['segmented']} / "
+        f"{frames['lost']} |",
+        f"| node's output fps (median of its diagnostics windows) | {camera.get('output_fps', '-')} |",
+        f"| node's latency p50 / p95 (ms, median of windows) | {camera.get('latency_p50_ms', '-')} / "
+        f"{camera.get('latency_p95_ms', '-')} |",
+        f"| node's frames received / published / dropped | {camera.get('frames_received', '-')} / "
+        f"{camera.get('frames_published', '-')} / {camera.get('frames_dropped', '-')} |",
+        "| player -> node -> recorder latency p50 / p95 / p99 (ms) | "
+        + " / ".join("-" if latency[k] is None else f"{latency[k]:.0f}" for k in ("p50", "p95", "p99"))
+        + " |",
+        "",
+    ]
+    if "latency_plot" in report["files"]:
+        lines += ["![latency](latency.png)", ""]
+    accuracy = report["accuracy"]
+    if accuracy is not None:
+        lines += [
+            f"## Accuracy on the {frames['scored']} segmented frames",
+            "",
+            "```",
+            format_iou_table(accuracy),
+            "```",
+            "",
+            "![per-class IoU](class_iou.png)",
+            "",
+        ]
+    if "strip" in report["files"]:
+        lines += ["![input, truth, overlay](strip.png)", ""]
+    if "video" in report["files"]:
+        lines += [f"Video of input | overlay: `{report['files']['video']}`; every overlay: `overlays/`.", ""]
+    if report["errors"]:
+        lines += ["## Problems", ""] + [f"- {e}" for e in report["errors"]] + [""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="seg-demo",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
+    parser.add_argument("--model", choices=("cgnet", "contextnet"), default="cgnet", help="shipped CamVid weights")
+    parser.add_argument("--weights", help="a weights file instead of --model's")
+    parser.add_argument("--backend", default="auto", choices=("auto", "torch2trt", "torch", "onnxruntime"))
+    parser.add_argument("--network-size", type=int, nargs=2, metavar=("H", "W"), help="default: the training size")
+    parser.add_argument("--bag", type=Path, default=DEFAULT_BAG, help="recording to play")
+    parser.add_argument("--image-topic", default=DEFAULT_IMAGE_TOPIC)
+    parser.add_argument("--label-topic", default=DEFAULT_LABEL_TOPIC, help="truth labels; '' for none")
+    parser.add_argument("--first", type=int, default=0, help="first image of the recording to play")
+    parser.add_argument("--count", type=int, help="number of images to play (default: all)")
+    parser.add_argument("--camera-topic", help="segment a live camera topic instead of playing a bag")
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds to run with --camera-topic")
+    parser.add_argument("--expected-fps", type=float, default=10.0, help="the node warns below this output rate")
+    parser.add_argument("--idle", type=float, default=3.0, help="seconds without outputs that end the recording")
+    parser.add_argument("--domain-id", type=int, default=random.randint(100, 200), help="ROS_DOMAIN_ID of the run")
+    parser.add_argument("--out", type=Path, default=Path("out/demo"))
+    args = parser.parse_args(argv)
+    try:
+        weights = Path(args.weights) if args.weights else find_weights(f"{args.model}_camvid")
+        info = read_info(weights)
+        if not args.camera_topic:
+            with BagReader(args.bag) as reader:
+                reader.require_topic(args.image_topic, IMAGE_TYPES)
+                if args.label_topic:
+                    reader.require_topic(args.label_topic, IMAGE_TYPES)
+        args.out.mkdir(parents=True, exist_ok=True)
+        for stale in ("recorded", "overlays"):
+            if (args.out / stale).exists():
+                shutil.rmtree(args.out / stale)
+        (args.out / "stamps.json").unlink(missing_ok=True)
+        print(
+            f"seg-demo: {info.describe()} from {weights}, ROS_DOMAIN_ID={args.domain_id}, output in {args.out}/",
+            flush=True,
+        )
+        started = time.monotonic()
+        recorded = run_processes(args, args.out, weights)
+        report = analyse(args, args.out, recorded, weights, info)
+    except (BagError, WeightsError, DemoError, OSError) as error:
+        print(f"seg-demo: {error}", file=sys.stderr)
+        return 1
+    frames, latency = report["frames"], report["latency_over_dds_ms"]
+    print(
+        f"seg-demo: {frames['segmented']} of {frames['published']} frames segmented in "
+        f"{time.monotonic() - started:.0f} s; latency over DDS p50 {latency['p50'] or 0:.0f} ms"
+    )
+    if report["accuracy"] is not None:
+        print(format_iou_table(report["accuracy"]))
+        print(f"seg-demo: mIoU {100 * report['accuracy']['miou']:.2f}% on {frames['scored']} frames")
+    print(f"seg-demo: wrote {args.out}/report.md, report.json, {report['files'].get('video', 'no video')}, overlays/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
