@@ -499,6 +499,8 @@ def render_markdown(report: dict[str, Any], outputs: dict[str, str]) -> str:
     ]
     if report["read_error"]:
         lines += [f"**The bag broke off:** {report['read_error']}. The figures cover what was read.", ""]
+    elif report["warnings"]:
+        lines += ["**The bag is damaged**; the figures cover what could be read (see Problems).", ""]
     lines += [
         "## Speed",
         "",
@@ -567,8 +569,8 @@ def print_summary(report: dict[str, Any]) -> None:
     )
     if report["accuracy"] is not None:
         print(format_iou_table(report["accuracy"]))
-    if report["read_error"]:
-        print(f"warning: {report['read_error']}", file=sys.stderr)
+    for problem in ([report["read_error"]] if report["read_error"] else []) + report["warnings"]:
+        print(f"warning: {problem}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -617,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
         engine.close()
     print_summary(report)
     print(f"wrote {args.out}/report.json, report.md" + ("" if args.no_bag else ", segmented/"))
-    return 1 if report["read_error"] else 0
+    return 1 if report["read_error"] or report["warnings"] else 0  # a damaged bag, reported as far as it was read
 
 
 if __name__ == "__main__":

@@ -1,0 +1,147 @@
+"""seg-replay: the engine over a bag equals the engine over the files; reports, outputs and damaged input."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from test_bags import write_foreign_bag
+
+from seg_node.engine import EngineConfig, create_engine
+from seg_node.metrics import ConfusionMatrix
+from seg_node.models import build_model
+from seg_node.tools.bags import BagReader, stamp_ns
+from seg_node.tools.make_bag import make_bag
+from seg_node.tools.replay import main, output_topics, replay, simulate_drops
+from seg_node.weights import SegClass, WeightsInfo, save_weights
+
+CAMVID_CLASSES = [
+    ("Sky", (128, 128, 128)), ("Building", (128, 0, 0)), ("Pole", (192, 192, 128)), ("Road", (128, 64, 128)),
+    ("Pavement", (60, 40, 222)), ("Tree", (128, 128, 0)), ("SignSymbol", (192, 128, 128)),
+    ("Fence", (64, 64, 128)), ("Car", (64, 0, 128)), ("Pedestrian", (64, 64, 0)), ("Bicyclist", (0, 128, 192)),
+]  # fmt: skip
+COMPRESSED = "/camera/image_raw/compressed"
+RAW = "/camera/image_raw"
+LABELS = "/camera/labels"
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """Untrained CGNet with CamVid's classes at a small network size (the tests measure plumbing, not skill)."""
+    model = build_model("cgnet", len(CAMVID_CLASSES))
+    info = WeightsInfo(
+        architecture="cgnet", variant=dict(model.variant),
+        classes=[SegClass(i, name, color) for i, (name, color) in enumerate(CAMVID_CLASSES)],
+        mean=(100.0, 100.0, 100.0), std=(60.0, 60.0, 60.0), input_size=(96, 128), dataset="camvid",
+        splits=["train"], ignore_index=11,
+    )  # fmt: skip
+    return save_weights(model, info, tmp_path_factory.mktemp("weights") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="module")
+def engine(weights):
+    engine = create_engine(weights, EngineConfig(backend="torch", threads=1))
+    yield engine
+    engine.close()
+
+
+def files_miou(engine, pairs) -> float:
+    """What seg-eval computes: the engine over the image files, scored against the label files."""
+    matrix = ConfusionMatrix(engine.info.num_classes, engine.info.ignore_index)
+    for image_path, label_path in pairs:
+        result = engine.infer(cv2.imread(str(image_path)), color_order="bgr")
+        matrix.update(cv2.imread(str(label_path), cv2.IMREAD_UNCHANGED), result.labels)
+    return matrix.miou()
+
+
+@pytest.mark.parametrize(("image_format", "storage"), [("jpeg", "mcap"), ("raw", "sqlite3")])
+def test_replayed_miou_equals_the_files_and_outputs_are_written(tmp_path, camvid_pairs, engine, image_format, storage):
+    pairs = camvid_pairs[10:14]
+    bag = make_bag(tmp_path / "bag", pairs, image_format=image_format, storage=storage, progress=False)
+    topic = COMPRESSED if image_format == "jpeg" else RAW
+    report = replay(bag, topic, engine, tmp_path / "out", label_topic=LABELS, progress=False)
+    assert report["accuracy"]["miou"] == pytest.approx(files_miou(engine, pairs), abs=1e-12)
+    assert report["frames"] | {"dropped_realtime": 0} == report["frames"] | {
+        "in_bag": 4, "read": 4, "processed": 4, "labelled": 4, "without_label": 0, "labels_without_image": 0,
+        "dropped_realtime": 0,
+    }  # fmt: skip
+    assert report["latency_ms"]["p50"] > 0 and report["fps"]["engine"] > 0 and report["fps"]["recorded"] == 10.0
+    written = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert written["accuracy"] == report["accuracy"] and written["backend"] == "torch"
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "mIoU" in markdown and "p50" in markdown
+    for plot in ("latency.png", "class_iou.png", "overlays.png"):
+        assert (tmp_path / "out" / plot).stat().st_size > 1000
+    with BagReader(tmp_path / "out" / "segmented") as segmented:
+        assert segmented.storage == storage
+        expected = {topic: 4, LABELS: 4, **{t: 4 for t in output_topics(topic).values()}}
+        assert segmented.counts == expected
+        by_topic: dict[str, list[int]] = {}
+        for message in segmented.messages(list(expected)):
+            by_topic.setdefault(message.topic, []).append(stamp_ns(message.message))
+    assert len({tuple(stamps) for stamps in by_topic.values()}) == 1  # every output at its input's stamp
+
+
+def test_unlabelled_frames_are_counted_not_guessed(tmp_path, camvid_pairs, engine):
+    pairs = [(image, label if i % 2 == 0 else None) for i, (image, label) in enumerate(camvid_pairs[:4])]
+    bag = make_bag(tmp_path / "bag", pairs, progress=False)
+    report = replay(bag, COMPRESSED, engine, tmp_path / "out", label_topic=LABELS, write_bag=False, progress=False)
+    assert report["frames"]["labelled"] == 2 and report["frames"]["without_label"] == 2
+    assert report["accuracy"]["images"] == 2
+    assert report["accuracy"]["miou"] == pytest.approx(files_miou(engine, camvid_pairs[0:3:2]), abs=1e-12)
+
+
+def test_labels_of_the_wrong_size_are_reported(tmp_path, camvid_pairs, engine):
+    small = []
+    for index, (_, label_path) in enumerate(camvid_pairs[:2]):
+        label = cv2.imread(str(label_path), cv2.IMREAD_UNCHANGED)
+        path = tmp_path / f"label{index}.png"
+        cv2.imwrite(str(path), cv2.resize(label, (240, 180), interpolation=cv2.INTER_NEAREST))
+        small.append(path)
+    bag = make_bag(tmp_path / "bag", [(image, s) for (image, _), s in zip(camvid_pairs[:2], small, strict=True)],
+                   progress=False)  # fmt: skip
+    report = replay(bag, COMPRESSED, engine, tmp_path / "out", label_topic=LABELS, write_bag=False, progress=False)
+    assert report["frames"]["labels_wrong_size"] == 2 and report["accuracy"] is None
+    assert any("240x180" in e and "480x360" in e for e in report["errors"])
+    assert "No frame could be scored" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_realtime_replay_counts_what_the_pipeline_dropped(tmp_path, camvid_pairs, engine):
+    bag = make_bag(tmp_path / "bag", camvid_pairs[:6], rate_hz=50, progress=False)
+    report = replay(bag, COMPRESSED, engine, tmp_path / "out", label_topic=LABELS, realtime=True, write_bag=False,
+                    progress=False)  # fmt: skip
+    frames = report["frames"]
+    assert report["mode"] == "realtime" and frames["dropped_realtime_source"].startswith("measured")
+    assert frames["processed"] + frames["dropped_realtime"] == 6
+    assert frames["labelled"] == frames["processed"] and frames["labels_without_image"] == 0
+
+
+def test_drop_simulation_is_newest_wins_with_one_slot():
+    assert simulate_drops([0.0, 0.1, 0.2, 0.3], [0.05] * 4) == 0
+    # frame 0 busy until 0.35: frame 1 waits, frame 2 replaces it (1 dropped), frame 3 replaces frame 2
+    assert simulate_drops([0.0, 0.1, 0.2, 0.3], [0.35, 0.35, 0.35, 0.35]) == 2
+
+
+def test_a_foreign_raw_bag_replays(tmp_path, engine):
+    frames = [np.random.default_rng(i).integers(0, 255, (60, 80, 3), dtype=np.uint8) for i in range(3)]
+    bag = write_foreign_bag(tmp_path / "foreign", frames)
+    report = replay(bag, "/cam/image", engine, tmp_path / "out", progress=False)
+    assert report["frames"]["processed"] == 3 and report["accuracy"] is None
+    assert report["storage"] == "sqlite3"
+
+
+def test_command_line_names_missing_topics_and_damaged_bags(tmp_path, camvid_pairs, weights, capsys):
+    bag = make_bag(tmp_path / "bag", camvid_pairs[:12], progress=False)
+    common = ["--weights", str(weights), "--backend", "torch", "--no-bag"]
+    assert main([str(bag), "--image-topic", "/front/image", *common, "--out", str(tmp_path / "a")]) == 2
+    error = capsys.readouterr().err
+    assert "/front/image" in error and COMPRESSED in error and LABELS in error
+    (file,) = bag.glob("*.mcap")
+    file.write_bytes(file.read_bytes()[: file.stat().st_size * 2 // 3])
+    out = tmp_path / "b"
+    assert main([str(bag), "--image-topic", COMPRESSED, "--label-topic", LABELS, *common, "--out", str(out)]) == 1
+    report = json.loads((out / "report.json").read_text())
+    assert 0 < report["frames"]["processed"] < 12 and any("truncated" in w for w in report["warnings"])
+    assert "truncated" in (out / "report.md").read_text()
