@@ -5,7 +5,9 @@ recorder). Messages are stored as they arrive (serialized, receive time as
 log time). ``/diagnostics``, when recorded, is also printed as it comes: one
 line per status. ``--stop-after-idle S`` ends the recording S seconds after
 the last message on a non-diagnostics topic (once one has come), so a caller
-knows when the outputs of a finished player have all arrived.
+knows when the outputs of a finished player have all arrived; ``--ready-file``
+tells it when every topic has a publisher, so that a player can start without
+the first outputs going to a recorder not yet discovered.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class Recorder(Node):
         self.last_data_message: float | None = None
         self.counts = {topic: 0 for topic, _ in topics}
         self.last_lines: dict[str, str] = {}
+        self.subscriptions_: list[Any] = []
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.RELIABLE)
         for topic, type_name in topics:
             show = print_diagnostics and topic == DIAGNOSTICS
@@ -79,7 +82,13 @@ class Recorder(Node):
                             print(line, flush=True)
                             self.last_lines[status.name] = line
 
-            self.create_subscription(message_class(type_name), topic, on_message, qos, raw=True)
+            self.subscriptions_.append(
+                self.create_subscription(message_class(type_name), topic, on_message, qos, raw=True)
+            )
+
+    def all_matched(self) -> bool:
+        """Whether every recorded topic has a publisher (outputs published before that would be missed)."""
+        return all(subscription.get_publisher_count() > 0 for subscription in self.subscriptions_)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storage", choices=STORAGES, default="mcap")
     parser.add_argument("--print-diagnostics", action="store_true")
     parser.add_argument("--stop-after-idle", type=float, help="seconds of silence on data topics that end it")
+    parser.add_argument("--ready-file", type=Path, help="created once every topic has a publisher")
     args, ros_args = parser.parse_known_args(argv)
     topics = [tuple(spec.rsplit(":", 1)) for spec in args.topic]
     if any(len(t) != 2 for t in topics):
@@ -106,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         while rclpy.ok():
             rclpy.spin_once(recorder, timeout_sec=0.1)
+            if args.ready_file is not None and not args.ready_file.exists() and recorder.all_matched():
+                args.ready_file.touch()
             last = recorder.last_data_message
             if args.stop_after_idle is not None and last is not None and time.monotonic() - last > args.stop_after_idle:
                 break

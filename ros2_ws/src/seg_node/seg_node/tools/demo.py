@@ -131,6 +131,10 @@ def run_processes(args: argparse.Namespace, out: Path, weights: Path) -> Path:
     ]
     if not args.camera_topic:
         recorder_command += ["--stop-after-idle", str(args.idle)]
+    # The player starts once the recorder has discovered the node's outputs, so that none is missed.
+    ready = out / "recorder_ready"
+    ready.unlink(missing_ok=True)
+    recorder_command += ["--ready-file", str(ready)]
     processes: list[subprocess.Popen] = []
     try:
         recorder = subprocess.Popen(recorder_command, env=env)
@@ -139,6 +143,13 @@ def run_processes(args: argparse.Namespace, out: Path, weights: Path) -> Path:
             node_command(out, weights, args.backend, camera_topic, args.network_size, args.expected_fps), env=env
         )
         processes.append(node)
+        deadline = time.monotonic() + args.startup_timeout
+        while not ready.exists():
+            if node.poll() is not None or recorder.poll() is not None:
+                raise DemoError("the node or the recorder exited while starting; its message is above")
+            if time.monotonic() > deadline:
+                raise DemoError(f"the node's outputs were not discovered within {args.startup_timeout:.0f} s")
+            time.sleep(0.1)
         if args.camera_topic:
             end = time.monotonic() + args.duration
             while time.monotonic() < end and node.poll() is None:
@@ -379,6 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds to run with --camera-topic")
     parser.add_argument("--expected-fps", type=float, default=10.0, help="the node warns below this output rate")
     parser.add_argument("--idle", type=float, default=3.0, help="seconds without outputs that end the recording")
+    parser.add_argument("--startup-timeout", type=float, default=120.0, help="seconds for the node to come up")
     parser.add_argument("--domain-id", type=int, default=random.randint(100, 200), help="ROS_DOMAIN_ID of the run")
     parser.add_argument("--out", type=Path, default=Path("out/demo"))
     args = parser.parse_args(argv)
