@@ -41,6 +41,9 @@ setup(
     entry_points={
         "console_scripts": [
             "seg_node = seg_node.ros.node:main",
+            "seg-train = seg_node.tools.train:main",
+            "seg-eval = seg_node.tools.evaluate:main",
+            "seg-export = seg_node.tools.export:main",
         ],
     },
 )
