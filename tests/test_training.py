@@ -217,3 +217,19 @@ def test_seg_eval_writes_json_and_plots(tmp_path, tiny_camvid):
     assert report["images"] == 1 and len(report["per_class_iou"]) == 11
     assert "mIoU" in printed and "model-only fps" in printed
     assert out.with_suffix(".iou.png").stat().st_size > 0 and out.with_suffix(".examples.png").stat().st_size > 0
+
+
+def test_torchrun_trains_with_distributed_data_parallel(tmp_path, tiny_camvid):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    out = tmp_path / "ddp"
+    command = [
+        str(torchrun), "--nproc-per-node", "2", "-m", "seg_node.tools.train", "--model", "cgnet", "--variant", "M3N9",
+        "--data", tiny_camvid["data"], "--train-list", f"[{tiny_camvid['train']}]", "--val-list", tiny_camvid["val"],
+        "--crop-size", "[64, 64]", "--batch-size", "1", "--epochs", "1", "--workers", "0", "--out", str(out),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    checkpoint = load_checkpoint(out / "last.pt")
+    # 4 images over 2 processes with batch 1: 2 steps per process and epoch
+    assert checkpoint["global_step"] == 2 and checkpoint["epoch"] == 1
+    assert checkpoint["history"][0]["val_miou"] is not None

@@ -218,10 +218,10 @@ class Trainer:
         if config["model"] == "contextnet" and config["aux_weight"]:
             extra["aux_classifier"] = True
         model = build_model(config["model"], self.train_spec.num_classes, variant=config["variant"], **extra)
-        if self.distributed:
+        self.cuda = self.device.type == "cuda"
+        if self.distributed and self.cuda:  # SyncBatchNorm runs on CUDA only
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model.to(self.device)
-        self.cuda = self.device.type == "cuda"
         if self.cuda and config["channels_last"]:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.network = (
