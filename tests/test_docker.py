@@ -220,6 +220,14 @@ def test_compose_keeps_engines_and_mounts_weights(compose):
     assert (COMPOSE.parent / "../weights").resolve() == (REPO_ROOT / "weights").resolve()
 
 
+def test_compose_passes_only_arguments_the_launch_file_declares(compose):
+    launch_file = (REPO_ROOT / "launch/segment.launch.py").read_text()
+    declared = set(re.findall(r'DeclareLaunchArgument\(\s*"(\w+)"', launch_file))
+    assert {"weights", "cameras", "backend"} <= declared
+    for name in ("car", "desktop"):
+        assert {argument.split(":=")[0] for argument in compose["services"][name]["command"]} <= declared
+
+
 def test_compose_rviz_forwards_x11(compose):
     rviz = compose["services"]["rviz"]
     assert "/tmp/.X11-unix:/tmp/.X11-unix:rw" in rviz["volumes"]
