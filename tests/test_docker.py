@@ -159,6 +159,15 @@ def test_image_runs_as_a_user_with_a_health_check_and_the_launch_entry_point(doc
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
+def test_no_secrets_are_baked_into_the_image(dockerfile):
+    for keyword, arguments in instructions(dockerfile):
+        if keyword in ("ARG", "ENV"):
+            names = re.findall(r"(?:^|\s)(\w+)=", arguments) or [arguments.split("=")[0]]
+            for name in names:
+                assert not re.search(r"PASSW|TOKEN|SECRET|API_?KEY|CREDENTIAL", name, re.IGNORECASE), name
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
 def test_layers_leave_no_package_caches(dockerfile):
     for keyword, arguments in instructions(dockerfile):
         if keyword != "RUN":
