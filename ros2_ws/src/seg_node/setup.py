@@ -44,6 +44,7 @@ setup(
             "seg-train = seg_node.tools.train:main",
             "seg-eval = seg_node.tools.evaluate:main",
             "seg-export = seg_node.tools.export:main",
+            "seg-healthcheck = seg_node.ros.healthcheck:main",
         ],
     },
 )
