@@ -41,6 +41,10 @@ setup(
     entry_points={
         "console_scripts": [
             "seg_node = seg_node.ros.node:main",
+            "seg-train = seg_node.tools.train:main",
+            "seg-eval = seg_node.tools.evaluate:main",
+            "seg-export = seg_node.tools.export:main",
+            "seg-healthcheck = seg_node.ros.healthcheck:main",
             "seg-replay = seg_node.tools.replay:main",
             "seg-make-bag = seg_node.tools.make_bag:main",
             "seg-demo = seg_node.tools.demo:main",

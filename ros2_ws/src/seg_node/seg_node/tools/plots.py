@@ -37,6 +37,25 @@ def plot_class_iou(
     return Path(path)
 
 
+def plot_training_curves(history: Sequence[dict], path: str | Path, title: str) -> Path:
+    """Training loss and val mIoU over epochs, on two axes."""
+    epochs = [row["epoch"] for row in history]
+    fig, loss_axis = plt.subplots(figsize=(7, 4))
+    loss_axis.plot(epochs, [row["loss"] for row in history], color="tab:blue", label="train loss")
+    loss_axis.set_xlabel("epoch")
+    loss_axis.set_ylabel("loss", color="tab:blue")
+    scored = [(row["epoch"], 100 * row["val_miou"]) for row in history if row["val_miou"] is not None]
+    if scored:
+        miou_axis = loss_axis.twinx()
+        miou_axis.plot(*zip(*scored, strict=True), color="tab:red", marker="o", markersize=3, label="val mIoU")
+        miou_axis.set_ylabel("val mIoU (%)", color="tab:red")
+    loss_axis.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
 def save_image_grid(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str], path: str | Path) -> Path:
     """RGB images in a grid, one row per example, ``titles`` over the columns."""
     fig, axes = plt.subplots(len(rows), len(titles), figsize=(3.2 * len(titles), 2.5 * len(rows)), squeeze=False)

@@ -1,0 +1,74 @@
+"""Container health check: exit 0 when seg_node's diagnostics arrive, 1 when they have stopped.
+
+``python3 -m seg_node.ros.healthcheck [--timeout 5] [--topic /diagnostics] [--name-prefix seg_node]``
+(console entry ``seg-healthcheck``). The Docker images run it as their HEALTHCHECK: the node publishes a
+DiagnosticArray with a status named ``seg_node...`` every ``diagnostics_period_s`` (1 s by default), so
+a few seconds of silence means the node is dead, hung, or no longer reachable over DDS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+
+LEVEL_NAMES = {0: "OK", 1: "WARN", 2: "ERROR", 3: "STALE"}
+
+
+def level_name(level: bytes | int) -> str:
+    """OK/WARN/ERROR/STALE for a DiagnosticStatus level (a one-byte ``bytes`` in rclpy)."""
+    number = level[0] if isinstance(level, bytes) else int(level)
+    return LEVEL_NAMES.get(number, str(number))
+
+
+def wait_for_status(node: Node, topic: str, name_prefix: str, timeout_s: float) -> DiagnosticStatus | None:
+    """The first status on ``topic`` whose name starts with ``name_prefix`` within ``timeout_s``, else None."""
+    found: list[DiagnosticStatus] = []
+
+    def on_array(array: DiagnosticArray) -> None:
+        found.extend(status for status in array.status if status.name.startswith(name_prefix))
+
+    # Best effort matches both reliable and best-effort publishers of /diagnostics.
+    subscription = node.create_subscription(DiagnosticArray, topic, on_array, qos_profile_sensor_data)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not found and (remaining := deadline - time.monotonic()) > 0:
+            rclpy.spin_once(node, timeout_sec=min(remaining, 0.1))
+    finally:
+        node.destroy_subscription(subscription)
+    return found[0] if found else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for one status (default 5)")
+    parser.add_argument("--topic", default="/diagnostics", help="DiagnosticArray topic (default /diagnostics)")
+    parser.add_argument("--name-prefix", default="seg_node", help="status name prefix to wait for (default seg_node)")
+    args = parser.parse_args(argv)
+    if args.timeout <= 0:
+        parser.error("--timeout must be positive")
+
+    rclpy.init(args=[])
+    try:
+        node = rclpy.create_node("seg_node_healthcheck", enable_rosout=False, start_parameter_services=False)
+        try:
+            status = wait_for_status(node, args.topic, args.name_prefix, args.timeout)
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.try_shutdown()
+
+    if status is None:
+        print(f"unhealthy: no '{args.name_prefix}*' status on {args.topic} within {args.timeout:g} s", file=sys.stderr)
+        return 1
+    print(f"healthy: {status.name} [{level_name(status.level)}] {status.message}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

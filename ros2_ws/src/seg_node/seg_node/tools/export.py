@@ -1,0 +1,37 @@
+"""``seg-export``: a training checkpoint to shippable weights (and optionally ONNX).
+
+seg-export runs/cgnet_camvid/best.pt weights/cgnet_camvid.safetensors [--onnx out.onnx]
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..models.export import export_onnx
+from ..weights import load_weights
+from .train import TrainingError, export_checkpoint
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="seg-export", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("checkpoint", type=Path, help="a seg-train checkpoint (best.pt or last.pt)")
+    parser.add_argument("weights", type=Path, help="output .safetensors; the .json is written beside it")
+    parser.add_argument("--onnx", type=Path, help="also write ONNX at the weights' input size")
+    args = parser.parse_args(argv)
+    try:
+        path = export_checkpoint(args.checkpoint, args.weights)
+    except TrainingError as error:
+        raise SystemExit(f"seg-export: {error}") from error
+    model, info = load_weights(path)
+    print(f"{path}: {info.describe()}, {info.epochs} epochs, splits {info.splits}, val mIoU {info.val_miou}")
+    if args.onnx:
+        export_onnx(model, args.onnx, *info.input_size)
+        print(f"{args.onnx}: ONNX opset 17 at {info.input_size[0]}x{info.input_size[1]}")
+
+
+if __name__ == "__main__":
+    main()
