@@ -10,34 +10,32 @@ import pytest
 from test_bags import write_foreign_bag
 
 from seg_node.engine import EngineConfig, create_engine
-from seg_node.metrics import ConfusionMatrix
 from seg_node.models import build_model
 from seg_node.tools.bags import BagReader, stamp_ns
+from seg_node.tools.datasets import CAMVID_CLASSES, CAMVID_IGNORE, camvid
+from seg_node.tools.evaluate import ModelPredictor, evaluate
 from seg_node.tools.make_bag import make_bag
 from seg_node.tools.replay import main, output_topics, replay, simulate_drops
-from seg_node.weights import SegClass, WeightsInfo, save_weights
+from seg_node.weights import WeightsInfo, load_weights, save_weights
 
-CAMVID_CLASSES = [
-    ("Sky", (128, 128, 128)), ("Building", (128, 0, 0)), ("Pole", (192, 192, 128)), ("Road", (128, 64, 128)),
-    ("Pavement", (60, 40, 222)), ("Tree", (128, 128, 0)), ("SignSymbol", (192, 128, 128)),
-    ("Fence", (64, 64, 128)), ("Car", (64, 0, 128)), ("Pedestrian", (64, 64, 0)), ("Bicyclist", (0, 128, 192)),
-]  # fmt: skip
 COMPRESSED = "/camera/image_raw/compressed"
 RAW = "/camera/image_raw"
 LABELS = "/camera/labels"
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    """Untrained CGNet with CamVid's classes at a small network size (the tests measure plumbing, not skill)."""
+def tiny_weights(path, input_size):
+    """Untrained CGNet with CamVid's classes (the tests measure plumbing, not skill)."""
     model = build_model("cgnet", len(CAMVID_CLASSES))
     info = WeightsInfo(
-        architecture="cgnet", variant=dict(model.variant),
-        classes=[SegClass(i, name, color) for i, (name, color) in enumerate(CAMVID_CLASSES)],
-        mean=(100.0, 100.0, 100.0), std=(60.0, 60.0, 60.0), input_size=(96, 128), dataset="camvid",
-        splits=["train"], ignore_index=11,
+        architecture="cgnet", variant=dict(model.variant), classes=CAMVID_CLASSES, mean=(100.0, 100.0, 100.0),
+        std=(60.0, 60.0, 60.0), input_size=input_size, dataset="camvid", splits=["train"], ignore_index=CAMVID_IGNORE,
     )  # fmt: skip
-    return save_weights(model, info, tmp_path_factory.mktemp("weights") / "tiny.safetensors")
+    return save_weights(model, info, path)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    return tiny_weights(tmp_path_factory.mktemp("weights") / "tiny.safetensors", (96, 128))
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +45,15 @@ def engine(weights):
     engine.close()
 
 
-def files_miou(engine, pairs) -> float:
-    """What seg-eval computes: the engine over the image files, scored against the label files."""
-    matrix = ConfusionMatrix(engine.info.num_classes, engine.info.ignore_index)
-    for image_path, label_path in pairs:
-        result = engine.infer(cv2.imread(str(image_path)), color_order="bgr")
-        matrix.update(cv2.imread(str(label_path), cv2.IMREAD_UNCHANGED), result.labels)
-    return matrix.miou()
+def seg_eval_miou(predict, pairs, tmp_path) -> float:
+    """seg-eval's evaluation core over the image and label files of ``pairs``."""
+    listing = tmp_path / "pairs.txt"
+    listing.write_text("".join(f"{image} {label}\n" for image, label in pairs))
+    return evaluate(predict, camvid("/", str(listing))).matrix.miou()
+
+
+def engine_predictor(engine):
+    return lambda rgb: engine.infer(rgb, color_order="rgb").labels
 
 
 @pytest.mark.parametrize(("image_format", "storage"), [("jpeg", "mcap"), ("raw", "sqlite3")])
@@ -62,7 +62,8 @@ def test_replayed_miou_equals_the_files_and_outputs_are_written(tmp_path, camvid
     bag = make_bag(tmp_path / "bag", pairs, image_format=image_format, storage=storage, progress=False)
     topic = COMPRESSED if image_format == "jpeg" else RAW
     report = replay(bag, topic, engine, tmp_path / "out", label_topic=LABELS, progress=False)
-    assert report["accuracy"]["miou"] == pytest.approx(files_miou(engine, pairs), abs=1e-12)
+    expected = seg_eval_miou(engine_predictor(engine), pairs, tmp_path)
+    assert report["accuracy"]["miou"] == pytest.approx(expected, abs=1e-12)
     assert report["frames"] | {"dropped_realtime": 0} == report["frames"] | {
         "in_bag": 4, "read": 4, "processed": 4, "labelled": 4, "without_label": 0, "labels_without_image": 0,
         "dropped_realtime": 0,
@@ -84,13 +85,29 @@ def test_replayed_miou_equals_the_files_and_outputs_are_written(tmp_path, camvid
     assert len({tuple(stamps) for stamps in by_topic.values()}) == 1  # every output at its input's stamp
 
 
+def test_replay_at_full_resolution_agrees_with_seg_eval_on_the_model(tmp_path, camvid_pairs):
+    """seg-eval runs the PyTorch model itself; the engine (resize, normalise on the device) must agree with it."""
+    pairs = camvid_pairs[20:22]
+    weights = tiny_weights(tmp_path / "full.safetensors", (360, 480))  # CamVid's own size: no resizing
+    model, info = load_weights(weights)
+    expected = seg_eval_miou(ModelPredictor(model, info.mean, info.std), pairs, tmp_path)
+    engine = create_engine(weights, EngineConfig(backend="torch", threads=1))
+    try:
+        report = replay(make_bag(tmp_path / "bag", pairs, progress=False), COMPRESSED, engine, tmp_path / "out",
+                        label_topic=LABELS, write_bag=False, progress=False)  # fmt: skip
+    finally:
+        engine.close()
+    assert report["accuracy"]["miou"] == pytest.approx(expected, abs=1e-4)
+
+
 def test_unlabelled_frames_are_counted_not_guessed(tmp_path, camvid_pairs, engine):
     pairs = [(image, label if i % 2 == 0 else None) for i, (image, label) in enumerate(camvid_pairs[:4])]
     bag = make_bag(tmp_path / "bag", pairs, progress=False)
     report = replay(bag, COMPRESSED, engine, tmp_path / "out", label_topic=LABELS, write_bag=False, progress=False)
     assert report["frames"]["labelled"] == 2 and report["frames"]["without_label"] == 2
     assert report["accuracy"]["images"] == 2
-    assert report["accuracy"]["miou"] == pytest.approx(files_miou(engine, camvid_pairs[0:3:2]), abs=1e-12)
+    expected = seg_eval_miou(engine_predictor(engine), camvid_pairs[0:3:2], tmp_path)
+    assert report["accuracy"]["miou"] == pytest.approx(expected, abs=1e-12)
 
 
 def test_labels_of_the_wrong_size_are_reported(tmp_path, camvid_pairs, engine):

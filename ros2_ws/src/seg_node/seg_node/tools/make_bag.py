@@ -19,25 +19,12 @@ import numpy as np
 from tqdm import tqdm
 
 from .bags import STORAGES, BagError, BagWriter, compressed_message, image_message
+from .datasets import DatasetError, read_pair_list
 
 DEFAULT_IMAGE_TOPIC = "/camera/image_raw"
 DEFAULT_LABEL_TOPIC = "/camera/labels"
 # 2023-11-14 22:13:20 UTC: a fixed start keeps bags made from the same files identical.
 DEFAULT_START_NS = 1_700_000_000 * 1_000_000_000
-
-
-def read_pairs(list_file: Path, root: Path | None = None) -> list[tuple[Path, Path | None]]:
-    """``image [label]`` lines, relative to ``root`` (default: the list's folder)."""
-    root = list_file.parent if root is None else root
-    pairs = []
-    for number, line in enumerate(list_file.read_text().splitlines(), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) > 2:
-            raise ValueError(f"{list_file}:{number}: expected 'image [label]', got {line!r}")
-        pairs.append((root / fields[0], root / fields[1] if len(fields) == 2 else None))
-    return pairs
 
 
 def _read(path: Path, flags: int) -> np.ndarray:
@@ -102,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="seg-make-bag", description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="the rosbag2 directory to create (must not exist)")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--list", type=Path, help="text file of 'image [label]' lines (CamVid's val.txt works)")
-    source.add_argument("--images", type=Path, nargs="+", help="image files, in order")
+    source.add_argument("--list", type=Path, help="text file of 'image label' lines (CamVid's val.txt works)")
+    source.add_argument("--images", type=Path, nargs="+", help="image files, in order (labels optional)")
     parser.add_argument("--labels", type=Path, nargs="+", help="label files for --images, same order")
     parser.add_argument("--root", type=Path, help="folder the --list paths are relative to (default: its folder)")
     parser.add_argument("--first", type=int, default=0, help="index of the first pair to use")
@@ -119,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.list is not None:
-            pairs = read_pairs(args.list, args.root)
+            pairs = read_pair_list(args.root or args.list.parent, args.list)
         else:
             if args.labels is not None and len(args.labels) != len(args.images):
                 parser.error(f"{len(args.images)} --images but {len(args.labels)} --labels")
@@ -137,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             frame_id=args.frame_id,
             start_ns=args.start_ns,
         )
-    except (BagError, ValueError, OSError) as error:
+    except (BagError, DatasetError, ValueError, OSError) as error:
         print(f"seg-make-bag: {error}", file=sys.stderr)
         return 1
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
