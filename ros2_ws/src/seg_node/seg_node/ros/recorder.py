@@ -86,9 +86,9 @@ class Recorder(Node):
                 self.create_subscription(message_class(type_name), topic, on_message, qos, raw=True)
             )
 
-    def all_matched(self) -> bool:
-        """Whether every recorded topic has a publisher (outputs published before that would be missed)."""
-        return all(subscription.get_publisher_count() > 0 for subscription in self.subscriptions_)
+    def all_matched(self, topics: list[str]) -> bool:
+        """Whether ``topics`` (all when empty) have a publisher: messages published before would be missed."""
+        return all(s.get_publisher_count() > 0 for s in self.subscriptions_ if not topics or s.topic_name in topics)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storage", choices=STORAGES, default="mcap")
     parser.add_argument("--print-diagnostics", action="store_true")
     parser.add_argument("--stop-after-idle", type=float, help="seconds of silence on data topics that end it")
-    parser.add_argument("--ready-file", type=Path, help="created once every topic has a publisher")
+    parser.add_argument("--ready-file", type=Path, help="created once every --ready-topic has a publisher")
+    parser.add_argument("--ready-topic", action="append", default=[], help="default: every recorded topic")
     args, ros_args = parser.parse_known_args(argv)
     topics = [tuple(spec.rsplit(":", 1)) for spec in args.topic]
     if any(len(t) != 2 for t in topics):
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         while rclpy.ok():
             rclpy.spin_once(recorder, timeout_sec=0.1)
-            if args.ready_file is not None and not args.ready_file.exists() and recorder.all_matched():
+            if args.ready_file is not None and not args.ready_file.exists() and recorder.all_matched(args.ready_topic):
                 args.ready_file.touch()
             last = recorder.last_data_message
             if args.stop_after_idle is not None and last is not None and time.monotonic() - last > args.stop_after_idle:

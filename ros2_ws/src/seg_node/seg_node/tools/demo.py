@@ -36,7 +36,7 @@ import yaml
 from ..imaging import colorize, palette_lut, to_rgb
 from ..metrics import ConfusionMatrix, format_iou_table
 from ..weights import WeightsError, WeightsInfo, find_weights, read_info
-from .bags import IMAGE_TYPES, BagError, BagReader, decode_image, decode_label, stamp_ns
+from .bags import COMPRESSED_IMAGE, IMAGE, IMAGE_TYPES, BagError, BagReader, decode_image, decode_label, stamp_ns
 from .plots import plot_class_iou, save_image_grid
 from .replay import LabelSizeError, output_topics, percentiles_ms, plot_latency, score_frame
 
@@ -45,7 +45,6 @@ DEFAULT_BAG = PACKAGE_ROOT.parents[2] / "demo" / "camvid_val_0016E5"
 DEFAULT_IMAGE_TOPIC = "/camera/image_raw/compressed"
 DEFAULT_LABEL_TOPIC = "/camera/labels"
 DIAGNOSTICS_TYPE = "diagnostic_msgs/msg/DiagnosticArray"
-IMAGE_TYPE = "sensor_msgs/msg/Image"
 STRIP_FRAMES = 4
 
 
@@ -123,18 +122,28 @@ def run_processes(args: argparse.Namespace, out: Path, weights: Path) -> Path:
         str(recorded),
         "--print-diagnostics",
         "--topic",
-        f"{topics['label']}:{IMAGE_TYPE}",
+        f"{topics['label']}:{IMAGE}",
         "--topic",
-        f"{topics['overlay']}:{IMAGE_TYPE}",
+        f"{topics['overlay']}:{IMAGE}",
         "--topic",
         f"/diagnostics:{DIAGNOSTICS_TYPE}",
     ]
-    if not args.camera_topic:
+    if args.camera_topic:  # no bag to take the inputs from: record them for the video
+        compressed = args.camera_topic.endswith("/compressed")
+        recorder_command += ["--topic", f"{args.camera_topic}:{COMPRESSED_IMAGE if compressed else IMAGE}"]
+    else:
         recorder_command += ["--stop-after-idle", str(args.idle)]
     # The player starts once the recorder has discovered the node's outputs, so that none is missed.
     ready = out / "recorder_ready"
     ready.unlink(missing_ok=True)
-    recorder_command += ["--ready-file", str(ready)]
+    recorder_command += [
+        "--ready-file",
+        str(ready),
+        "--ready-topic",
+        topics["label"],
+        "--ready-topic",
+        topics["overlay"],
+    ]
     processes: list[subprocess.Popen] = []
     try:
         recorder = subprocess.Popen(recorder_command, env=env)
@@ -250,8 +259,9 @@ def analyse(args: argparse.Namespace, out: Path, recorded: Path, weights: Path, 
     origin = {f["stamp_ns"]: (f["original_stamp_ns"], f["published_ns"]) for f in published}
     truth: dict[int, tuple[int, Any]] = {}
     inputs: dict[int, tuple[int, Any]] = {}
+    input_bag = recorded if args.camera_topic else args.bag
+    inputs = _read_by_stamp(input_bag, camera_topic, lambda m, t: to_rgb(*decode_image(m, t)).copy())
     if not args.camera_topic:
-        inputs = _read_by_stamp(args.bag, args.image_topic, lambda m, t: to_rgb(*decode_image(m, t)).copy())
         if args.label_topic:
             truth = _read_by_stamp(args.bag, args.label_topic, decode_label)
     matrix = ConfusionMatrix(info.num_classes, info.ignore_index)
@@ -323,7 +333,8 @@ def analyse(args: argparse.Namespace, out: Path, recorded: Path, weights: Path, 
 
 
 def render_markdown(report: dict[str, Any]) -> str:
-    frames, latency = report["frames"], report["latency_over_dds_ms"]
+    frames = {key: "-" if value is None else value for key, value in report["frames"].items()}
+    latency = report["latency_over_dds_ms"]
     engine = next((v for k, v in report["diagnostics"].items() if k.endswith("engine")), {})
     camera = next((v for k, v in report["diagnostics"].items() if "camera" in k), {})
     lines = [
@@ -419,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     frames, latency = report["frames"], report["latency_over_dds_ms"]
     print(
-        f"seg-demo: {frames['segmented']} of {frames['published']} frames segmented in "
+        f"seg-demo: {frames['segmented']} of {frames['published'] or 'the camera'}'s frames segmented in "
         f"{time.monotonic() - started:.0f} s; latency over DDS p50 {latency['p50'] or 0:.0f} ms"
     )
     if report["accuracy"] is not None:
