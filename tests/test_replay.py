@@ -10,13 +10,14 @@ import pytest
 from test_bags import write_foreign_bag
 
 from seg_node.engine import EngineConfig, create_engine
+from seg_node.metrics import ConfusionMatrix
 from seg_node.models import build_model
-from seg_node.tools.bags import BagReader, stamp_ns
+from seg_node.tools.bags import BagReader, BagWriter, compressed_message, image_message, stamp_ns
 from seg_node.tools.datasets import CAMVID_CLASSES, CAMVID_IGNORE, camvid
 from seg_node.tools.evaluate import ModelPredictor, evaluate
 from seg_node.tools.make_bag import make_bag
 from seg_node.tools.replay import main, output_topics, replay, simulate_drops
-from seg_node.weights import WeightsInfo, load_weights, save_weights
+from seg_node.weights import WeightsInfo, load_weights, read_info, save_weights
 
 COMPRESSED = "/camera/image_raw/compressed"
 RAW = "/camera/image_raw"
@@ -162,3 +163,28 @@ def test_command_line_names_missing_topics_and_damaged_bags(tmp_path, camvid_pai
     report = json.loads((out / "report.json").read_text())
     assert 0 < report["frames"]["processed"] < 12 and any("truncated" in w for w in report["warnings"])
     assert "truncated" in (out / "report.md").read_text()
+
+
+def test_recorded_predictions_of_a_live_node_are_scored(tmp_path, camvid_pairs, weights):
+    """`ros2 bag record` of camera, labels and the node's label output: scored without running anything."""
+    prediction_topic = output_topics(COMPRESSED)["label"]
+    pairs = camvid_pairs[:4]
+    matrix = ConfusionMatrix(len(CAMVID_CLASSES), CAMVID_IGNORE)
+    with BagWriter(tmp_path / "drive", "mcap") as writer:
+        for index, (image_path, label_path) in enumerate(pairs):
+            stamp = 1_000_000_000 + index * 100_000_000
+            truth = cv2.imread(str(label_path), cv2.IMREAD_UNCHANGED)
+            writer.write(COMPRESSED, compressed_message(image_path.read_bytes(), "jpeg", stamp, "cam"), stamp)
+            writer.write(LABELS, image_message(truth, "mono8", stamp, "cam"), stamp + 1_000_000)
+            if index == 2:
+                continue  # the node dropped this frame
+            prediction = np.where(truth == 3, 3, (truth + index) % 11).astype(np.uint8)
+            matrix.update(truth, prediction)
+            writer.write(prediction_topic, image_message(prediction, "mono8", stamp, "cam"), stamp + 200_000_000)
+    report = replay(tmp_path / "drive", COMPRESSED, None, tmp_path / "out", label_topic=LABELS,
+                    prediction_topic=prediction_topic, info=read_info(weights), progress=False)  # fmt: skip
+    assert report["accuracy"]["miou"] == pytest.approx(matrix.miou(), abs=1e-12)
+    assert report["frames"]["processed"] == 3 and report["frames"]["dropped_realtime"] == 1
+    assert report["latency_ms"]["p50"] == pytest.approx(200.0)
+    assert report["backend"] == "the recorded node" and not (tmp_path / "out" / "segmented").exists()
+    assert "recorded from the node" in (tmp_path / "out" / "report.md").read_text()

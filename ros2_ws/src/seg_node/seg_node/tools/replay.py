@@ -1,13 +1,17 @@
 """``seg-replay``: segment every image of a rosbag2 recording and report speed and accuracy.
 
     seg-replay BAG --image-topic T [--label-topic L] [--weights W] [--backend B] [--out DIR] [--realtime]
+    seg-replay RECORDING --image-topic T --label-topic L --prediction-topic /seg_node/<camera>/label
 
 The frames go through the node's engine and FramePipeline (no ROS needed).
 DIR receives report.json, report.md with PNG plots, and ``segmented/``: a
 bag in the input's storage with the input images, the truth labels and the
 node's outputs (``/seg_node/<camera>/label``, ``color_mask``, ``overlay``)
 at the original stamps, for RViz 2 or Foxglove. Labels are matched to images
-by header stamp; frames without a label are counted, never guessed.
+by header stamp; frames without a label are counted, never guessed. With
+``--prediction-topic`` the predictions are those of a running node, recorded
+with its inputs and the labels (``ros2 bag record`` on the car), and nothing
+is run: the same report, for the system live.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from tqdm import tqdm
 from ..engine import EngineConfig, EngineError, FramePipeline, SegmentationEngine, SegResult, create_engine
 from ..imaging import ImageDecodeError, blend, colorize, palette_lut, to_rgb
 from ..metrics import ConfusionMatrix, format_iou_table
-from ..weights import WeightsError, WeightsInfo, file_sha256, find_weights
+from ..weights import WeightsError, WeightsInfo, file_sha256, find_weights, read_info
 from .bags import (
     IMAGE_TYPES,
     BagError,
@@ -265,13 +269,61 @@ class Replayer:
         state.add_prediction(tag.stamp_ns, tag.log_time_ns, result.labels)
 
 
+class RecordedOutputs:
+    """The node's predictions recorded beside its inputs (``ros2 bag record`` on the car), matched by stamp.
+
+    Latency is the recorder's receive time of the prediction minus that of its image; an image whose
+    prediction never came was dropped (or lost) on the way.
+    """
+
+    def __init__(self, state: ReplayState) -> None:
+        self.state = state
+        self.images: dict[int, tuple[FrameTag, np.ndarray | None, str]] = {}
+        self.early: dict[int, tuple[int, np.ndarray]] = {}  # predictions recorded before their image
+        self.first_log_time: int | None = None
+        self.unanswered = 0
+
+    def submit(self, tag: FrameTag, frame: np.ndarray, color_order: str) -> None:
+        if self.first_log_time is None:
+            self.first_log_time = tag.log_time_ns
+        self.state.arrivals_s.append((tag.log_time_ns - self.first_log_time) / 1e9)
+        keep = frame if tag.index in self.state.strip_indices else None  # pixels only for the strip
+        self.images[tag.stamp_ns] = (tag, keep, color_order)
+        if tag.stamp_ns in self.early:
+            self.add(tag.stamp_ns, *self.early.pop(tag.stamp_ns))
+        for stamp in [s for s, (t, _, _) in self.images.items() if tag.log_time_ns - t.log_time_ns > MATCH_WINDOW_NS]:
+            del self.images[stamp]
+            self.unanswered += 1
+
+    def add(self, stamp: int, log_time: int, labels: np.ndarray) -> None:
+        if stamp not in self.images:
+            self.early[stamp] = (log_time, labels)
+            return
+        tag, frame, color_order = self.images.pop(stamp)
+        state = self.state
+        state.processed += 1
+        state.latencies_s.append((log_time - tag.log_time_ns) / 1e9)
+        state.result_times_s.append((tag.log_time_ns - (self.first_log_time or 0)) / 1e9)
+        if frame is not None:
+            overlay = blend(to_rgb(frame, color_order), colorize(labels, state.lut), OVERLAY_ALPHA)
+            state.strip[stamp] = {"input": to_rgb(frame, color_order).copy(), "overlay": overlay}
+        state.add_prediction(stamp, tag.log_time_ns, labels)
+
+    def close(self) -> None:
+        self.state.pipeline_dropped = self.unanswered + len(self.images)
+        for stamp in self.early:
+            self.state.note(f"prediction stamped {stamp} ns has no image in the recording")
+
+
 def replay(
     bag: str | Path,
     image_topic: str,
-    engine: SegmentationEngine,
+    engine: SegmentationEngine | None,
     out: str | Path,
     *,
     label_topic: str | None = None,
+    prediction_topic: str | None = None,
+    info: WeightsInfo | None = None,
     realtime: bool = False,
     write_bag: bool = True,
     progress: bool = True,
@@ -279,18 +331,22 @@ def replay(
 ) -> dict[str, Any]:
     """Replay ``bag`` through ``engine``, write report.json, report.md, plots and ``segmented/`` to ``out``.
 
-    Raises BagError when the bag or its topics cannot be read at all; a bag that breaks off half-way
-    gives a report of what was read, with ``read_error`` set.
+    With ``prediction_topic`` (and ``engine`` None, ``info`` naming the classes) the predictions are the
+    node's, recorded in the bag, and nothing is run. Raises BagError when the bag or its topics cannot be
+    read at all; a bag that breaks off half-way gives a report of what was read, with ``read_error`` set.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    info = engine.info
+    if (engine is None) != (prediction_topic is not None) or (engine is None and info is None):
+        raise ValueError("give an engine, or a prediction topic and the weights' info")
+    info = engine.info if engine is not None else info
     with BagReader(bag) as reader:
         image_type = reader.require_topic(image_topic, IMAGE_TYPES)
         topics = [image_topic]
-        if label_topic:
-            reader.require_topic(label_topic, IMAGE_TYPES)
-            topics.append(label_topic)
+        for extra in (label_topic, prediction_topic):
+            if extra:
+                reader.require_topic(extra, IMAGE_TYPES)
+                topics.append(extra)
         images_in_bag = reader.counts.get(image_topic, 0)
         state = ReplayState(
             info=info,
@@ -300,10 +356,15 @@ def replay(
             images_in_bag=images_in_bag,
         )
         writer = None
+        write_bag = write_bag and engine is not None  # a recording of the node holds its outputs already
         if write_bag:
             shutil.rmtree(out / "segmented", ignore_errors=True)
             writer = BagWriter(out / "segmented", reader.storage)
-        replayer = Replayer(engine, realtime, writer, output_topics(image_topic), state)
+        replayer: Replayer | RecordedOutputs
+        if engine is None:
+            replayer = RecordedOutputs(state)
+        else:
+            replayer = Replayer(engine, realtime, writer, output_topics(image_topic), state)
         started = time.perf_counter()
         bar = tqdm(total=images_in_bag, desc="seg-replay", unit="frame", disable=not progress)
         try:
@@ -312,12 +373,17 @@ def replay(
                 if writer is not None:
                     writer.write_raw(message.topic, message.msgtype, message.raw, message.log_time_ns)
                 state.expire(message.log_time_ns)
-                if message.topic == label_topic:
+                if message.topic in (label_topic, prediction_topic):
                     try:
-                        state.add_label(stamp, message.log_time_ns, decode_label(message.message, message.msgtype))
+                        labels = decode_label(message.message, message.msgtype)
                     except (ImageDecodeError, BagError) as error:
-                        state.label_failures += 1
-                        state.note(f"label stamped {stamp} ns unreadable: {error}")
+                        state.label_failures += message.topic == label_topic
+                        state.note(f"{message.topic} stamped {stamp} ns unreadable: {error}")
+                        continue
+                    if message.topic == label_topic:
+                        state.add_label(stamp, message.log_time_ns, labels)
+                    else:
+                        replayer.add(stamp, message.log_time_ns, labels)
                     continue
                 tag = FrameTag(state.frames_read, stamp, message.log_time_ns)
                 state.frames_read += 1
@@ -347,6 +413,7 @@ def replay(
             image_topic=image_topic,
             image_type=image_type,
             label_topic=label_topic,
+            prediction_topic=prediction_topic,
             weights=weights,
             read_error=reader.read_error,
             warnings=reader.warnings,
@@ -359,7 +426,7 @@ def replay(
 
 def build_report(
     state: ReplayState,
-    engine: SegmentationEngine,
+    engine: SegmentationEngine | None,
     wall_s: float,
     *,
     realtime: bool,
@@ -368,6 +435,7 @@ def build_report(
     image_topic: str,
     image_type: str,
     label_topic: str | None,
+    prediction_topic: str | None,
     weights: str | Path | None,
     read_error: str | None,
     warnings: list[str],
@@ -376,7 +444,9 @@ def build_report(
     arrivals = state.arrivals_s
     span = arrivals[-1] - arrivals[0] if arrivals else 0.0
     recorded_fps = (len(arrivals) - 1) / span if span > 0 else None
-    if realtime:
+    if engine is None:
+        dropped, source = state.pipeline_dropped, "measured: recorded images without a recorded prediction"
+    elif realtime:
         dropped, source = state.pipeline_dropped, "measured (--realtime)"
     else:
         # Every frame was processed; what a live replay would drop follows from the measured per-frame times.
@@ -392,14 +462,15 @@ def build_report(
         "image_topic": image_topic,
         "image_type": image_type,
         "label_topic": label_topic,
-        "mode": "realtime" if realtime else "as fast as possible",
+        "prediction_topic": prediction_topic,
+        "mode": "recorded predictions" if engine is None else "realtime" if realtime else "as fast as possible",
         "model": state.info.describe(),
         "weights": None if weights is None else str(weights),
         "weights_sha256": file_sha256(weights) if weights is not None and Path(weights).is_file() else None,
-        "backend": engine.backend_name,
-        "device": str(engine.device),
-        "precision": engine.precision,
-        "network_size": list(engine.network_size),
+        "backend": engine.backend_name if engine else "the recorded node",
+        "device": str(engine.device) if engine else None,
+        "precision": engine.precision if engine else None,
+        "network_size": list(engine.network_size) if engine else None,
         "frames": {
             "in_bag": state.images_in_bag,
             "read": state.frames_read,
@@ -489,12 +560,18 @@ def write_report(report: dict[str, Any], state: ReplayState, out: Path, *, has_b
 
 def render_markdown(report: dict[str, Any], outputs: dict[str, str]) -> str:
     frames, fps, latency, network = report["frames"], report["fps"], report["latency_ms"], report["network_ms"]
+    if report["network_size"] is None:
+        runner = f"predictions recorded from the node on `{report['prediction_topic']}`"
+    else:
+        height, width = report["network_size"]
+        runner = (
+            f"{report['model']} on **{report['backend']}** ({report['device']}, {report['precision']}), "
+            f"network input {height}x{width}, replayed {report['mode']}"
+        )
     lines = [
         f"# Replay of `{report['bag']}`",
         "",
-        f"{report['model']} on **{report['backend']}** ({report['device']}, {report['precision']}), network input "
-        f"{report['network_size'][0]}x{report['network_size'][1]}; images from `{report['image_topic']}` "
-        f"({report['image_type']}), replayed {report['mode']}.",
+        f"{runner}; images from `{report['image_topic']}` ({report['image_type']}).",
         "",
     ]
     if report["read_error"]:
@@ -587,17 +664,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("out/replay"), help="output folder")
     parser.add_argument("--realtime", action="store_true", help="replay at the recorded rate (drops as on the car)")
     parser.add_argument("--no-bag", action="store_true", help="skip writing the segmented bag")
+    parser.add_argument(
+        "--prediction-topic",
+        help="score the node's recorded label topic instead of running the engine (--weights names the classes)",
+    )
     args = parser.parse_args(argv)
+    engine = info = None
     try:
         weights = find_weights(args.weights)
-        config = EngineConfig(
-            backend=args.backend,
-            precision=args.precision,
-            device=args.device,
-            network_size=tuple(args.network_size) if args.network_size else None,
-            threads=args.threads,
-        )
-        engine = create_engine(weights, config)
+        if args.prediction_topic:
+            info = read_info(weights)
+        else:
+            config = EngineConfig(
+                backend=args.backend,
+                precision=args.precision,
+                device=args.device,
+                network_size=tuple(args.network_size) if args.network_size else None,
+                threads=args.threads,
+            )
+            engine = create_engine(weights, config)
     except (WeightsError, EngineError, OSError) as error:
         print(f"seg-replay: {error}", file=sys.stderr)
         return 2
@@ -608,6 +693,8 @@ def main(argv: list[str] | None = None) -> int:
             engine,
             args.out,
             label_topic=args.label_topic,
+            prediction_topic=args.prediction_topic,
+            info=info,
             realtime=args.realtime,
             write_bag=not args.no_bag,
             weights=weights,
@@ -616,9 +703,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seg-replay: {error}", file=sys.stderr)
         return 2
     finally:
-        engine.close()
+        if engine is not None:
+            engine.close()
     print_summary(report)
-    print(f"wrote {args.out}/report.json, report.md" + ("" if args.no_bag else ", segmented/"))
+    print(f"wrote {args.out}/report.json, report.md" + (", segmented/" if "segmented_bag" in report["outputs"] else ""))
     return 1 if report["read_error"] or report["warnings"] else 0  # a damaged bag, reported as far as it was read
 
 
