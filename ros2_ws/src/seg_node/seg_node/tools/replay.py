@@ -648,6 +648,10 @@ def print_summary(report: dict[str, Any]) -> None:
         print(format_iou_table(report["accuracy"]))
     for problem in ([report["read_error"]] if report["read_error"] else []) + report["warnings"]:
         print(f"warning: {problem}", file=sys.stderr)
+    for problem in report["errors"][:5]:
+        print(f"problem: {problem}", file=sys.stderr)
+    if len(report["errors"]) > 5:
+        print(f"... {len(report['errors']) - 5} more problems in report.md", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
