@@ -430,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     frames, latency = report["frames"], report["latency_over_dds_ms"]
     print(
-        f"seg-demo: {frames['segmented']} of {frames['published'] or 'the camera'}'s frames segmented in "
+        f"seg-demo: {frames['segmented']} of {frames['published'] or 'the camera'} frames segmented in "
         f"{time.monotonic() - started:.0f} s; latency over DDS p50 {latency['p50'] or 0:.0f} ms"
     )
     if report["accuracy"] is not None:
