@@ -29,7 +29,7 @@ from std_msgs.msg import Header, String
 
 from ..engine import EngineConfig, EngineError, FrameError, FramePipeline, SegResult, create_engine
 from ..imaging import ImageDecodeError, blend, colorize, palette_lut, to_rgb
-from ..weights import WeightsError, find_weights
+from ..weights import WeightsError, find_weights, read_info
 from .conversions import frame_from_message, image_message
 from .diagnostics import OK, CameraMonitor, key_values
 from .parameters import Camera, NodeSettings, ParameterError, check_runtime_change, declare_parameters
@@ -105,6 +105,10 @@ class SegmentationNode(Node):
             self.engine = create_engine(self.weights_path, self._engine_config())
         except (ParameterError, WeightsError, EngineError) as error:
             raise StartupError(str(error)) from error
+        except RuntimeError as error:  # torch's own: tensors of other shapes than the JSON promises
+            expected = read_info(self.weights_path).describe()
+            message = f"{self.weights_path} does not hold the {expected} its JSON describes: {error}"
+            raise StartupError(message) from error
         self._log = RateLimitedLog(self, LOG_EVERY_S)
         self._palette_lut = palette_lut(self.settings.palette or np.asarray(self.engine.info.palette).ravel())
         self._overlay_alpha = self.settings.overlay_alpha
