@@ -58,10 +58,14 @@ def choose_backend(config: EngineConfig) -> tuple[str, str, str]:
             backend, reason = "onnxruntime", "no CUDA GPU; ONNX Runtime is the fastest CPU backend"
         else:
             backend, reason = "torch", "no CUDA GPU and no onnxruntime (pip install onnxruntime for faster CPU)"
+    if backend == "torch2trt":
+        if device == "cpu":
+            raise EngineError("the torch2trt backend runs on CUDA only; use device cuda or auto")
+        missing = _torch2trt_missing()
+        if missing is not None:
+            raise BackendUnavailableError(missing)
     if device == "auto":
         device = "cuda" if cuda and backend in ("torch2trt", "torch") else "cpu"
-    if backend == "torch2trt" and device != "cuda":
-        raise EngineError("the torch2trt backend runs on CUDA only; use device cuda or auto")
     precision = config.precision
     if precision == "auto":
         precision = "fp16" if device == "cuda" and backend != "onnxruntime" else "fp32"

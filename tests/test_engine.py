@@ -1,0 +1,289 @@
+"""The inference engine without ROS: backends, pre/post-processing on the device, cache, errors."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from seg_node.engine import (
+    BackendUnavailableError,
+    EngineConfig,
+    EngineError,
+    FrameError,
+    choose_backend,
+    create_engine,
+)
+from seg_node.models import build_model
+from seg_node.weights import SegClass, WeightsInfo, load_weights, save_weights
+
+NETWORK_SIZE = (96, 128)
+VARIANTS = {"cgnet": {"m": 3, "n": 21}, "contextnet": {"context_scale": 4, "width": 1.0}}
+CUDA = torch.cuda.is_available()
+
+
+def make_weights(folder: Path, architecture: str, seed: int = 0) -> Path:
+    """Random weights whose BatchNorm statistics come from frames, so folding them matters and the
+    activations keep their scale (fresh statistics shrink them until one class wins everywhere)."""
+    torch.manual_seed(seed)
+    model = build_model(architecture, 11)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = None  # a plain average over the calibration batch
+    with torch.no_grad():
+        frames = torch.from_numpy(np.stack(make_frames(4, *NETWORK_SIZE, seed=seed))).permute(0, 3, 1, 2)
+        model.train()(frames.float() / 64.0 - 2.0)
+    model.eval()
+    info = WeightsInfo(
+        architecture=architecture,
+        variant=VARIANTS[architecture],
+        classes=[SegClass(i, f"class{i}", (20 * i, 255 - 20 * i, 7 * i)) for i in range(11)],
+        mean=(104.0, 112.0, 120.0),
+        std=(58.0, 57.0, 59.0),
+        input_size=NETWORK_SIZE,
+        dataset="unit-test",
+        splits=["train"],
+    )
+    return save_weights(model, info, folder / f"{architecture}_{seed}.safetensors")
+
+
+def make_frames(count: int, height: int = 120, width: int = 160, seed: int = 0) -> list[np.ndarray]:
+    """Smooth random frames (blobs, not noise), so labels form regions like in real images."""
+    generator = np.random.default_rng(seed)
+    frames = []
+    for _ in range(count):
+        coarse = generator.integers(0, 256, (1, 3, height // 8, width // 8)).astype(np.float32)
+        smooth = F.interpolate(torch.from_numpy(coarse), size=(height, width), mode="bilinear", align_corners=False)
+        frames.append(np.ascontiguousarray(smooth[0].permute(1, 2, 0).round().clamp(0, 255).byte().numpy()))
+    return frames
+
+
+@pytest.fixture(scope="session")
+def weights_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("engine_weights")
+    for architecture in VARIANTS:
+        make_weights(folder, architecture)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("engine_cache")
+
+
+@pytest.fixture(scope="module")
+def torch_engine(weights_dir):
+    with create_engine(weights_path(weights_dir, "contextnet"), EngineConfig(backend="torch", device="cpu")) as engine:
+        yield engine
+
+
+def weights_path(weights_dir: Path, architecture: str) -> Path:
+    return weights_dir / f"{architecture}_0.safetensors"
+
+
+def reference_labels(weights: Path, frame: np.ndarray) -> np.ndarray:
+    """What the engine computes, written the plain way: eager fp32 model, float maths, argmax, nearest resize."""
+    model, info = load_weights(weights)
+    image = torch.from_numpy(frame).permute(2, 0, 1)[None].float()
+    image = F.interpolate(image, size=info.input_size, mode="bilinear", align_corners=False)
+    image = (image - torch.tensor(info.mean).view(1, 3, 1, 1)) / torch.tensor(info.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        labels = model(image).argmax(1, keepdim=True).byte()
+    return F.interpolate(labels, size=frame.shape[:2], mode="nearest")[0, 0].numpy()
+
+
+CPU_BACKENDS = ["torch", "onnxruntime"]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("architecture", list(VARIANTS))
+def test_cpu_backend_matches_plain_reference(weights_dir, cache_dir, backend, architecture):
+    weights = weights_path(weights_dir, architecture)
+    frame = make_frames(1)[0]
+    config = EngineConfig(backend=backend, device="cpu", engine_cache_dir=str(cache_dir), confidence=True)
+    with create_engine(weights, config) as engine:
+        assert (engine.backend_name, engine.device, engine.precision) == (backend, "cpu", "fp32")
+        assert engine.network_size == NETWORK_SIZE
+        result = engine.infer(frame, tag="frame-0")
+    assert result.error is None and result.tag == "frame-0" and result.stream == "default"
+    assert result.labels.dtype == np.uint8 and result.labels.shape == frame.shape[:2]
+    assert result.confidence.dtype == np.uint8 and result.confidence.shape == frame.shape[:2]
+    # max softmax of 11 classes is at least 1/11
+    assert result.confidence.min() >= int(255 / 11) and result.labels.max() < 11
+    assert {"network", "total"} <= set(result.timings)
+    reference = reference_labels(weights, frame)
+    # BatchNorm folding and fused kernels move logits by ~1e-5: only near-ties may flip
+    assert np.mean(result.labels == reference) > 0.995
+    assert len(np.unique(reference)) > 1  # the comparison means something
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_network_resolution_output_and_frame_sizes(weights_dir, cache_dir, backend):
+    config = EngineConfig(backend=backend, device="cpu", engine_cache_dir=str(cache_dir),
+                          output_resolution="network", network_size=(64, 96))
+    with create_engine(weights_path(weights_dir, "contextnet"), config) as engine:
+        for height, width in ((120, 160), (64, 96), (50, 300)):
+            result = engine.infer(make_frames(1, height, width)[0])
+            assert result.labels.shape == (64, 96) and result.confidence is None
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_bgr_and_strided_views_give_the_same_labels(weights_dir, cache_dir, backend):
+    config = EngineConfig(backend=backend, device="cpu", engine_cache_dir=str(cache_dir))
+    frame = make_frames(1)[0]
+    with create_engine(weights_path(weights_dir, "contextnet"), config) as engine:
+        expected = engine.infer(frame).labels
+        assert np.array_equal(engine.infer(np.ascontiguousarray(frame[:, :, ::-1]), color_order="bgr").labels,
+                              expected)
+        assert np.array_equal(engine.infer(frame[:, :, ::-1], color_order="bgr").labels, expected)  # negative stride
+        padded = np.zeros((130, 200, 3), np.uint8)
+        padded[5:125, 10:170] = frame
+        assert np.array_equal(engine.infer(padded[5:125, 10:170]).labels, expected)  # row-strided view
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        (np.zeros((120, 160, 3), np.float32), "uint8"),
+        (np.zeros((120, 160), np.uint8), "H x W x 3"),
+        (np.zeros((120, 160, 4), np.uint8), "H x W x 3"),
+        (np.zeros((0, 160, 3), np.uint8), "at least"),
+        ("not an image", "numpy array"),
+    ],
+)
+def test_bad_frames_raise_frame_error(torch_engine, frame, message):
+    with pytest.raises(FrameError, match=message):
+        torch_engine.infer(frame)
+    with pytest.raises(FrameError, match="color_order"):
+        torch_engine.infer(make_frames(1)[0], color_order="yuv")
+    assert torch_engine.infer(make_frames(1)[0]).labels is not None  # and the engine goes on
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (EngineConfig(backend="tensorflow"), "backend"),
+        (EngineConfig(precision="fp8"), "precision"),
+        (EngineConfig(output_resolution="half"), "output_resolution"),
+        (EngineConfig(network_size=(8, 8)), "network_size"),
+        (EngineConfig(threads=0), "threads"),
+        (EngineConfig(backend="torch", device="cpu", precision="int8"), "int8"),
+        (EngineConfig(backend="onnxruntime", device="cpu", precision="fp16"), "fp16"),
+    ],
+)
+def test_config_errors_name_the_problem(weights_dir, cache_dir, config, message):
+    config.engine_cache_dir = str(cache_dir)
+    with pytest.raises(EngineError, match=message):
+        create_engine(weights_path(weights_dir, "contextnet"), config)
+
+
+def test_auto_choice_here_and_logged(caplog):
+    with caplog.at_level(logging.INFO, logger="seg_node.engine"):
+        backend, device, precision = choose_backend(EngineConfig())
+    if CUDA:
+        assert device == "cuda" and backend in ("torch2trt", "torch") and precision == "fp16"
+    else:
+        assert (backend, device, precision) == ("onnxruntime", "cpu", "fp32")
+    assert f"engine backend {backend}" in caplog.text
+
+
+def test_onnx_graph_is_cached_by_key(weights_dir, tmp_path, caplog):
+    cache = tmp_path / "cache"
+    config = EngineConfig(backend="onnxruntime", device="cpu", engine_cache_dir=str(cache))
+    weights = weights_path(weights_dir, "contextnet")
+    with create_engine(weights, config) as engine:
+        first = engine.backend.onnx_path
+    built_at = first.stat().st_mtime_ns
+    with caplog.at_level(logging.INFO, logger="seg_node.engine"), create_engine(weights, config) as engine:
+        assert engine.backend.onnx_path == first and first.stat().st_mtime_ns == built_at
+    assert "cache hit" in caplog.text
+    # other weights, other size or other outputs: a new file, never the stale one
+    other = make_weights(tmp_path, "contextnet", seed=1)
+    for changed_weights, changed in ((other, config), (weights, EngineConfig(**{**vars(config), "confidence": True}))):
+        with create_engine(changed_weights, changed) as engine:
+            assert engine.backend.onnx_path != first
+    assert len(list(cache.glob("*.onnx"))) == 3 and len(list(cache.glob("*.key.json"))) == 3
+
+
+def test_unwritable_cache_falls_back_to_a_temporary_folder(weights_dir, tmp_path, caplog):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    config = EngineConfig(backend="onnxruntime", device="cpu", engine_cache_dir=str(blocker / "cache"))
+    with caplog.at_level(logging.WARNING, logger="seg_node.engine"), \
+            create_engine(weights_path(weights_dir, "contextnet"), config) as engine:
+        assert engine.backend.onnx_path.is_file() and blocker not in engine.backend.onnx_path.parents
+    assert "not writable" in caplog.text
+
+
+def test_cpu_threads_are_applied(weights_dir):
+    before = torch.get_num_threads()
+    try:
+        with create_engine(weights_path(weights_dir, "contextnet"), EngineConfig(backend="torch", device="cpu",
+                                                                                  threads=1)):
+            assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def torch2trt_missing() -> str | None:
+    try:
+        import tensorrt  # noqa: F401
+        import torch2trt  # noqa: F401
+    except ImportError as error:
+        return f"{error.name} is not installed here"
+    return None if CUDA else "no CUDA GPU here"
+
+
+@pytest.mark.skipif(torch2trt_missing() is None, reason="torch2trt and CUDA are present")
+def test_missing_torch2trt_names_what_to_install(weights_dir):
+    with pytest.raises(BackendUnavailableError, match="torch2trt"):
+        create_engine(weights_path(weights_dir, "contextnet"), EngineConfig(backend="torch2trt"))
+
+
+@pytest.mark.skipif(CUDA, reason="CUDA is present")
+def test_missing_cuda_is_a_clear_error(weights_dir):
+    with pytest.raises(BackendUnavailableError, match="CUDA"):
+        create_engine(weights_path(weights_dir, "contextnet"), EngineConfig(backend="torch", device="cuda"))
+
+
+@pytest.mark.skipif(torch2trt_missing() is not None, reason=str(torch2trt_missing()))
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_torch2trt_engine_builds_caches_and_matches_torch(weights_dir, tmp_path, precision):
+    weights = weights_path(weights_dir, "cgnet")
+    frames = make_frames(4)
+    calibration = tmp_path / "calibration"
+    calibration.mkdir()
+    import cv2
+
+    for index, frame in enumerate(frames):
+        cv2.imwrite(str(calibration / f"{index}.png"), frame[:, :, ::-1])
+    config = EngineConfig(backend="torch2trt", precision=precision, engine_cache_dir=str(tmp_path / "cache"),
+                          int8_calibration_dir=str(calibration))
+    with create_engine(weights, config) as engine:
+        labels = [engine.infer(frame).labels for frame in frames]
+    assert len(list((tmp_path / "cache").glob("*.engine"))) == 1
+    with create_engine(weights, config) as engine:  # from the cache
+        assert all(np.array_equal(engine.infer(f).labels, expected) for f, expected in zip(frames, labels, strict=True))
+    with create_engine(weights, EngineConfig(backend="torch", device="cuda", precision="fp32")) as engine:
+        reference = [engine.infer(frame).labels for frame in frames]
+    agreement = np.mean([np.mean(a == b) for a, b in zip(labels, reference, strict=True)])
+    assert agreement > (0.98 if precision == "fp16" else 0.8)
+
+
+@pytest.mark.skipif(not CUDA, reason="no CUDA GPU here (torch.cuda.is_available() is False)")
+@pytest.mark.parametrize(("precision", "cuda_graphs"), [("fp32", False), ("fp16", False), ("fp16", True)])
+def test_cuda_backend_matches_cpu(weights_dir, precision, cuda_graphs):
+    weights = weights_path(weights_dir, "cgnet")
+    frames = make_frames(3)
+    config = EngineConfig(backend="torch", device="cuda", precision=precision, cuda_graphs=cuda_graphs,
+                          confidence=True)
+    with create_engine(weights, config) as engine:
+        cuda_labels = [engine.infer(frame).labels for frame in frames]
+    with create_engine(weights, EngineConfig(backend="torch", device="cpu")) as engine:
+        cpu_labels = [engine.infer(frame).labels for frame in frames]
+    agreement = np.mean([np.mean(a == b) for a, b in zip(cuda_labels, cpu_labels, strict=True)])
+    assert agreement > (0.995 if precision == "fp32" else 0.98)
