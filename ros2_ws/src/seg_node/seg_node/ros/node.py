@@ -31,7 +31,7 @@ from ..engine import EngineConfig, EngineError, FrameError, FramePipeline, SegRe
 from ..imaging import ImageDecodeError, blend, colorize, palette_lut, to_rgb
 from ..weights import WeightsError, find_weights, read_info
 from .conversions import frame_from_message, image_message
-from .diagnostics import OK, CameraMonitor, key_values
+from .diagnostics import ERROR, OK, CameraMonitor, key_values
 from .parameters import Camera, NodeSettings, ParameterError, check_runtime_change, declare_parameters
 
 NODE_NAME = "seg_node"
@@ -223,7 +223,7 @@ class SegmentationNode(Node):
     # --- timers and parameters ------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
         now = time.monotonic()
-        statuses = [self._engine_status()]
+        cameras = []
         for outputs in self.cameras:
             status = outputs.monitor.report(
                 now,
@@ -232,12 +232,14 @@ class SegmentationNode(Node):
                 input_timeout_s=self.settings.input_timeout_s,
             )
             status.hardware_id = self.get_fully_qualified_name()
-            statuses.append(status)
-        array = DiagnosticArray(status=statuses)
+            cameras.append(status)
+        failed = [status.message for status in cameras if status.level == ERROR]
+        array = DiagnosticArray(status=[self._engine_status(failed), *cameras])
         array.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics.publish(array)
 
-    def _engine_status(self) -> DiagnosticStatus:
+    def _engine_status(self, failures: list[str]) -> DiagnosticStatus:
+        """The node's engine: what runs, and ERROR while it fails on frames."""
         engine = self.engine
         height, width = engine.network_size
         values = {
@@ -251,9 +253,9 @@ class SegmentationNode(Node):
             "cameras": ", ".join(outputs.camera.name for outputs in self.cameras),
         }
         return DiagnosticStatus(
-            level=OK,
+            level=ERROR if failures else OK,
             name="seg_node: engine",
-            message=engine.describe(),
+            message="; ".join(failures) if failures else engine.describe(),
             hardware_id=self.get_fully_qualified_name(),
             values=key_values(values),
         )
