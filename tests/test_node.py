@@ -429,6 +429,29 @@ def test_run_time_parameters_are_checked_and_applied(probe, node_process, frames
         set_parameter(probe, "overlay_alpha", double(0.5))
 
 
+def test_remapped_compressed_camera_at_network_resolution(probe, ros_env, weights, frames, tmp_path):
+    """The default input `image` remapped to a /compressed topic, labels at network size, in a namespace."""
+    command = node_command("-p", f"weights:={weights}", "-p", "backend:=torch", "-p", "threads:=1",
+                           "-p", "output_resolution:=network", "-r", "image:=/second_camera/compressed",
+                           "-r", "__ns:=/second")
+    with open(tmp_path / "node.log", "w") as log:
+        process = subprocess.Popen(command, env=ros_env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        probe.subscribe(Image, "/second/seg_node/image/label")
+        probe.subscribe(Image, "/second/seg_node/image/overlay")
+        probe.publishers["second"] = probe.node.create_publisher(CompressedImage, "/second_camera/compressed", 10)
+        wait_until(lambda: probe.publishers["second"].get_subscription_count() > 0, "the remapped subscription")
+        wait_until(lambda: probe.node.count_publishers("/second/seg_node/image/overlay") > 0, "the node's publishers")
+        label = send_and_receive(probe, "second", compressed_message(probe, frames["rear_jpeg"], "second_0"),
+                                 topic="/second/seg_node/image/label")
+        assert (label.height, label.width) == NETWORK_SIZE
+        overlay = probe.wait_for("/second/seg_node/image/overlay", with_frame_id("second_0"))
+        assert (overlay.height, overlay.width) == frames["rear"].shape[:2]
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=WAIT_S) == 0
+
+
 def test_ctrl_c_stops_the_node_cleanly(node_process):
     assert node_process.poll() is None
     started = time.monotonic()
