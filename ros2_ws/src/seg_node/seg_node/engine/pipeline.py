@@ -21,7 +21,7 @@ import threading
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,7 @@ class PipelineStats:
     processed: int = 0
     dropped: int = 0
     errors: int = 0
+    waiting: int = 0  # frames submitted but not yet taken by the pipeline (at most one per stream)
 
 
 @dataclass
@@ -113,13 +114,15 @@ class FramePipeline:
 
     def stats(self, stream: str | None = None) -> PipelineStats:
         """Counts for ``stream``, or summed over every stream."""
+        with self._waiting_changed:
+            waiting = {name: 1 for name in self._waiting}
         with self._stats_lock:
             if stream is not None:
-                return PipelineStats(**vars(self._stats.get(stream, PipelineStats())))
-            total = PipelineStats()
+                return replace(self._stats.get(stream, PipelineStats()), waiting=waiting.get(stream, 0))
+            total = PipelineStats(waiting=len(waiting))
             for stats in self._stats.values():
-                for name, value in vars(stats).items():
-                    setattr(total, name, getattr(total, name) + value)
+                for name in ("submitted", "processed", "dropped", "errors"):
+                    setattr(total, name, getattr(total, name) + getattr(stats, name))
             return total
 
     def close(self, timeout: float = 1.0) -> None:
@@ -138,6 +141,8 @@ class FramePipeline:
         stuck = [thread.name for thread in self._threads if thread.is_alive()]
         if stuck:
             log.warning("FramePipeline.close: %s still busy after %.1f s (a network run in progress)", stuck, timeout)
+        else:
+            self._backend.synchronize()  # copies and kernels of discarded frames may still use the slots
         for slots in (self._free_inputs, self._free_outputs, self._prepared, self._executed):
             while not slots.empty():
                 slots.get_nowait()

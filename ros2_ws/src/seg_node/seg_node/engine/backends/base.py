@@ -59,5 +59,9 @@ class Backend(ABC):
         return f"{self.name} on {self.device}, {self.precision}, network input {height}x{width}"
 
     @abstractmethod
+    def synchronize(self) -> None:
+        """Wait for device work in flight, so that slots can be dropped safely (a no-op on CPU)."""
+
+    @abstractmethod
     def close(self) -> None:
         """Free what the backend holds beyond its slots."""

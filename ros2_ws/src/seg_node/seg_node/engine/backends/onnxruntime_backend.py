@@ -144,5 +144,8 @@ class OnnxRuntimeBackend(Backend):
         maps, slot.maps = slot.maps[0], None
         return Maps(maps[0], maps[1] if maps.shape[0] > 1 else None)
 
+    def synchronize(self) -> None:
+        """Nothing to wait for: run() returns with the maps on the host."""
+
     def close(self) -> None:
         self.session = None

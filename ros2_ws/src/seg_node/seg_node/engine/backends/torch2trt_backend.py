@@ -9,6 +9,7 @@ on a folder of frames, pre-processed exactly as at run time.
 from __future__ import annotations
 
 import logging
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,13 @@ def import_torch2trt():  # noqa: ANN201 (the modules)
     return tensorrt, torch2trt
 
 
+def package_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:  # a source checkout on PYTHONPATH, as some Jetson set-ups have
+        return "unknown"
+
+
 class Torch2TrtBackend(TorchBackend):
     name = "torch2trt"
 
@@ -71,7 +79,7 @@ class Torch2TrtBackend(TorchBackend):
             "precision": self._trt_precision,
             "gpu": torch.cuda.get_device_name(),
             "tensorrt": trt.__version__,
-            "torch2trt": getattr(torch2trt, "__version__", "unknown"),
+            "torch2trt": package_version("torch2trt"),
             "calibration_dir": str(Path(self._calibration_dir).resolve()) if self._calibration_dir else None,
         }
         network = fold_batchnorm(model).cuda()

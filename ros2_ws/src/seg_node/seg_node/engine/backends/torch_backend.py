@@ -212,7 +212,10 @@ class TorchBackend(Backend):
         log.info("captured a CUDA graph of the network at %dx%d", height, width)
         return graph, static_image, static_maps
 
-    def close(self) -> None:
+    def synchronize(self) -> None:
         if self.device == "cuda":
             torch.cuda.synchronize()
+
+    def close(self) -> None:
+        self.synchronize()
         self._graph = None

@@ -1,0 +1,338 @@
+"""seg-bench: end-to-end speed of the engine, host uint8 frame to host uint8 label map, on CamVid frames.
+
+For every model, size and available backend it measures the engine
+synchronously (``infer`` one frame after another) and pipelined
+(``FramePipeline`` kept busy by a feeder), and beside them a ``naive`` row
+measured in the same run: what a first implementation does (eager fp32
+model, float pre-processing with OpenCV/NumPy on the host, the full logits
+copied back, argmax on the host, one frame at a time).
+
+Frames are CamVid val images resized on the host to each size before timing
+starts, as from a camera of that resolution; labels come back at that size.
+"""
+
+from __future__ import annotations
+
+import os
+
+# OpenMP threads that spin while waiting stall for whole scheduler slices when other processes share the
+# cores (as on a robot, or this project's build machine): eager PyTorch then runs 10-50x slower in the main
+# thread. Set before torch loads; every row of the run, the naive one included, runs under the same policy.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from dataclasses import asdict, dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from ..engine import (
+    EngineConfig,
+    EngineError,
+    FramePipeline,
+    SegmentationEngine,
+    SegResult,
+    create_engine_from_model,
+)  # noqa: E402
+from ..models import build_model  # noqa: E402
+from ..weights import SegClass, WeightsError, WeightsInfo, find_weights, load_weights
+
+log = logging.getLogger("seg_node.bench")
+
+MODELS = ("cgnet", "contextnet")
+SIZES = ((360, 480), (512, 1024), (1024, 2048))
+# name -> engine configuration; "auto" precision: fp16 on CUDA, fp32 on CPU
+BACKENDS: dict[str, EngineConfig] = {
+    "torch2trt": EngineConfig(backend="torch2trt"),
+    "torch-cuda": EngineConfig(backend="torch", device="cuda"),
+    "onnxruntime": EngineConfig(backend="onnxruntime", device="cpu"),
+    "torch-cpu": EngineConfig(backend="torch", device="cpu"),
+}
+# Frames per measurement when --frames is not given: about the same time at each size.
+DEFAULT_FRAMES = {360 * 480: 40, 512 * 1024: 16, 1024 * 2048: 6}
+WARMUP_FRAMES = 2
+PIPELINE_DEPTH = 3  # frames in flight the feeder keeps: being prepared, in the network, being collected
+# beside the repository (ros2_ws/src/seg_node/seg_node/tools/bench.py -> ../shared) in a source checkout
+CAMVID = Path(__file__).resolve().parents[6] / "shared" / "datasets" / "camvid"
+# CamVid's 11 classes; untrained weights only need the count and a normalisation
+UNTRAINED_MEAN = (104.0, 112.0, 120.0)
+UNTRAINED_STD = (58.0, 57.0, 59.0)
+
+
+@dataclass
+class Row:
+    model: str
+    backend: str
+    precision: str
+    height: int
+    width: int
+    mode: str  # "pipelined", "synchronous" or "naive"
+    fps: float
+    latency_ms_p50: float
+    latency_ms_p99: float
+    dropped: int
+    frames: int
+    weights: str
+    device: str
+
+
+def load_model(name: str) -> tuple[nn.Module, WeightsInfo, str]:
+    """The shipped ``<name>_camvid`` weights where present, else untrained ones (speed does not depend on it)."""
+    try:
+        path = find_weights(f"{name}_camvid")
+        model, info = load_weights(path)
+        return model, info, path.name
+    except WeightsError:
+        model = build_model(name, 11).eval()
+        classes = [SegClass(i, f"class{i}", (20 * i, 20 * i, 20 * i)) for i in range(11)]
+        info = WeightsInfo(name, dict(model.variant), classes, UNTRAINED_MEAN, UNTRAINED_STD, (360, 480), "none", [])
+        return model, info, "untrained"
+
+
+def read_frames(camvid: Path, count: int) -> list[np.ndarray]:
+    """CamVid val frames as a camera driver delivers them: uint8 BGR."""
+    import cv2
+
+    lines = (camvid / "val.txt").read_text().split("\n")
+    paths = [camvid / line.split()[0] for line in lines if line.strip()][:count]
+    if not paths:
+        raise SystemExit(f"no CamVid frames under {camvid}; pass --camvid")
+    return [cv2.imread(str(path), cv2.IMREAD_COLOR) for path in paths]
+
+
+def resize_frames(frames: list[np.ndarray], height: int, width: int) -> list[np.ndarray]:
+    import cv2
+
+    return [frame if frame.shape[:2] == (height, width) else cv2.resize(frame, (width, height)) for frame in frames]
+
+
+def summarise(latencies: list[float], frames: int, seconds: float) -> tuple[float, float, float]:
+    milliseconds = 1000.0 * np.asarray(latencies)
+    return frames / seconds, float(np.percentile(milliseconds, 50)), float(np.percentile(milliseconds, 99))
+
+
+def run_naive(model: nn.Module, info: WeightsInfo, frames: list[np.ndarray], count: int) -> tuple[list[float], float]:
+    """The typical first implementation, frame by frame, for comparison."""
+    import cv2
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = model.to(device)
+    height, width = frames[0].shape[:2]
+    mean, std = np.float32(info.mean), np.float32(info.std)
+
+    def segment(frame: np.ndarray) -> np.ndarray:
+        image = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB).astype(np.float32)
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+        image = (image - mean) / std
+        with torch.no_grad():
+            logits = model(torch.from_numpy(image.transpose(2, 0, 1).copy())[None].to(device)).cpu().numpy()
+        labels = logits[0].argmax(0).astype(np.uint8)
+        return cv2.resize(labels, (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_NEAREST)
+
+    for frame in frames[:WARMUP_FRAMES]:
+        segment(frame)
+    latencies = []
+    start = time.perf_counter()
+    for index in range(count):
+        begin = time.perf_counter()
+        segment(frames[index % len(frames)])
+        latencies.append(time.perf_counter() - begin)
+    return latencies, time.perf_counter() - start
+
+
+def run_synchronous(engine: SegmentationEngine, frames: list[np.ndarray], count: int) -> tuple[list[float], float]:
+    latencies = []
+    start = time.perf_counter()
+    for index in range(count):
+        latencies.append(engine.infer(frames[index % len(frames)], color_order="bgr").timings["total"])
+    return latencies, time.perf_counter() - start
+
+
+def run_pipelined(engine: SegmentationEngine, frames: list[np.ndarray], count: int, camera_fps: float
+                  ) -> tuple[list[float], float, int]:
+    """Feed ``count`` frames; with ``camera_fps`` 0 the feeder keeps PIPELINE_DEPTH frames in flight
+    (as fast as the pipeline goes), else it submits at that rate like a camera, and stale frames drop."""
+    latencies: list[float] = []
+    errors: list[Exception] = []
+    finished = threading.Condition()
+    results = 0
+
+    def on_result(result: SegResult) -> None:
+        nonlocal results
+        if result.error is not None:
+            errors.append(result.error)
+        else:
+            latencies.append(result.timings["total"])
+        with finished:
+            results += 1
+            finished.notify_all()
+
+    pipeline = FramePipeline(engine, on_result=on_result)
+    try:
+        start = time.perf_counter()
+        for index in range(count):
+            if camera_fps > 0:
+                time.sleep(max(0.0, start + index / camera_fps - time.perf_counter()))
+            else:
+                # the previous frame taken (so none is replaced) and room in the pipeline
+                while pipeline.stats().waiting or index - results >= PIPELINE_DEPTH:
+                    time.sleep(0.0005)
+            pipeline.submit(frames[index % len(frames)], tag=index, color_order="bgr")
+        with finished:
+            finished.wait_for(lambda: results + pipeline.stats().dropped >= count)
+        seconds = time.perf_counter() - start
+        dropped = pipeline.stats().dropped
+    finally:
+        pipeline.close()
+    if errors:
+        raise EngineError(f"{len(errors)} frames failed in the pipeline, the first: {errors[0]!r}")
+    return latencies, seconds, dropped
+
+
+def plot_latencies(samples: dict[tuple[str, str], dict[str, list[float]]], path: Path) -> None:
+    """One panel per model and size; a latency histogram per backend and mode."""
+    from .plots import plt
+
+    fig, axes = plt.subplots(len(samples), 1, figsize=(8, 2.6 * len(samples)), squeeze=False)
+    for ax, ((model, size), series) in zip(axes[:, 0], samples.items(), strict=True):
+        top = max(np.percentile(values, 99.5) for values in series.values()) * 1000
+        bins = np.linspace(0, top * 1.05, 60)
+        for label, values in series.items():
+            ax.hist(1000 * np.asarray(values), bins=bins, histtype="step", linewidth=1.5, label=label)
+        ax.set_title(f"{model} {size}: latency, host frame in to host labels out")
+        ax.set_xlabel("ms")
+        ax.set_ylabel("frames")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def format_table(rows: list[Row]) -> str:
+    header = f"{'model':<11}{'backend':<13}{'prec':<6}{'size':>10}  {'mode':<12}{'fps':>8}{'p50 ms':>9}" \
+             f"{'p99 ms':>9}{'dropped':>8}{'vs naive':>9}"
+    naive = {(r.model, r.height, r.width): r.fps for r in rows if r.mode == "naive"}
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        ratio = r.fps / naive[(r.model, r.height, r.width)] if (r.model, r.height, r.width) in naive else float("nan")
+        lines.append(f"{r.model:<11}{r.backend:<13}{r.precision:<6}{f'{r.height}x{r.width}':>10}  {r.mode:<12}"
+                     f"{r.fps:>8.1f}{r.latency_ms_p50:>9.1f}{r.latency_ms_p99:>9.1f}{r.dropped:>8d}{ratio:>8.2f}x")
+    return "\n".join(lines)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"size {text!r} is not HEIGHTxWIDTH, e.g. 360x480") from error
+    return height, width
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="seg-bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated: cgnet,contextnet")
+    parser.add_argument("--sizes", default=",".join(f"{h}x{w}" for h, w in SIZES),
+                        help="comma-separated HEIGHTxWIDTH (network input = camera frame size)")
+    parser.add_argument("--backends", default=",".join(BACKENDS),
+                        help=f"comma-separated from {', '.join(BACKENDS)}; unavailable ones are skipped")
+    parser.add_argument("--frames", type=int, default=None, help="frames per measurement (default: by size)")
+    parser.add_argument("--camera-fps", type=float, default=0.0,
+                        help="pipelined mode: submit at this rate like a camera (0: keep the pipeline full)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    parser.add_argument("--camvid", type=Path, default=CAMVID, help="CamVid folder with val.txt")
+    parser.add_argument("--json", type=Path, default=None, help="write the rows as a JSON list here")
+    parser.add_argument("--plot", type=Path, default=None, help="write a latency-histogram PNG here")
+    parser.add_argument("--cache-dir", default=None, help="engine cache folder")
+    args = parser.parse_args(argv)
+    args.models = [m for m in args.models.split(",") if m]
+    args.sizes = [parse_size(s) for s in args.sizes.split(",") if s]
+    args.backends = [b for b in args.backends.split(",") if b]
+    unknown = [m for m in args.models if m not in MODELS] + [b for b in args.backends if b not in BACKENDS]
+    if unknown:
+        parser.error(f"unknown model or backend: {unknown}")
+    return args
+
+
+def bench_one(model_name: str, size: tuple[int, int], camvid_frames: list[np.ndarray], args: argparse.Namespace,
+              skipped: dict[str, str], progress: tqdm) -> tuple[list[Row], dict[str, list[float]]]:
+    """The naive row and, per available backend, the synchronous and pipelined rows for one model and size."""
+    height, width = size
+    model, info, weights = load_model(model_name)
+    frames = resize_frames(camvid_frames, height, width)
+    count = args.frames or DEFAULT_FRAMES.get(height * width, 20)
+    rows: list[Row] = []
+    series: dict[str, list[float]] = {}
+
+    def record(backend: str, precision: str, mode: str, device: str, latencies: list[float], seconds: float,
+               dropped: int = 0) -> None:
+        fps, p50, p99 = summarise(latencies, len(latencies), seconds)
+        rows.append(Row(model_name, backend, precision, height, width, mode, round(fps, 2), round(p50, 2),
+                        round(p99, 2), dropped, len(latencies), weights, device))
+        series[f"{backend} {mode}"] = latencies
+        progress.update()
+
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)  # as the torch backend sets it
+    record("torch-eager", "fp32", "naive", "cuda" if torch.cuda.is_available() else "cpu",
+           *run_naive(model, info, frames, count))
+    for backend in args.backends:
+        if backend in skipped:
+            progress.update(2)
+            continue
+        config = EngineConfig(**{**vars(BACKENDS[backend]), "network_size": (height, width),
+                                 "threads": args.threads, "engine_cache_dir": args.cache_dir})
+        try:
+            engine = create_engine_from_model(model, info, config)
+        except EngineError as error:  # BackendUnavailableError and configurations this machine cannot run
+            skipped[backend] = str(error)
+            progress.update(2)
+            continue
+        with engine:
+            for frame in frames[:WARMUP_FRAMES]:
+                engine.infer(frame, color_order="bgr")
+            record(backend, engine.precision, "synchronous", engine.device, *run_synchronous(engine, frames, count))
+            latencies, seconds, dropped = run_pipelined(engine, frames, count, args.camera_fps)
+            record(backend, engine.precision, "pipelined", engine.device, latencies, seconds, dropped)
+    return rows, series
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    camvid_frames = read_frames(args.camvid, 100)
+    rows: list[Row] = []
+    samples: dict[tuple[str, str], dict[str, list[float]]] = {}
+    skipped: dict[str, str] = {}
+    plan = [(model, size) for model in args.models for size in args.sizes]
+    progress = tqdm(total=len(plan) * (1 + 2 * len(args.backends)), desc="seg-bench", unit="run")
+    for model_name, size in plan:
+        new_rows, samples[(model_name, f"{size[0]}x{size[1]}")] = bench_one(
+            model_name, size, camvid_frames, args, skipped, progress)
+        rows += new_rows
+    progress.close()
+
+    print(format_table(rows))
+    for backend, reason in skipped.items():
+        print(f"skipped {backend}: {reason}")
+    print(f"weights: {', '.join(sorted({f'{r.model}={r.weights}' for r in rows}))}; "
+          f"torch threads {torch.get_num_threads()}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps([asdict(row) for row in rows], indent=1) + "\n")
+        print(f"wrote {args.json}")
+    if args.plot and samples:
+        args.plot.parent.mkdir(parents=True, exist_ok=True)
+        plot_latencies(samples, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
