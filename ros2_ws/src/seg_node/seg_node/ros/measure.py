@@ -97,6 +97,24 @@ def publish_at(rate_hz: float, seconds: float, publish: Callable[[int], None]) -
     return index
 
 
+def publish_in_flight(in_flight: int, seconds: float, publish: Callable[[int], None], arrivals: list) -> int:
+    """Flat out: publish whenever fewer than ``in_flight`` frames await their label, for ``seconds``."""
+    start = time.perf_counter()
+    first_arrival = len(arrivals)
+    index = 0
+    last_publish = start
+    while (now := time.perf_counter()) - start < seconds:
+        waiting = index - (len(arrivals) - first_arrival)
+        # a frame lost on the way would stall the loop: after a second without a label, send another
+        if waiting < in_flight or now - last_publish > 1.0:
+            publish(index)
+            index += 1
+            last_publish = now
+        else:
+            time.sleep(0.001)
+    return index
+
+
 def measure_node(args: argparse.Namespace) -> dict:
     frames = camvid_frames(args.camvid, args.frames)
     os.environ.setdefault(PROFILE_VARIABLE, str(profile_path()))  # for the node and this process alike
@@ -138,11 +156,17 @@ def measure_node(args: argparse.Namespace) -> dict:
             message.header.stamp = probe.node.get_clock().now().to_msg()
             publisher.publish(message)
 
-        publish_at(args.rate, args.warmup, publish)
+        if args.rate > 0:
+            publish_at(args.rate, args.warmup, publish)
+        else:
+            publish_in_flight(args.in_flight, args.warmup, publish, arrivals)
         latencies.clear()
         arrivals.clear()
         diagnostics.clear()
-        published = publish_at(args.rate, args.seconds, publish)
+        if args.rate > 0:
+            published = publish_at(args.rate, args.seconds, publish)
+        else:
+            published = publish_in_flight(args.in_flight, args.seconds, publish, arrivals)
         time.sleep(1.0)
     finally:
         probe.close()
@@ -157,7 +181,7 @@ def measure_node(args: argparse.Namespace) -> dict:
     engine = [s for a in diagnostics for s in a.status if s.name == "seg_node: engine"]
     return {
         "mode": "node",
-        "rate_hz": args.rate,
+        "rate_hz": args.rate if args.rate > 0 else f"flat out, {args.in_flight} in flight",
         "seconds": args.seconds,
         "frame_size": f"{frames[0].shape[1]}x{frames[0].shape[0]}",
         "published": published,
@@ -240,7 +264,8 @@ def main() -> None:
     node.add_argument("--camvid", type=Path, default=Path(__file__).resolve().parents[6] / "shared/datasets/camvid")
     node.add_argument("--frames", type=int, default=20, help="distinct CamVid val frames to cycle through")
     node.add_argument("--rate", type=float, default=10.0,
-                      help="frames offered per second; far above what the node can do (100) measures flat out")
+                      help="frames offered per second; 0: flat out, a new frame as soon as one of --in-flight is done")
+    node.add_argument("--in-flight", type=int, default=2, help="flat out: frames awaiting their label at a time")
     node.add_argument("--seconds", type=float, default=20.0)
     node.add_argument("--warmup", type=float, default=3.0, help="seconds published before measuring")
     node.add_argument("--weights", default="")
