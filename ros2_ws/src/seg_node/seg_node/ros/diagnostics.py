@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
+OUTPUTS = ("label", "color_mask", "overlay", "confidence")
 OK = DiagnosticStatus.OK
 WARN = DiagnosticStatus.WARN
 ERROR = DiagnosticStatus.ERROR
@@ -46,6 +47,8 @@ class CameraMonitor:
         self.bad_frames = 0
         self.engine_errors = 0
         self.last_problem = ""
+        # per output topic: shows that outputs nobody subscribes to are neither computed nor published
+        self.published = dict.fromkeys(OUTPUTS, 0)
 
     def input(self, now: float) -> None:
         with self._lock:
@@ -64,11 +67,13 @@ class CameraMonitor:
             self.engine_errors += 1
             self.last_problem = reason
 
-    def output(self, latency_s: float | None) -> None:
-        """A published result; ``latency_s`` from the input's stamp, None for an unstamped input."""
+    def output(self, published: list[str], latency_s: float | None) -> None:
+        """A result published on the ``published`` outputs; ``latency_s`` from the input's stamp, if stamped."""
         with self._lock:
             self._window.outputs += 1
             self.outputs_total += 1
+            for output in published:
+                self.published[output] += 1
             if latency_s is not None:
                 self._window.latencies.append(latency_s)
 
@@ -92,6 +97,7 @@ class CameraMonitor:
                 "engine_errors": self.engine_errors,
                 "seconds_since_input": f"{since_input:.2f}" if self._last_input is not None else "never",
                 "last_problem": self.last_problem,
+                **{f"published_{output}": count for output, count in self.published.items()},
             }
         level, message = OK, "ok"
         output_fps = window.outputs / elapsed

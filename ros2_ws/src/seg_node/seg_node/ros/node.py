@@ -8,11 +8,12 @@ pipeline's result callback colourises, blends and publishes; inference never run
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import rclpy
@@ -28,9 +29,9 @@ from std_msgs.msg import Header, String
 
 from ..engine import EngineConfig, EngineError, FrameError, FramePipeline, SegResult, create_engine
 from ..imaging import ImageDecodeError, blend, colorize, palette_lut, to_rgb
-from ..weights import WeightsError, find_weights
+from ..weights import WeightsError, find_weights, read_info
 from .conversions import frame_from_message, image_message
-from .diagnostics import OK, CameraMonitor, key_values
+from .diagnostics import ERROR, OK, CameraMonitor, key_values
 from .parameters import Camera, NodeSettings, ParameterError, check_runtime_change, declare_parameters
 
 NODE_NAME = "seg_node"
@@ -104,6 +105,10 @@ class SegmentationNode(Node):
             self.engine = create_engine(self.weights_path, self._engine_config())
         except (ParameterError, WeightsError, EngineError) as error:
             raise StartupError(str(error)) from error
+        except RuntimeError as error:  # torch's own: tensors of other shapes than the JSON promises
+            expected = read_info(self.weights_path).describe()
+            message = f"{self.weights_path} does not hold the {expected} its JSON describes: {error}"
+            raise StartupError(message) from error
         self._log = RateLimitedLog(self, LOG_EVERY_S)
         self._palette_lut = palette_lut(self.settings.palette or np.asarray(self.engine.info.palette).ravel())
         self._overlay_alpha = self.settings.overlay_alpha
@@ -127,7 +132,7 @@ class SegmentationNode(Node):
         self.create_timer(self.settings.diagnostics_period_s, self._publish_diagnostics)
         self._publish_classes()
         self.get_logger().info(
-            f"segmenting {', '.join(self.resolve_topic_name(c.topic) for c in self.settings.cameras)} with "
+            f"segmenting {', '.join(c.resolved for c in self.settings.cameras)} with "
             f"{self.engine.describe()}; outputs under {self.get_fully_qualified_name()}/<camera>/"
         )
 
@@ -149,7 +154,7 @@ class SegmentationNode(Node):
         prefix = f"~/{camera.name}"
         return CameraOutputs(
             camera=camera,
-            monitor=CameraMonitor(camera.name, camera.topic, started),
+            monitor=CameraMonitor(camera.name, camera.resolved, started),
             label=self.create_publisher(Image, f"{prefix}/label", qos),
             color_mask=self.create_publisher(Image, f"{prefix}/color_mask", qos),
             overlay=self.create_publisher(Image, f"{prefix}/overlay", qos),
@@ -193,29 +198,32 @@ class SegmentationNode(Node):
     def _publish_outputs(self, tag: FrameTag, result: SegResult) -> None:
         outputs = tag.outputs
         outputs.label.publish(image_message(result.labels, tag.header))
+        published = ["label"]
         want_mask = outputs.color_mask.get_subscription_count() > 0
         want_overlay = tag.image is not None and outputs.overlay.get_subscription_count() > 0
         if want_mask or want_overlay:
             mask = colorize(result.labels, self._palette_lut)
             if want_mask:
                 outputs.color_mask.publish(image_message(mask, tag.header))
+                published.append("color_mask")
             if want_overlay:
                 overlay = blend(to_rgb(tag.image, tag.color_order), mask, self._overlay_alpha)
                 outputs.overlay.publish(image_message(overlay, tag.header))
-        if outputs.confidence is not None and result.confidence is not None:
-            if outputs.confidence.get_subscription_count() > 0:
-                outputs.confidence.publish(image_message(result.confidence, tag.header))
+                published.append("overlay")
+        confidence = outputs.confidence
+        if confidence is not None and result.confidence is not None and confidence.get_subscription_count() > 0:
+            confidence.publish(image_message(result.confidence, tag.header))
+            published.append("confidence")
         stamp = tag.header.stamp
-        if stamp.sec or stamp.nanosec:  # an unstamped input has no end-to-end latency
-            latency_ns = self.get_clock().now().nanoseconds - (stamp.sec * 1_000_000_000 + stamp.nanosec)
-            outputs.monitor.output(latency_ns * 1e-9)
-        else:
-            outputs.monitor.output(None)
+        latency_s = None  # an unstamped input has no end-to-end latency
+        if stamp.sec or stamp.nanosec:
+            latency_s = (self.get_clock().now().nanoseconds - (stamp.sec * 1_000_000_000 + stamp.nanosec)) * 1e-9
+        outputs.monitor.output(published, latency_s)
 
     # --- timers and parameters ------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
         now = time.monotonic()
-        statuses = [self._engine_status()]
+        cameras = []
         for outputs in self.cameras:
             status = outputs.monitor.report(
                 now,
@@ -224,12 +232,14 @@ class SegmentationNode(Node):
                 input_timeout_s=self.settings.input_timeout_s,
             )
             status.hardware_id = self.get_fully_qualified_name()
-            statuses.append(status)
-        array = DiagnosticArray(status=statuses)
+            cameras.append(status)
+        failed = [status.message for status in cameras if status.level == ERROR]
+        array = DiagnosticArray(status=[self._engine_status(failed), *cameras])
         array.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics.publish(array)
 
-    def _engine_status(self) -> DiagnosticStatus:
+    def _engine_status(self, failures: list[str]) -> DiagnosticStatus:
+        """The node's engine: what runs, and ERROR while it fails on frames."""
         engine = self.engine
         height, width = engine.network_size
         values = {
@@ -243,9 +253,9 @@ class SegmentationNode(Node):
             "cameras": ", ".join(outputs.camera.name for outputs in self.cameras),
         }
         return DiagnosticStatus(
-            level=OK,
+            level=ERROR if failures else OK,
             name="seg_node: engine",
-            message=engine.describe(),
+            message="; ".join(failures) if failures else engine.describe(),
             hardware_id=self.get_fully_qualified_name(),
             values=key_values(values),
         )
@@ -274,8 +284,8 @@ class SegmentationNode(Node):
         self.engine.close()
 
 
-def main(args: list[str] | None = None) -> int:
-    """``ros2 run seg_node seg_node``, ``python -m seg_node``: run until Ctrl-C; 1 when it cannot start."""
+def run(args: list[str] | None = None) -> int:
+    """Run the node until Ctrl-C (0) or report why it cannot start (1)."""
     rclpy.init(args=args)
     node = None
     try:
@@ -294,5 +304,15 @@ def main(args: list[str] | None = None) -> int:
     return 0
 
 
+def main() -> NoReturn:
+    """``ros2 run seg_node seg_node`` and ``python -m seg_node``."""
+    code = run()
+    # Everything the node owns is closed; the interpreter's own teardown (torch's above all) takes about
+    # a second more, which would make Ctrl-C feel slow, so the process ends here.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -7,6 +7,7 @@ parameters that may change at run time (overlay_alpha, palette), by the set-para
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,9 +66,13 @@ SPECS: dict[str, Spec] = {
 
 @dataclass(frozen=True)
 class Camera:
-    topic: str  # as given, remappable (relative names resolve in the node's namespace)
-    name: str  # outputs go to ~/<name>/...
-    compressed: bool
+    topic: str  # as given: relative names resolve in the node's namespace, and remapping applies
+    resolved: str  # after namespace and remapping; a /compressed ending makes it a CompressedImage topic
+    name: str  # the given topic without /compressed; outputs go to ~/<name>/...
+
+    @property
+    def compressed(self) -> bool:
+        return self.resolved.endswith(COMPRESSED_SUFFIX)
 
 
 @dataclass(frozen=True)
@@ -101,18 +106,21 @@ def descriptor(name: str, spec: Spec) -> ParameterDescriptor:
     return result
 
 
-def cameras_from_topics(topics: list[str]) -> tuple[Camera, ...]:
+def cameras_from_topics(topics: list[str], resolve: Callable[[str], str]) -> tuple[Camera, ...]:
+    """Cameras of the ``cameras`` parameter; ``resolve`` applies the node's namespace and remapping."""
     if not topics:
         raise ParameterError("cameras: give at least one input topic")
     cameras = []
     for topic in topics:
         topic = topic.strip()
-        compressed = topic.endswith(COMPRESSED_SUFFIX)
-        name = topic[: -len(COMPRESSED_SUFFIX)] if compressed else topic
-        name = name.strip("/").lstrip("~/")
+        name = topic.removesuffix(COMPRESSED_SUFFIX).lstrip("~").strip("/")
+        try:
+            resolved = resolve(topic)
+        except Exception as error:  # rclpy raises its own errors for invalid names
+            raise ParameterError(f"cameras: {topic!r} is not a valid topic name: {error}") from error
         if not name:
             raise ParameterError(f"cameras: {topic!r} is not an image topic")
-        cameras.append(Camera(topic=topic, name=name, compressed=compressed))
+        cameras.append(Camera(topic=topic, resolved=resolved, name=name))
     names = [camera.name for camera in cameras]
     if len(set(names)) != len(names):
         raise ParameterError(f"cameras: two topics name the same camera in {topics}; each needs its own outputs")
@@ -149,7 +157,7 @@ def declare_parameters(node: Node) -> NodeSettings:
         precision=values["precision"],
         device=values["device"],
         network_size=(height, width) if height else None,
-        cameras=cameras_from_topics(list(values["cameras"])),
+        cameras=cameras_from_topics(list(values["cameras"]), node.resolve_topic_name),
         output_resolution=values["output_resolution"],
         overlay_alpha=values["overlay_alpha"],
         palette=check_palette(values["palette"]),

@@ -1,0 +1,527 @@
+"""The ROS 2 node end to end: real rclpy over Fast DDS, the node in its own process (``python -m seg_node``).
+
+Two cameras: ``front`` sends raw rgb8 with padded rows, ``rear`` sends JPEG (CompressedImage); a third,
+``side``, sends one frame and stops. Tiny CGNet weights at 96x128 keep inference cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import rclpy
+import torch
+import yaml
+from conftest import PACKAGE_ROOT
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rcl_interfaces.msg import Parameter as ParameterMessage
+from rcl_interfaces.msg import ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import String
+
+from seg_node.engine import EngineConfig, create_engine
+from seg_node.imaging import blend, colorize
+from seg_node.models import build_model
+from seg_node.ros.diagnostics import ERROR, OK, WARN, CameraMonitor
+from seg_node.ros.parameters import SPECS
+from seg_node.weights import SegClass, WeightsInfo, save_weights
+
+PROFILE = PACKAGE_ROOT / "config" / "fastdds_shm.xml"
+NETWORK_SIZE = (96, 128)
+CAMVID_NAMES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian",
+                "Bicyclist"]
+CAMVID_COLORS = [(128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
+                 (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192)]
+ROW_PADDING = 64
+WAIT_S = 30.0  # generous: the machine is shared; waits end as soon as the message arrives
+
+
+def tiny_weights(folder: Path, architecture: str = "cgnet") -> Path:
+    torch.manual_seed(0)
+    model = build_model(architecture, len(CAMVID_NAMES))
+    info = WeightsInfo(
+        architecture=architecture,
+        variant=dict(model.variant),
+        classes=[
+            SegClass(i, name, color) for i, (name, color) in enumerate(zip(CAMVID_NAMES, CAMVID_COLORS, strict=True))
+        ],
+        mean=(110.0, 110.0, 110.0),
+        std=(60.0, 60.0, 60.0),
+        input_size=NETWORK_SIZE,
+        dataset="camvid",
+        splits=["train"],
+        ignore_index=11,
+    )
+    return save_weights(model, info, folder / f"tiny_{architecture}.safetensors")
+
+
+def ros_environment() -> dict[str, str]:
+    """This test session's own DDS domain, kept on this machine, with the package's Fast DDS profile."""
+    return {
+        "ROS_DOMAIN_ID": str(100 + os.getpid() % 100),
+        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+        "FASTRTPS_DEFAULT_PROFILES_FILE": str(PROFILE),
+        "PYTHONPATH": os.pathsep.join([str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def node_command(*ros_args: str) -> list[str]:
+    return [sys.executable, "-m", "seg_node", "--ros-args", *ros_args]
+
+
+class Probe:
+    """A test-side rclpy node in its own context: publishes frames, records what arrives."""
+
+    def __init__(self) -> None:
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=int(os.environ["ROS_DOMAIN_ID"]))
+        self.node = rclpy.create_node("probe", context=self.context)
+        self._received: dict[str, list] = defaultdict(list)
+        self._arrived = threading.Condition()
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._spinner = threading.Thread(target=self.executor.spin, daemon=True)
+        self._spinner.start()
+
+    def subscribe(self, message_type: type, topic: str, qos: QoSProfile | int = 10) -> None:
+        def record(message: object) -> None:
+            with self._arrived:
+                self._received[topic].append(message)
+                self._arrived.notify_all()
+
+        self.node.create_subscription(message_type, topic, record, qos)
+
+    def received(self, topic: str) -> list:
+        with self._arrived:
+            return list(self._received[topic])
+
+    def wait_for(self, topic: str, accept: Callable[[object], bool], timeout: float = WAIT_S) -> object:
+        deadline = time.monotonic() + timeout
+        with self._arrived:
+            while True:
+                for message in self._received[topic]:
+                    if accept(message):
+                        return message
+                if not self._arrived.wait(max(0.0, deadline - time.monotonic())):
+                    raise AssertionError(f"nothing acceptable on {topic} within {timeout} s")
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self._spinner.join(5)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def camvid_rgb(path: Path) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def raw_message(probe: Probe, rgb: np.ndarray, frame_id: str, encoding: str = "rgb8", padding: int = ROW_PADDING,
+                step: int | None = None, data: bytes | None = None) -> Image:
+    height, width = rgb.shape[:2]
+    rows = np.zeros((height, width * 3 + padding), np.uint8)
+    rows[:, : width * 3] = rgb.reshape(height, width * 3)
+    message = Image(height=height, width=width, encoding=encoding, step=step or rows.shape[1])
+    message.header.stamp = probe.node.get_clock().now().to_msg()
+    message.header.frame_id = frame_id
+    message.data = rows.tobytes() if data is None else data
+    return message
+
+
+def compressed_message(probe: Probe, jpeg: bytes, frame_id: str) -> CompressedImage:
+    message = CompressedImage(format="jpeg", data=jpeg)
+    message.header.stamp = probe.node.get_clock().now().to_msg()
+    message.header.frame_id = frame_id
+    return message
+
+
+def pixels(message: Image) -> np.ndarray:
+    channels = {"mono8": 1, "rgb8": 3}[message.encoding]
+    rows = np.frombuffer(message.data, np.uint8).reshape(message.height, message.step)[:, : message.width * channels]
+    return rows if channels == 1 else rows.reshape(message.height, message.width, channels)
+
+
+def with_frame_id(frame_id: str) -> Callable[[object], bool]:
+    return lambda message: message.header.frame_id == frame_id
+
+
+def camera_status(array: DiagnosticArray, camera: str) -> tuple[bytes, str, dict[str, str]]:
+    (status,) = [s for s in array.status if s.name == f"seg_node: camera {camera}"]
+    return status.level, status.message, {kv.key: kv.value for kv in status.values}
+
+
+@pytest.fixture(scope="module")
+def ros_env():
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in ros_environment().items():
+            if key != "PYTHONPATH":
+                patch.setenv(key, value)
+        yield {**os.environ, **ros_environment()}
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    return tiny_weights(tmp_path_factory.mktemp("weights"))
+
+
+@pytest.fixture(scope="module")
+def frames(camvid_pairs) -> dict[str, object]:
+    front, rear = camvid_pairs[0][0], camvid_pairs[1][0]
+    return {"front": camvid_rgb(front), "rear_jpeg": rear.read_bytes(), "rear": camvid_rgb(rear)}
+
+
+@pytest.fixture(scope="module")
+def offline_engine(weights):
+    engine = create_engine(weights, EngineConfig(backend="torch", device="cpu", threads=1, confidence=True))
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def probe(ros_env):
+    probe = Probe()
+    for camera in ("front", "rear", "side"):
+        probe.subscribe(Image, f"/seg_node/{camera}/label")
+    for output in ("color_mask", "overlay", "confidence"):
+        probe.subscribe(Image, f"/seg_node/front/{output}")
+    probe.subscribe(DiagnosticArray, "/diagnostics")
+    probe.publishers = {
+        "front": probe.node.create_publisher(Image, "/front", 10),
+        "rear": probe.node.create_publisher(CompressedImage, "/rear/compressed", 10),
+        "side": probe.node.create_publisher(Image, "/side", 10),
+    }
+    yield probe
+    probe.close()
+
+
+@pytest.fixture(scope="module")
+def node_process(ros_env, weights, probe, tmp_path_factory):
+    log_path = tmp_path_factory.mktemp("node") / "node.log"
+    command = node_command(
+        "-p", f"weights:={weights}",
+        "-p", "backend:=torch",
+        "-p", "device:=cpu",
+        "-p", "threads:=1",
+        "-p", "cameras:=[front, rear/compressed, side]",
+        "-p", "publish_confidence:=true",
+        "-p", "diagnostics_period_s:=0.5",
+        "-p", "input_timeout_s:=1.5",
+        "-p", "expected_fps:=0.0",
+    )
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, env=ros_env, stdout=log, stderr=subprocess.STDOUT)
+    process.log_path = log_path
+    try:
+        wait_until(
+            lambda: all(p.get_subscription_count() for p in probe.publishers.values()) or process.poll() is not None,
+            "the node's camera subscriptions",
+        )
+        assert process.poll() is None, log_path.read_text()
+        wait_until(lambda: probe.node.count_publishers("/seg_node/front/overlay") > 0, "the node's publishers")
+        time.sleep(0.5)  # let the probe's subscriptions match the node's publishers as well
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def send_and_receive(probe: Probe, camera: str, message: object, topic: str | None = None) -> Image:
+    """Publish until the label of this frame arrives (best-effort delivery may lose one)."""
+    topic = topic or f"/seg_node/{camera}/label"
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        probe.publishers[camera].publish(message)
+        try:
+            return probe.wait_for(topic, with_frame_id(message.header.frame_id), timeout=2.0)
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+
+
+def test_outputs_carry_the_input_header_and_equal_the_offline_engine(probe, node_process, frames, offline_engine):
+    message = raw_message(probe, frames["front"], "front_0")
+    label = send_and_receive(probe, "front", message)
+    assert label.header.stamp == message.header.stamp and label.encoding == "mono8"
+    assert (label.height, label.width) == frames["front"].shape[:2]
+    expected = offline_engine.infer(frames["front"])
+    assert np.array_equal(pixels(label), expected.labels)
+
+    for output in ("color_mask", "overlay", "confidence"):
+        arrived = probe.wait_for(f"/seg_node/front/{output}", with_frame_id("front_0"))
+        assert arrived.header.stamp == message.header.stamp
+    mask = probe.wait_for("/seg_node/front/color_mask", with_frame_id("front_0"))
+    assert mask.encoding == "rgb8" and np.array_equal(pixels(mask), colorize(expected.labels, np.array(CAMVID_COLORS)))
+    overlay = probe.wait_for("/seg_node/front/overlay", with_frame_id("front_0"))
+    assert np.array_equal(pixels(overlay), blend(frames["front"], pixels(mask), 0.5))
+    confidence = probe.wait_for("/seg_node/front/confidence", with_frame_id("front_0"))
+    assert np.array_equal(pixels(confidence), expected.confidence)
+
+    jpeg = compressed_message(probe, frames["rear_jpeg"], "rear_0")
+    label = send_and_receive(probe, "rear", jpeg)
+    assert label.header.stamp == jpeg.header.stamp
+    decoded = cv2.imdecode(np.frombuffer(frames["rear_jpeg"], np.uint8), cv2.IMREAD_COLOR)
+    assert np.array_equal(pixels(label), offline_engine.infer(decoded, color_order="bgr").labels)
+
+
+def test_only_subscribed_outputs_are_published_and_diagnostics_are_complete(probe, node_process, frames):
+    for index in range(3):
+        send_and_receive(probe, "front", raw_message(probe, frames["front"], f"front_d{index}"))
+        send_and_receive(probe, "rear", compressed_message(probe, frames["rear_jpeg"], f"rear_d{index}"))
+    stamp_after = probe.node.get_clock().now().to_msg()
+    diagnostics = probe.wait_for(
+        "/diagnostics", lambda array: (array.header.stamp.sec, array.header.stamp.nanosec) > (
+            stamp_after.sec, stamp_after.nanosec)
+    )
+    (engine,) = [s for s in diagnostics.status if s.name == "seg_node: engine"]
+    values = {kv.key: kv.value for kv in engine.values}
+    assert values["backend"] == "torch" and values["device"] == "cpu" and values["precision"] == "fp32"
+    assert values["model"].startswith("cgnet") and values["input_resolution"] == "128x96"
+    _, _, front = camera_status(diagnostics, "front")
+    _, _, rear = camera_status(diagnostics, "rear")
+    for key in ("input_fps", "output_fps", "latency_p50_ms", "latency_p95_ms", "frames_dropped", "bad_frames"):
+        assert key in front and key in rear, key
+    assert int(front["published_color_mask"]) > 0 and int(front["published_overlay"]) > 0
+    assert int(front["published_confidence"]) > 0
+    # nobody subscribes to the rear camera's mask, overlay or confidence
+    assert int(rear["published_label"]) >= 4
+    assert rear["published_color_mask"] == rear["published_overlay"] == rear["published_confidence"] == "0"
+
+
+def test_latency_and_rates_are_measured(probe, node_process, frames):
+    deadline = time.monotonic() + 1.2
+    index = 0
+    while time.monotonic() < deadline:
+        probe.publishers["front"].publish(raw_message(probe, frames["front"], f"front_r{index}"))
+        index += 1
+        time.sleep(0.1)
+    array = probe.wait_for(
+        "/diagnostics", lambda a: camera_status(a, "front")[2]["latency_p50_ms"] != "n/a"
+        and float(camera_status(a, "front")[2]["output_fps"]) > 0
+    )
+    _, _, front = camera_status(array, "front")
+    assert 0 < float(front["latency_p50_ms"]) <= float(front["latency_p95_ms"]) < 10_000
+    assert float(front["input_fps"]) > 0
+
+
+def test_bad_frames_are_counted_and_the_node_keeps_serving(probe, node_process, frames):
+    image = frames["front"]
+    height, width = image.shape[:2]
+    bad = [
+        raw_message(probe, image, "bad_encoding", encoding="bayer_rggb8"),
+        raw_message(probe, image, "bad_short", data=bytes(100)),
+        raw_message(probe, image[:0], "bad_zero"),
+        raw_message(probe, image, "bad_step", step=width * 3 - 1),
+    ]
+    for _ in range(2):  # twice, in case best effort loses one; the log stays rate-limited
+        for message in bad:
+            probe.publishers["front"].publish(message)
+            time.sleep(0.1)  # the subscription keeps only the last message: one at a time
+        probe.publishers["rear"].publish(compressed_message(probe, b"\xff\xd8\xff\xe0 corrupt", "bad_jpeg"))
+    # a frame of another size mid-stream: the engine resizes every frame, so labels come at the new size
+    smaller = cv2.resize(image, (width // 2, height // 2))
+    label = send_and_receive(probe, "front", raw_message(probe, smaller, "front_small"))
+    assert (label.height, label.width) == (height // 2, width // 2)
+    # a 200 Hz burst: newest frame wins, the node keeps up with the rest
+    for index in range(60):
+        probe.publishers["front"].publish(raw_message(probe, image, f"burst_{index}"))
+        time.sleep(0.005)
+    send_and_receive(probe, "front", raw_message(probe, image, "front_after"))
+    send_and_receive(probe, "rear", compressed_message(probe, frames["rear_jpeg"], "rear_after"))
+
+    array = probe.wait_for(
+        "/diagnostics", lambda a: int(camera_status(a, "front")[2]["bad_frames"]) >= 4
+        and int(camera_status(a, "rear")[2]["bad_frames"]) >= 1
+    )
+    _, _, front = camera_status(array, "front")
+    assert int(front["frames_received"]) >= int(front["frames_published"]) + int(front["bad_frames"])
+    log = node_process.log_path.read_text()
+    assert "unsupported encoding 'bayer_rggb8'" in log and "not a decodable JPEG" in log
+    assert log.count("unsupported encoding") <= 2, "bad-frame warnings must be rate-limited"
+    assert node_process.poll() is None
+
+
+def test_a_camera_that_stops_is_stale_while_the_others_are_ok(probe, node_process, frames):
+    send_and_receive(probe, "side", raw_message(probe, frames["front"], "side_once"))
+    stop = time.monotonic()
+
+    def side_stale_front_ok(array: DiagnosticArray) -> bool:
+        side_level, side_message, _ = camera_status(array, "side")
+        front_level, _, _ = camera_status(array, "front")
+        return side_level == WARN and "stale" in side_message and front_level == OK
+
+    found = False
+    index = 0
+    while not found and time.monotonic() - stop < WAIT_S:
+        probe.publishers["front"].publish(raw_message(probe, frames["front"], f"front_s{index}"))
+        index += 1
+        time.sleep(0.1)
+        found = any(side_stale_front_ok(array) for array in probe.received("/diagnostics")[-3:])
+    assert found, "the stopped camera never showed as stale beside a live one"
+
+
+def test_class_names_and_colours_are_latched(probe, node_process):
+    latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    probe.subscribe(String, "/seg_node/classes", latched)  # a late subscriber still gets them
+    message = probe.wait_for("/seg_node/classes", lambda m: True)
+    classes = json.loads(message.data)["classes"]
+    assert [c["name"] for c in classes] == CAMVID_NAMES
+    assert [tuple(c["color"]) for c in classes] == CAMVID_COLORS
+
+
+def set_parameter(probe: Probe, name: str, value: ParameterValue) -> tuple[bool, str]:
+    client = probe.node.create_client(SetParameters, "/seg_node/set_parameters")
+    try:
+        assert client.wait_for_service(timeout_sec=WAIT_S)
+        future = client.call_async(SetParameters.Request(parameters=[ParameterMessage(name=name, value=value)]))
+        wait_until(future.done, f"setting {name}")
+        (result,) = future.result().results
+        return result.successful, result.reason
+    finally:
+        probe.node.destroy_client(client)
+
+
+def test_run_time_parameters_are_checked_and_applied(probe, node_process, frames):
+    double = lambda v: ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=v)  # noqa: E731
+    integers = lambda v: ParameterValue(type=ParameterType.PARAMETER_INTEGER_ARRAY, integer_array_value=v)  # noqa: E731
+    assert not set_parameter(probe, "overlay_alpha", double(1.5))[0]
+    successful, reason = set_parameter(probe, "palette", integers([1, 2]))
+    assert not successful and "triples" in reason
+    assert not set_parameter(probe, "palette", integers([0, 0, 300]))[0]
+    assert not set_parameter(probe, "backend", ParameterValue(type=ParameterType.PARAMETER_STRING,
+                                                              string_value="onnxruntime"))[0]  # read-only
+    red = [255, 0, 0] * len(CAMVID_NAMES)
+    assert set_parameter(probe, "palette", integers(red))[0]
+    assert set_parameter(probe, "overlay_alpha", double(1.0))[0]
+    try:
+        send_and_receive(probe, "front", raw_message(probe, frames["front"], "front_red"))
+        mask = pixels(probe.wait_for("/seg_node/front/color_mask", with_frame_id("front_red")))
+        overlay = pixels(probe.wait_for("/seg_node/front/overlay", with_frame_id("front_red")))
+        assert np.all(mask == (255, 0, 0)) and np.array_equal(overlay, mask)
+        probe.wait_for("/seg_node/classes", lambda m: json.loads(m.data)["classes"][0]["color"] == [255, 0, 0])
+    finally:
+        set_parameter(probe, "palette", integers([]))
+        set_parameter(probe, "overlay_alpha", double(0.5))
+
+
+def test_remapped_compressed_camera_at_network_resolution(probe, ros_env, weights, frames, tmp_path):
+    """The default input `image` remapped to a /compressed topic, labels at network size, in a namespace."""
+    command = node_command("-p", f"weights:={weights}", "-p", "backend:=torch", "-p", "threads:=1",
+                           "-p", "output_resolution:=network", "-r", "image:=/second_camera/compressed",
+                           "-r", "__ns:=/second")
+    with open(tmp_path / "node.log", "w") as log:
+        process = subprocess.Popen(command, env=ros_env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        probe.subscribe(Image, "/second/seg_node/image/label")
+        probe.subscribe(Image, "/second/seg_node/image/overlay")
+        probe.publishers["second"] = probe.node.create_publisher(CompressedImage, "/second_camera/compressed", 10)
+        wait_until(lambda: probe.publishers["second"].get_subscription_count() > 0, "the remapped subscription")
+        wait_until(lambda: probe.node.count_publishers("/second/seg_node/image/overlay") > 0, "the node's publishers")
+        label = send_and_receive(probe, "second", compressed_message(probe, frames["rear_jpeg"], "second_0"),
+                                 topic="/second/seg_node/image/label")
+        assert (label.height, label.width) == NETWORK_SIZE
+        overlay = probe.wait_for("/second/seg_node/image/overlay", with_frame_id("second_0"))
+        assert (overlay.height, overlay.width) == frames["rear"].shape[:2]
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=WAIT_S) == 0
+
+
+def test_ctrl_c_stops_the_node_cleanly(node_process):
+    assert node_process.poll() is None
+    started = time.monotonic()
+    node_process.send_signal(signal.SIGINT)
+    assert node_process.wait(timeout=WAIT_S) == 0
+    print(f"stopped {time.monotonic() - started:.2f} s after SIGINT")
+    log = node_process.log_path.read_text()
+    assert "Traceback" not in log and "terminate called" not in log
+
+
+def mismatched_weights(folder: Path) -> Path:
+    """cgnet tensors under a JSON that promises contextnet."""
+    path = tiny_weights(folder)
+    info = json.loads(path.with_suffix(".json").read_text())
+    contextnet = build_model("contextnet", len(CAMVID_NAMES))
+    info.update(architecture="contextnet", variant=dict(contextnet.variant))
+    path.with_suffix(".json").write_text(json.dumps(info))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("missing", "missing.safetensors does not exist"),
+        ("mismatched", "tiny_cgnet.safetensors"),
+        ("alpha", "overlay_alpha"),
+        ("backend", "'tensorflow' is not one of"),
+    ],
+)
+def test_start_up_errors_name_the_problem_and_exit_non_zero(case, expected, weights, ros_env, tmp_path):
+    if case == "missing":
+        arguments = [f"weights:={tmp_path / 'missing.safetensors'}"]
+    elif case == "mismatched":
+        arguments = [f"weights:={mismatched_weights(tmp_path)}"]
+    else:
+        arguments = [f"weights:={weights}", "overlay_alpha:=1.5" if case == "alpha" else "backend:=tensorflow"]
+    command = node_command(*[part for argument in arguments for part in ("-p", argument)])
+    result = subprocess.run(command, env=ros_env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "cannot start" in output and expected in output and "Traceback" not in output
+    if case == "mismatched":
+        assert "contextnet" in output and "cgnet" in output
+
+
+def test_camera_monitor_levels():
+    monitor = CameraMonitor("front", "/front", started=0.0)
+    for second in range(10):
+        monitor.input(second * 0.1)
+        monitor.output(["label"], 0.05)
+    level, _, values = (lambda s: (s.level, s.message, {kv.key: kv.value for kv in s.values}))(
+        monitor.report(1.0, dropped=2, expected_fps=5.0, input_timeout_s=1.0)
+    )
+    assert level == OK and values["output_fps"] == "10.00" and values["latency_p50_ms"] == "50.0"
+    assert values["frames_dropped"] == "2"
+    monitor.input(1.1)
+    monitor.output(["label"], 0.05)
+    status = monitor.report(2.0, dropped=2, expected_fps=5.0, input_timeout_s=1.0)
+    assert status.level == WARN and "below expected_fps" in status.message
+    status = monitor.report(5.0, dropped=2, expected_fps=0.0, input_timeout_s=1.0)
+    assert status.level == WARN and "stale" in status.message
+    monitor.engine_error("CUDA out of memory")
+    status = monitor.report(5.5, dropped=2, expected_fps=0.0, input_timeout_s=10.0)
+    assert status.level == ERROR and "CUDA out of memory" in status.message
+    assert DiagnosticStatus.OK == OK
+
+
+def test_yaml_defaults_equal_the_declared_defaults():
+    document = yaml.safe_load((PACKAGE_ROOT / "config" / "seg_node.yaml").read_text())
+    values = document["seg_node"]["ros__parameters"]
+    declared = {name: (spec.default if not isinstance(spec.default, Parameter.Type) else [])
+                for name, spec in SPECS.items()}
+    assert values == declared
