@@ -19,6 +19,7 @@ import csv
 import math
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import time
@@ -476,7 +477,14 @@ def export_checkpoint(checkpoint_path: str | Path, weights_path: str | Path) -> 
     return save_weights(model, weights_info_from_checkpoint(checkpoint, model), weights_path)
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    # Ctrl-C, kill and docker stop all save a checkpoint, also where a launching shell ignored SIGINT.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     args = build_parser().parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if k in DEFAULTS}
     if args.resume:
