@@ -188,3 +188,17 @@ def test_recorded_predictions_of_a_live_node_are_scored(tmp_path, camvid_pairs, 
     assert report["latency_ms"]["p50"] == pytest.approx(200.0)
     assert report["backend"] == "the recorded node" and not (tmp_path / "out" / "segmented").exists()
     assert "recorded from the node" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_damaged_messages_and_corrupt_images_are_counted_and_skipped(tmp_path, camvid_pairs, engine):
+    with BagWriter(tmp_path / "bag", "mcap") as writer:
+        for index, (image_path, _) in enumerate(camvid_pairs[:3]):
+            stamp = 1_000_000_000 + index * 100_000_000
+            data = image_path.read_bytes() if index != 1 else b"\xff\xd8 not really a JPEG"
+            writer.write(COMPRESSED, compressed_message(data, "jpeg", stamp, "cam"), stamp)
+        writer.write_raw(COMPRESSED, "sensor_msgs/msg/CompressedImage", b"\x00\x01\x00\x00\xff", 1_500_000_000)
+    report = replay(tmp_path / "bag", COMPRESSED, engine, tmp_path / "out", write_bag=False, progress=False)
+    frames = report["frames"]
+    assert frames["damaged_messages"] == 1 and frames["unreadable"] == 1 and frames["processed"] == 2
+    assert any("not a decodable JPEG" in e for e in report["errors"])
+    assert any("damaged" in w for w in report["warnings"])
