@@ -41,6 +41,7 @@ setup(
     entry_points={
         "console_scripts": [
             "seg_node = seg_node.ros.node:main",
+            "seg-bench = seg_node.tools.bench:main",
         ],
     },
 )
