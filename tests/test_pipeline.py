@@ -83,7 +83,7 @@ def test_streams_keep_their_own_order_and_counts(engine):
             time.sleep(0.01)
         total = pipeline.stats()
         results = drain(pipeline, total.submitted - total.dropped)
-        assert pipeline.get(timeout=0.2) is None
+        assert pipeline.get(timeout=0.2) is None and pipeline.stats().waiting == 0
         for camera in ("left", "right"):
             indices = [result.tag[1] for result in results if result.stream == camera]
             assert all(result.tag[0] == result.stream for result in results)

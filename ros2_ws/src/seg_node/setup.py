@@ -48,6 +48,7 @@ setup(
             "seg-replay = seg_node.tools.replay:main",
             "seg-make-bag = seg_node.tools.make_bag:main",
             "seg-demo = seg_node.tools.demo:main",
+            "seg-bench = seg_node.tools.bench:main",
         ],
     },
 )

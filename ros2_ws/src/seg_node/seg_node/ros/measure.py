@@ -188,7 +188,7 @@ def measure_node(args: argparse.Namespace) -> dict:
         "labels_received": received,
         "output_fps": (received - 1) / span if received > 1 else 0.0,
         "latency": percentiles_ms(latencies),
-        "node_diagnostics_last": camera[-1] if camera else {},
+        "node_diagnostics_mid_run": camera[len(camera) // 2] if camera else {},  # one full window
         "engine": engine[-1].message if engine else "",
     }
 

@@ -27,7 +27,15 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 
-from ..engine import EngineConfig, EngineError, FrameError, FramePipeline, SegResult, create_engine
+from ..engine import (
+    EngineConfig,
+    EngineError,
+    FrameError,
+    FramePipeline,
+    SegmentationEngine,
+    SegResult,
+    create_engine,
+)
 from ..imaging import ImageDecodeError, blend, colorize, palette_lut, to_rgb
 from ..weights import WeightsError, find_weights, read_info
 from .conversions import frame_from_message, image_message
@@ -102,13 +110,9 @@ class SegmentationNode(Node):
         try:
             self.settings = declare_parameters(self)
             self.weights_path = find_weights(self.settings.weights)
-            self.engine = create_engine(self.weights_path, self._engine_config())
+            self.engine = self._create_engine()
         except (ParameterError, WeightsError, EngineError) as error:
             raise StartupError(str(error)) from error
-        except RuntimeError as error:  # torch's own: tensors of other shapes than the JSON promises
-            expected = read_info(self.weights_path).describe()
-            message = f"{self.weights_path} does not hold the {expected} its JSON describes: {error}"
-            raise StartupError(message) from error
         self._log = RateLimitedLog(self, LOG_EVERY_S)
         self._palette_lut = palette_lut(self.settings.palette or np.asarray(self.engine.info.palette).ravel())
         self._overlay_alpha = self.settings.overlay_alpha
@@ -135,6 +139,16 @@ class SegmentationNode(Node):
             f"segmenting {', '.join(c.resolved for c in self.settings.cameras)} with "
             f"{self.engine.describe()}; outputs under {self.get_fully_qualified_name()}/<camera>/"
         )
+
+    def _create_engine(self) -> SegmentationEngine:
+        try:
+            return create_engine(self.weights_path, self._engine_config())
+        except RuntimeError as error:
+            if isinstance(error, (WeightsError, EngineError)):
+                raise
+            # torch's own errors, e.g. tensors of other shapes than the JSON promises
+            expected = read_info(self.weights_path).describe()
+            raise StartupError(f"cannot load {self.weights_path} (its JSON describes {expected}): {error}") from error
 
     def _engine_config(self) -> EngineConfig:
         settings = self.settings

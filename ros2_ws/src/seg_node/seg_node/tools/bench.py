@@ -26,7 +26,9 @@ import logging  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
-from dataclasses import asdict, dataclass  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import asdict, dataclass, field  # noqa: E402
+from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -59,7 +61,9 @@ BACKENDS: dict[str, EngineConfig] = {
 # Frames per measurement when --frames is not given: about the same time at each size.
 DEFAULT_FRAMES = {360 * 480: 40, 512 * 1024: 16, 1024 * 2048: 6}
 WARMUP_FRAMES = 2
-PIPELINE_DEPTH = 3  # frames in flight the feeder keeps: being prepared, in the network, being collected
+# frames the feeder keeps in flight: on CPU one prepared while one runs; on CUDA also one copying back
+IN_FLIGHT = {"cpu": 2, "cuda": 3}
+ROUNDS = 4  # the rows of one model and size are measured in turns, so changes in machine load hit all alike
 # beside the repository (ros2_ws/src/seg_node/seg_node/tools/bench.py -> ../shared) in a source checkout
 CAMVID = Path(__file__).resolve().parents[6] / "shared" / "datasets" / "camvid"
 # CamVid's 11 classes; untrained weights only need the count and a normalisation
@@ -119,13 +123,26 @@ def summarise(latencies: list[float], frames: int, seconds: float) -> tuple[floa
     return frames / seconds, float(np.percentile(milliseconds, 50)), float(np.percentile(milliseconds, 99))
 
 
-def run_naive(model: nn.Module, info: WeightsInfo, frames: list[np.ndarray], count: int) -> tuple[list[float], float]:
-    """The typical first implementation, frame by frame, for comparison."""
+@dataclass
+class Measurement:
+    """One row's samples, gathered over the rounds."""
+
+    backend: str
+    precision: str
+    mode: str
+    device: str
+    run: Callable[[int, int], tuple[list[float], float, int]]  # (first frame, count) -> latencies, seconds, dropped
+    latencies: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    dropped: int = 0
+
+
+def naive_segmenter(model: nn.Module, info: WeightsInfo, height: int, width: int) -> Callable[[np.ndarray], np.ndarray]:
+    """The typical first implementation, for comparison."""
     import cv2
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = model.to(device)
-    height, width = frames[0].shape[:2]
     mean, std = np.float32(info.mean), np.float32(info.std)
 
     def segment(frame: np.ndarray) -> np.ndarray:
@@ -137,29 +154,25 @@ def run_naive(model: nn.Module, info: WeightsInfo, frames: list[np.ndarray], cou
         labels = logits[0].argmax(0).astype(np.uint8)
         return cv2.resize(labels, (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_NEAREST)
 
-    for frame in frames[:WARMUP_FRAMES]:
-        segment(frame)
+    return segment
+
+
+def run_one_by_one(segment: Callable[[np.ndarray], object], frames: list[np.ndarray], first: int, count: int
+                   ) -> tuple[list[float], float, int]:
     latencies = []
     start = time.perf_counter()
-    for index in range(count):
+    for index in range(first, first + count):
         begin = time.perf_counter()
         segment(frames[index % len(frames)])
         latencies.append(time.perf_counter() - begin)
-    return latencies, time.perf_counter() - start
+    return latencies, time.perf_counter() - start, 0
 
 
-def run_synchronous(engine: SegmentationEngine, frames: list[np.ndarray], count: int) -> tuple[list[float], float]:
-    latencies = []
-    start = time.perf_counter()
-    for index in range(count):
-        latencies.append(engine.infer(frames[index % len(frames)], color_order="bgr").timings["total"])
-    return latencies, time.perf_counter() - start
-
-
-def run_pipelined(engine: SegmentationEngine, frames: list[np.ndarray], count: int, camera_fps: float
+def run_pipelined(engine: SegmentationEngine, frames: list[np.ndarray], first: int, count: int, camera_fps: float
                   ) -> tuple[list[float], float, int]:
-    """Feed ``count`` frames; with ``camera_fps`` 0 the feeder keeps PIPELINE_DEPTH frames in flight
-    (as fast as the pipeline goes), else it submits at that rate like a camera, and stale frames drop."""
+    """Feed ``count`` frames; with ``camera_fps`` 0 the feeder keeps IN_FLIGHT frames in the pipeline
+    (as fast as it goes, nothing dropped), else at that rate like a camera (stale frames drop)."""
+    depth = IN_FLIGHT.get(engine.device, 2)
     latencies: list[float] = []
     errors: list[Exception] = []
     finished = threading.Condition()
@@ -182,10 +195,11 @@ def run_pipelined(engine: SegmentationEngine, frames: list[np.ndarray], count: i
             if camera_fps > 0:
                 time.sleep(max(0.0, start + index / camera_fps - time.perf_counter()))
             else:
-                # the previous frame taken (so none is replaced) and room in the pipeline
-                while pipeline.stats().waiting or index - results >= PIPELINE_DEPTH:
+                # the last frame taken (a new one would replace it) and no more in flight than keep the
+                # device busy: more would only wait in the pipeline and add latency
+                while pipeline.stats().waiting or index - results >= depth:
                     time.sleep(0.0005)
-            pipeline.submit(frames[index % len(frames)], tag=index, color_order="bgr")
+            pipeline.submit(frames[(first + index) % len(frames)], tag=index, color_order="bgr")
         with finished:
             finished.wait_for(lambda: results + pipeline.stats().dropped >= count)
         seconds = time.perf_counter() - start
@@ -268,39 +282,49 @@ def bench_one(model_name: str, size: tuple[int, int], camvid_frames: list[np.nda
     model, info, weights = load_model(model_name)
     frames = resize_frames(camvid_frames, height, width)
     count = args.frames or DEFAULT_FRAMES.get(height * width, 20)
-    rows: list[Row] = []
-    series: dict[str, list[float]] = {}
-
-    def record(backend: str, precision: str, mode: str, device: str, latencies: list[float], seconds: float,
-               dropped: int = 0) -> None:
-        fps, p50, p99 = summarise(latencies, len(latencies), seconds)
-        rows.append(Row(model_name, backend, precision, height, width, mode, round(fps, 2), round(p50, 2),
-                        round(p99, 2), dropped, len(latencies), weights, device))
-        series[f"{backend} {mode}"] = latencies
-        progress.update()
-
     torch.set_num_threads(args.threads or os.cpu_count() or 1)  # as the torch backend sets it
-    record("torch-eager", "fp32", "naive", "cuda" if torch.cuda.is_available() else "cpu",
-           *run_naive(model, info, frames, count))
-    for backend in args.backends:
-        if backend in skipped:
-            progress.update(2)
-            continue
-        config = EngineConfig(**{**vars(BACKENDS[backend]), "network_size": (height, width),
-                                 "threads": args.threads, "engine_cache_dir": args.cache_dir})
-        try:
-            engine = create_engine_from_model(model, info, config)
-        except EngineError as error:  # BackendUnavailableError and configurations this machine cannot run
-            skipped[backend] = str(error)
-            progress.update(2)
-            continue
-        with engine:
-            for frame in frames[:WARMUP_FRAMES]:
-                engine.infer(frame, color_order="bgr")
-            record(backend, engine.precision, "synchronous", engine.device, *run_synchronous(engine, frames, count))
-            latencies, seconds, dropped = run_pipelined(engine, frames, count, args.camera_fps)
-            record(backend, engine.precision, "pipelined", engine.device, latencies, seconds, dropped)
-    return rows, series
+    naive = naive_segmenter(model, info, height, width)
+    measurements = [Measurement("torch-eager", "fp32", "naive", "cuda" if torch.cuda.is_available() else "cpu",
+                                lambda first, n: run_one_by_one(naive, frames, first, n))]
+    engines: list[SegmentationEngine] = []
+    try:
+        for backend in args.backends:
+            if backend in skipped:
+                continue
+            config = EngineConfig(**{**vars(BACKENDS[backend]), "network_size": (height, width),
+                                     "threads": args.threads, "engine_cache_dir": args.cache_dir})
+            try:
+                engine = create_engine_from_model(model, info, config)
+            except EngineError as error:  # BackendUnavailableError and configurations this machine cannot run
+                skipped[backend] = str(error)
+                continue
+            engines.append(engine)
+            infer = partial(engine.infer, color_order="bgr")
+            measurements += [
+                Measurement(backend, engine.precision, "synchronous", engine.device,
+                            lambda first, n, infer=infer: run_one_by_one(infer, frames, first, n)),
+                Measurement(backend, engine.precision, "pipelined", engine.device,
+                            lambda first, n, engine=engine: run_pipelined(engine, frames, first, n, args.camera_fps)),
+            ]
+        for measurement in measurements:  # warm-up: first-run allocations and lazy initialisation
+            measurement.run(0, WARMUP_FRAMES)
+        per_round = [count // ROUNDS + (r < count % ROUNDS) for r in range(ROUNDS)]
+        for round_index, round_count in enumerate(per_round):
+            for measurement in measurements if round_count else []:
+                latencies, seconds, dropped = measurement.run(sum(per_round[:round_index]), round_count)
+                measurement.latencies += latencies
+                measurement.seconds += seconds
+                measurement.dropped += dropped
+            progress.update()
+    finally:
+        for engine in engines:
+            engine.close()
+    rows = []
+    for m in measurements:
+        fps, p50, p99 = summarise(m.latencies, len(m.latencies), m.seconds)
+        rows.append(Row(model_name, m.backend, m.precision, height, width, m.mode, round(fps, 2), round(p50, 2),
+                        round(p99, 2), m.dropped, len(m.latencies), weights, m.device))
+    return rows, {f"{m.backend} {m.mode}": m.latencies for m in measurements}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -311,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     samples: dict[tuple[str, str], dict[str, list[float]]] = {}
     skipped: dict[str, str] = {}
     plan = [(model, size) for model in args.models for size in args.sizes]
-    progress = tqdm(total=len(plan) * (1 + 2 * len(args.backends)), desc="seg-bench", unit="run")
+    progress = tqdm(total=len(plan) * ROUNDS, desc="seg-bench", unit="round")
     for model_name, size in plan:
         new_rows, samples[(model_name, f"{size[0]}x{size[1]}")] = bench_one(
             model_name, size, camvid_frames, args, skipped, progress)
