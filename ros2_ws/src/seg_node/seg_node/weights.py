@@ -148,7 +148,13 @@ def load_state(model: nn.Module, weights_path: str | Path, info: WeightsInfo | N
         state = load_file(str(weights_path))
     except Exception as error:  # safetensors raises its own untyped errors for damaged files
         raise WeightsError(f"{weights_path} is not a readable safetensors file: {error}") from error
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # tensors of other shapes than the JSON's model has
+        raise WeightsMismatchError(
+            f"{weights_path} does not fit {model_description(model, info.num_classes)} "
+            f"that its JSON describes: {str(error).splitlines()[-1].strip()}"
+        ) from error
     if missing or unexpected:
         raise WeightsMismatchError(
             f"{weights_path} does not fit {model_description(model, info.num_classes)}: "
