@@ -69,9 +69,9 @@ class FramePipeline:
         self._on_result = on_result
         self._results: queue.Queue[SegResult] = queue.Queue()
         self._waiting: OrderedDict[str, _Job] = OrderedDict()  # per stream, its newest frame not yet taken
-        self._waiting_changed = threading.Condition()
+        self._lock = threading.Lock()  # guards the waiting frames and the counts together
+        self._waiting_changed = threading.Condition(self._lock)
         self._stats: dict[str, PipelineStats] = defaultdict(PipelineStats)
-        self._stats_lock = threading.Lock()
         self._closed = threading.Event()
         self._free_inputs: queue.Queue[Any] = queue.Queue()
         self._free_outputs: queue.Queue[Any] = queue.Queue()
@@ -95,13 +95,11 @@ class FramePipeline:
             raise EngineError("submit() on a closed FramePipeline")
         job = _Job(frame, tag, stream, color_order, time.perf_counter())
         with self._waiting_changed:
-            replaced = self._waiting.get(stream)
-            self._waiting[stream] = job  # a replaced stream keeps its turn
-            self._waiting_changed.notify()
-        with self._stats_lock:
             stats = self._stats[stream]
             stats.submitted += 1
-            stats.dropped += replaced is not None
+            stats.dropped += stream in self._waiting
+            self._waiting[stream] = job  # a replaced stream keeps its turn
+            self._waiting_changed.notify()
 
     def get(self, timeout: float | None = None) -> SegResult | None:
         """The next result, or None after ``timeout`` seconds; only without an on_result callback."""
@@ -114,12 +112,10 @@ class FramePipeline:
 
     def stats(self, stream: str | None = None) -> PipelineStats:
         """Counts for ``stream``, or summed over every stream."""
-        with self._waiting_changed:
-            waiting = {name: 1 for name in self._waiting}
-        with self._stats_lock:
+        with self._lock:
             if stream is not None:
-                return replace(self._stats.get(stream, PipelineStats()), waiting=waiting.get(stream, 0))
-            total = PipelineStats(waiting=len(waiting))
+                return replace(self._stats.get(stream, PipelineStats()), waiting=int(stream in self._waiting))
+            total = PipelineStats(waiting=len(self._waiting))
             for stats in self._stats.values():
                 for name in ("submitted", "processed", "dropped", "errors"):
                     setattr(total, name, getattr(total, name) + getattr(stats, name))
@@ -226,7 +222,7 @@ class FramePipeline:
             self._deliver(SegResult(labels, confidence, job.tag, job.stream, job.timings, job.error))
 
     def _deliver(self, result: SegResult) -> None:
-        with self._stats_lock:
+        with self._lock:
             stats = self._stats[result.stream]
             if result.error is None:
                 stats.processed += 1

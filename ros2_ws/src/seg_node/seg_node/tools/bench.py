@@ -171,7 +171,7 @@ def run_one_by_one(segment: Callable[[np.ndarray], object], frames: list[np.ndar
 def run_pipelined(engine: SegmentationEngine, frames: list[np.ndarray], first: int, count: int, camera_fps: float
                   ) -> tuple[list[float], float, int]:
     """Feed ``count`` frames; with ``camera_fps`` 0 the feeder keeps IN_FLIGHT frames in the pipeline
-    (as fast as it goes, nothing dropped), else at that rate like a camera (stale frames drop)."""
+    (as fast as it goes), else at that rate like a camera (stale frames drop)."""
     depth = IN_FLIGHT.get(engine.device, 2)
     latencies: list[float] = []
     errors: list[Exception] = []
@@ -195,10 +195,12 @@ def run_pipelined(engine: SegmentationEngine, frames: list[np.ndarray], first: i
             if camera_fps > 0:
                 time.sleep(max(0.0, start + index / camera_fps - time.perf_counter()))
             else:
-                # the last frame taken (a new one would replace it) and no more in flight than keep the
-                # device busy: more would only wait in the pipeline and add latency
-                while pipeline.stats().waiting or index - results >= depth:
-                    time.sleep(0.0005)
+                # no more in flight than keep the device busy: more would only wait and add latency.
+                # Woken by results rather than polling, which would take the GIL from the pipeline's threads.
+                with finished:
+                    finished.wait_for(lambda submitted=index: submitted - results < depth)
+                while pipeline.stats().waiting:  # not yet taken (just after a result): a new frame would replace it
+                    time.sleep(0.0002)
             pipeline.submit(frames[(first + index) % len(frames)], tag=index, color_order="bgr")
         with finished:
             finished.wait_for(lambda: results + pipeline.stats().dropped >= count)

@@ -20,7 +20,7 @@ from torch import nn
 
 from ...weights import WeightsInfo
 from ..errors import EngineError
-from ..graph import Postprocess, Preprocess, channel_order, check_frame, resize_maps
+from ..graph import BGR_ORDER, RGB_ORDER, Postprocess, Preprocess, channel_order, check_frame, resize_maps
 from .base import Backend, Maps
 
 log = logging.getLogger(__name__)
@@ -36,11 +36,6 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     except Exception as error:  # fx cannot trace every model; the unfolded one is still correct
         log.warning("BatchNorm folding skipped: %s cannot be traced by torch.fx (%s)", type(model).__name__, error)
         return model
-
-
-def order_tensor(color_order: str, device: torch.device) -> torch.Tensor | None:
-    order = channel_order(color_order)
-    return None if order == (0, 1, 2) else torch.tensor(order, device=device)
 
 
 @dataclass
@@ -97,6 +92,8 @@ class TorchBackend(Backend):
         self._torch_device = torch.device(device)
         self._dtype = torch.float16 if precision == "fp16" else torch.float32
         self.preprocess = Preprocess(info, self.network_size).to(self._torch_device)
+        # made once: a small tensor made per frame would be a synchronous copy to the GPU each time
+        self._orders = {RGB_ORDER: None, BGR_ORDER: torch.tensor(BGR_ORDER, device=self._torch_device)}
         self.postprocess = Postprocess(confidence)
         self.network = self.build_network(model)
         self._graph = None
@@ -132,7 +129,7 @@ class TorchBackend(Backend):
         frame = check_frame(frame)
         if self.device == "cpu":
             with torch.inference_mode():
-                order = order_tensor(color_order, self._torch_device)
+                order = self._orders[channel_order(color_order)]
                 slot.image = self.preprocess(torch.from_numpy(frame)[None], order)
                 slot.size = frame.shape[:2] if self.output_at_input else None
             return
@@ -145,7 +142,7 @@ class TorchBackend(Backend):
         with torch.cuda.stream(self.copy_stream):
             slot.frame.copy_(slot.host, non_blocking=True)
             slot.uploaded.record(self.copy_stream)
-        slot.order = order_tensor(color_order, self._torch_device)
+        slot.order = self._orders[channel_order(color_order)]
         slot.used = True
 
     def execute(self, source: CpuInput | CudaInput, target: CpuOutput | CudaOutput) -> None:
