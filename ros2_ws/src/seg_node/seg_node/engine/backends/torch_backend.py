@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,7 +131,11 @@ class TorchBackend(Backend):
         if self.device == "cpu":
             with torch.inference_mode():
                 order = self._orders[channel_order(color_order)]
-                slot.image = self.preprocess(torch.from_numpy(frame)[None], order)
+                with warnings.catch_warnings():
+                    # frames decoded from messages are read-only views; pre-processing only reads them
+                    warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                    pixels = torch.from_numpy(frame)
+                slot.image = self.preprocess(pixels[None], order)
                 slot.size = frame.shape[:2] if self.output_at_input else None
             return
         if slot.used:
