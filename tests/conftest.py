@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,12 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_ROOT = REPO_ROOT / "ros2_ws" / "src" / "seg_node"
 CAMVID_ROOT = REPO_ROOT.parent / "shared" / "datasets" / "camvid"
+
+# Fast DDS reads its XML profiles once per process, at the first participant: every test module that
+# talks DDS in this process must see the package's profile (a shared-memory segment large enough for
+# full camera frames), as the launch file gives it to the node, whichever module creates a participant first.
+os.environ.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", str(PACKAGE_ROOT / "config" / "fastdds_shm.xml"))
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
 
 @pytest.fixture(scope="session")

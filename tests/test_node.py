@@ -74,7 +74,7 @@ def tiny_weights(folder: Path, architecture: str = "cgnet") -> Path:
 def ros_environment() -> dict[str, str]:
     """This test session's own DDS domain, kept on this machine, with the package's Fast DDS profile."""
     return {
-        "ROS_DOMAIN_ID": str(100 + os.getpid() % 100),
+        "ROS_DOMAIN_ID": str(1 + os.getpid() % 100),  # domains above 101 use ephemeral ports on Linux
         "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
         "FASTRTPS_DEFAULT_PROFILES_FILE": str(PROFILE),
         "PYTHONPATH": os.pathsep.join([str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")]),
