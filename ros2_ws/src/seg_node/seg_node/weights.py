@@ -32,6 +32,12 @@ class WeightsMismatchError(WeightsError):
     """Weights of one architecture or class count loaded into another."""
 
 
+def describe_model(architecture: str, variant: dict[str, Any], num_classes: int) -> str:
+    """``cgnet (m=3, n=21) with 11 classes``: how weights and models are named in messages."""
+    settings = ", ".join(f"{k}={v}" for k, v in variant.items())
+    return f"{architecture} ({settings}) with {num_classes} classes"
+
+
 @dataclass(frozen=True)
 class SegClass:
     id: int
@@ -67,8 +73,7 @@ class WeightsInfo:
         return [c.color for c in self.classes]
 
     def describe(self) -> str:
-        variant = ", ".join(f"{k}={v}" for k, v in self.variant.items())
-        return f"{self.architecture} ({variant}) with {self.num_classes} classes"
+        return describe_model(self.architecture, self.variant, self.num_classes)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -112,8 +117,7 @@ def read_info(weights_path: str | Path) -> WeightsInfo:
 
 
 def model_description(model: nn.Module, num_classes: int) -> str:
-    variant = ", ".join(f"{k}={v}" for k, v in getattr(model, "variant", {}).items())
-    return f"{getattr(model, 'name', type(model).__name__)} ({variant}) with {num_classes} classes"
+    return describe_model(getattr(model, "name", type(model).__name__), getattr(model, "variant", {}), num_classes)
 
 
 def _classifier_classes(model: nn.Module) -> int:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from ..imaging import colorize, palette_lut
 from ..metrics import ConfusionMatrix, format_iou_table
 from ..weights import WeightsInfo, find_weights, load_weights
 from .datasets import DatasetSpec, camvid, cityscapes, image_folder
@@ -100,13 +101,6 @@ def evaluate(
     return result
 
 
-def colorize_labels(
-    labels: np.ndarray, info: WeightsInfo, ignore_color: tuple[int, int, int] = (0, 0, 0)
-) -> np.ndarray:
-    palette = np.array([*info.palette, *[ignore_color] * (256 - info.num_classes)], dtype=np.uint8)
-    return palette[labels]
-
-
 def write_outputs(evaluation: Evaluation, info: WeightsInfo, out: Path, title: str, extra: dict) -> dict:
     """JSON report, per-class IoU PNG and example triples PNG under ``out`` (a JSON file path)."""
     report = {**evaluation.matrix.report([c.name for c in info.classes]), **extra}
@@ -114,7 +108,8 @@ def write_outputs(evaluation: Evaluation, info: WeightsInfo, out: Path, title: s
     out.write_text(json.dumps(report, indent=2) + "\n")
     plot_class_iou(report["per_class_iou"], info.palette, title, out.with_suffix(".iou.png"))
     if evaluation.examples:
-        rows = [(image, colorize_labels(t, info), colorize_labels(p, info)) for image, t, p in evaluation.examples]
+        lut = palette_lut(info.palette)  # ids without a colour (void) are black
+        rows = [(image, colorize(t, lut), colorize(p, lut)) for image, t, p in evaluation.examples]
         save_image_grid(rows, ["image", "truth", "prediction"], out.with_suffix(".examples.png"))
     return report
 

@@ -133,6 +133,14 @@ def dataset_spec(config: dict[str, Any], lists: str | list[str]) -> DatasetSpec:
     raise TrainingError(f"unknown dataset {kind!r}; use camvid, cityscapes or folder")
 
 
+def model_from_config(config: dict[str, Any], num_classes: int, training: bool) -> nn.Module:
+    """The recipe's network; in training, ContextNet gets the auxiliary head its aux loss needs."""
+    extra: dict[str, Any] = {"dropout": config["dropout"]} if config.get("dropout") is not None else {}
+    if training and config["model"] == "contextnet" and config["aux_weight"]:
+        extra["aux_classifier"] = True
+    return build_model(config["model"], num_classes, variant=config["variant"], **extra)
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """A training checkpoint, read without unpickling arbitrary objects."""
     try:
@@ -215,10 +223,7 @@ class Trainer:
         self.class_weights = class_weights
 
         torch.manual_seed(config["seed"])
-        extra = {"dropout": config["dropout"]} if config["dropout"] is not None else {}
-        if config["model"] == "contextnet" and config["aux_weight"]:
-            extra["aux_classifier"] = True
-        model = build_model(config["model"], self.train_spec.num_classes, variant=config["variant"], **extra)
+        model = model_from_config(config, self.train_spec.num_classes, training=True)
         self.cuda = self.device.type == "cuda"
         if self.distributed and self.cuda:  # SyncBatchNorm runs on CUDA only
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -470,8 +475,7 @@ def export_checkpoint(checkpoint_path: str | Path, weights_path: str | Path) -> 
     """Write the weights of a training checkpoint as ``<name>.safetensors`` plus ``<name>.json``."""
     checkpoint = load_checkpoint(checkpoint_path)
     config = checkpoint["config"]
-    extra = {"dropout": config["dropout"]} if config.get("dropout") is not None else {}
-    model = build_model(config["model"], len(checkpoint["classes"]), variant=config["variant"], **extra)
+    model = model_from_config(config, len(checkpoint["classes"]), training=False)
     state = {k: v for k, v in checkpoint["model"].items() if not k.startswith("aux_")}
     model.load_state_dict(state)
     return save_weights(model, weights_info_from_checkpoint(checkpoint, model), weights_path)
