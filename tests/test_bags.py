@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from rosbags.rosbag2 import StoragePlugin, Writer
 
-from seg_node.tools.bags import (
+from seg_node.recording.make_bag import DEFAULT_LABEL_TOPIC, main, make_bag
+from seg_node.recording.rosbag import (
     IMAGE,
     BagReader,
     BagReadError,
@@ -21,7 +22,6 @@ from seg_node.tools.bags import (
     stamp_ns,
     typestore,
 )
-from seg_node.tools.make_bag import DEFAULT_LABEL_TOPIC, main, make_bag
 
 LABELS = DEFAULT_LABEL_TOPIC
 

@@ -19,7 +19,8 @@ def test_dds_delivery_between_processes_is_counted(tmp_path):
     }
     result_path = tmp_path / "dds.json"
     subprocess.run(
-        [sys.executable, "-m", "seg_node.ros.measure", "dds", "--size", "64", "48", "--rate", "50", "--count", "20",
+        [sys.executable, "-m", "seg_node.ros_tools.measure", "dds", "--size", "64", "48",
+         "--rate", "50", "--count", "20",
          "--json", str(result_path)],
         env=environment, check=True, timeout=300, capture_output=True,
     )

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from test_bags import write_foreign_bag
 
+from seg_node.datasets import CAMVID_CLASSES, CAMVID_IGNORE, camvid
 from seg_node.engine import EngineConfig, create_engine
+from seg_node.evaluation.evaluate import ModelPredictor, evaluate
+from seg_node.evaluation.replay import main, output_topics, replay, simulate_drops
 from seg_node.metrics import ConfusionMatrix
 from seg_node.models import build_model
-from seg_node.tools.bags import BagReader, BagWriter, compressed_message, image_message, stamp_ns
-from seg_node.tools.datasets import CAMVID_CLASSES, CAMVID_IGNORE, camvid
-from seg_node.tools.evaluate import ModelPredictor, evaluate
-from seg_node.tools.make_bag import make_bag
-from seg_node.tools.replay import main, output_topics, replay, simulate_drops
+from seg_node.recording.make_bag import make_bag
+from seg_node.recording.rosbag import BagReader, BagWriter, compressed_message, image_message, stamp_ns
 from seg_node.weights import WeightsInfo, load_weights, read_info, save_weights
 
 COMPRESSED = "/camera/image_raw/compressed"

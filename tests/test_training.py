@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from seg_node.tools.datasets import (
+from seg_node.datasets import (
     CITYSCAPES_IGNORE,
     DatasetError,
     camvid,
@@ -23,7 +23,7 @@ from seg_node.tools.datasets import (
     image_folder,
     label_histogram,
 )
-from seg_node.tools.train import DEFAULTS, Trainer, TrainingError, export_checkpoint, load_checkpoint, load_config
+from seg_node.training.trainer import DEFAULTS, Trainer, TrainingError, export_checkpoint, load_checkpoint, load_config
 from seg_node.weights import load_weights
 
 
@@ -161,7 +161,8 @@ def test_resume_mid_epoch_equals_an_uninterrupted_run(tmp_path, tiny_camvid):
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path, tiny_camvid):
     out = tmp_path / "run"
     command = [
-        sys.executable, "-m", "seg_node.tools.train", "--model", "cgnet", "--variant", "M3N9",
+        sys.executable, "-m", "seg_node.training.trainer",
+        "--model", "cgnet", "--variant", "M3N9",
         "--data", tiny_camvid["data"], "--train-list", f"[{tiny_camvid['train']}]", "--val-list", "''",
         "--crop-size", "[64, 64]", "--batch-size", "2", "--epochs", "1000", "--workers", "0", "--out", str(out),
     ]  # fmt: skip
@@ -209,7 +210,7 @@ def test_seg_eval_writes_json_and_plots(tmp_path, tiny_camvid):
     trainer.run()
     weights = export_checkpoint(tmp_path / "run/last.pt", tmp_path / "w/tiny.safetensors")
     out = tmp_path / "eval.json"
-    command = [sys.executable, "-m", "seg_node.tools.evaluate", "--weights", str(weights)]
+    command = [sys.executable, "-m", "seg_node.evaluation.evaluate", "--weights", str(weights)]
     command += ["--data", tiny_camvid["data"], "--list", tiny_camvid["val"], "--json", str(out)]
     printed = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     report = json.loads(out.read_text())
@@ -223,7 +224,8 @@ def test_torchrun_trains_with_distributed_data_parallel(tmp_path, tiny_camvid):
     torchrun = Path(sys.executable).with_name("torchrun")
     out = tmp_path / "ddp"
     command = [
-        str(torchrun), "--nproc-per-node", "2", "-m", "seg_node.tools.train", "--model", "cgnet", "--variant", "M3N9",
+        str(torchrun), "--nproc-per-node", "2", "-m", "seg_node.training.trainer",
+        "--model", "cgnet", "--variant", "M3N9",
         "--data", tiny_camvid["data"], "--train-list", f"[{tiny_camvid['train']}]", "--val-list", tiny_camvid["val"],
         "--crop-size", "[64, 64]", "--batch-size", "1", "--epochs", "1", "--workers", "0", "--out", str(out),
     ]  # fmt: skip

@@ -41,14 +41,14 @@ setup(
     entry_points={
         "console_scripts": [
             "seg_node = seg_node.ros.node:main",
-            "seg-train = seg_node.tools.train:main",
-            "seg-eval = seg_node.tools.evaluate:main",
-            "seg-export = seg_node.tools.export:main",
-            "seg-healthcheck = seg_node.ros.healthcheck:main",
-            "seg-replay = seg_node.tools.replay:main",
-            "seg-make-bag = seg_node.tools.make_bag:main",
-            "seg-demo = seg_node.tools.demo:main",
-            "seg-bench = seg_node.tools.bench:main",
+            "seg-train = seg_node.training.trainer:main",
+            "seg-eval = seg_node.evaluation.evaluate:main",
+            "seg-export = seg_node.cli.export:main",
+            "seg-healthcheck = seg_node.ros_tools.healthcheck:main",
+            "seg-replay = seg_node.evaluation.replay:main",
+            "seg-make-bag = seg_node.recording.make_bag:main",
+            "seg-demo = seg_node.ros_tools.demo:main",
+            "seg-bench = seg_node.evaluation.bench:main",
         ],
     },
 )

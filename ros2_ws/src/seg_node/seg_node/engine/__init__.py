@@ -6,14 +6,16 @@ frame synchronously; ``FramePipeline`` overlaps consecutive frames and drops
 stale ones.
 """
 
-from .config import EngineConfig, SegResult
 from .core import SegmentationEngine, choose_backend, create_engine, create_engine_from_model
-from .errors import BackendUnavailableError, EngineError, FrameError
+from .errors import BackendUnavailableError, EngineConfigError, EngineError, FrameError
+from .options import EngineConfig
 from .pipeline import FramePipeline, PipelineStats
+from .result import SegResult
 
 __all__ = [
     "BackendUnavailableError",
     "EngineConfig",
+    "EngineConfigError",
     "EngineError",
     "FrameError",
     "FramePipeline",

@@ -14,8 +14,9 @@ from torch import nn
 
 from ..weights import WeightsInfo, find_weights, load_weights
 from .backends.base import Backend
-from .config import EngineConfig, SegResult
 from .errors import BackendUnavailableError, EngineError
+from .options import EngineConfig
+from .result import SegResult
 
 log = logging.getLogger(__name__)
 

@@ -7,6 +7,10 @@ class EngineError(RuntimeError):
     """The engine cannot be built or cannot run as configured."""
 
 
+class EngineConfigError(EngineError):
+    """An EngineConfig value outside what its option allows; the message names the field and the choices."""
+
+
 class BackendUnavailableError(EngineError):
     """A backend whose library (or device) is missing here; the message names what to install."""
 

@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from .config import SegResult
 from .core import SegmentationEngine
 from .errors import EngineError
+from .result import SegResult
 
 log = logging.getLogger(__name__)
 

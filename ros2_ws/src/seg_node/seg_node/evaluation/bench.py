@@ -64,7 +64,7 @@ WARMUP_FRAMES = 2
 # frames the feeder keeps in flight: on CPU one prepared while one runs; on CUDA also one copying back
 IN_FLIGHT = {"cpu": 2, "cuda": 3}
 ROUNDS = 4  # the rows of one model and size are measured in turns, so changes in machine load hit all alike
-# beside the repository (ros2_ws/src/seg_node/seg_node/tools/bench.py -> ../shared) in a source checkout
+# beside the repository (ros2_ws/src/seg_node/seg_node/evaluation/bench.py -> ../shared) in a source checkout
 CAMVID = Path(__file__).resolve().parents[6] / "shared" / "datasets" / "camvid"
 # CamVid's 11 classes; untrained weights only need the count and a normalisation
 UNTRAINED_MEAN = (104.0, 112.0, 120.0)
@@ -215,7 +215,7 @@ def run_pipelined(engine: SegmentationEngine, frames: list[np.ndarray], first: i
 
 def plot_latencies(samples: dict[tuple[str, str], dict[str, list[float]]], path: Path) -> None:
     """One panel per model and size; a latency histogram per backend and mode."""
-    from .plots import plt
+    from ..plots import plt
 
     fig, axes = plt.subplots(len(samples), 1, figsize=(8, 2.6 * len(samples)), squeeze=False)
     for ax, ((model, size), series) in zip(axes[:, 0], samples.items(), strict=True):

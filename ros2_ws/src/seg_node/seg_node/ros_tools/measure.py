@@ -1,4 +1,4 @@
-"""Measure the node between processes, as on the car: ``python -m seg_node.ros.measure {node,dds} ...``.
+"""Measure the node between processes, as on the car: ``python -m seg_node.ros_tools.measure {node,dds} ...``.
 
 ``node``: start seg_node in its own process, publish CamVid frames (rgb8) at ``--rate`` Hz, and report
 the label rate and the end-to-end latency (label arrival minus the input's stamp) seen by a subscriber
@@ -31,7 +31,7 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from .conversions import image_message
+from ..ros.conversions import image_message
 
 PROFILE_VARIABLE = "FASTRTPS_DEFAULT_PROFILES_FILE"
 NODE_START_TIMEOUT_S = 120.0
@@ -233,7 +233,7 @@ def measure_dds(args: argparse.Namespace, profile: bool) -> dict:
     environment.pop(PROFILE_VARIABLE, None)
     if profile:
         environment[PROFILE_VARIABLE] = str(profile_path())
-    module = [sys.executable, "-m", "seg_node.ros.measure"]
+    module = [sys.executable, "-m", "seg_node.ros_tools.measure"]
     receiver = subprocess.Popen([*module, "dds-receive"], env=environment, stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, text=True)
     if receiver.stdout.readline().strip() != "ready":

@@ -2,7 +2,7 @@
 
     seg-train --config configs/cgnet_camvid.yaml [--epochs 300] [--lr 0.002] [--out runs/x]
     seg-train --config configs/cgnet_camvid.yaml --resume runs/x/last.pt
-    torchrun --nproc-per-node 4 -m seg_node.tools.train --config ...   (DistributedDataParallel)
+    torchrun --nproc-per-node 4 -m seg_node.training.trainer --config ...   (DistributedDataParallel)
 
 A checkpoint is written every epoch (model, optimizer, scheduler, epoch, RNG
 states) and on Ctrl-C; ``--resume`` continues exactly where it stopped. The
@@ -35,9 +35,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from tqdm import tqdm
 
-from ..models import build_model
-from ..weights import WeightsInfo, save_weights
-from .datasets import (
+from ..datasets import (
     Augmentation,
     DatasetSpec,
     TrainingSet,
@@ -48,8 +46,10 @@ from .datasets import (
     label_histogram,
     mean_std,
 )
-from .evaluate import ModelPredictor, evaluate
-from .plots import plot_training_curves
+from ..evaluation.evaluate import ModelPredictor, evaluate
+from ..models import build_model
+from ..plots import plot_training_curves
+from ..weights import WeightsInfo, save_weights
 
 # Every key is a command-line option (--crop-size "[360, 360]"); YAML recipes in configs/ set them.
 DEFAULTS: dict[str, Any] = {

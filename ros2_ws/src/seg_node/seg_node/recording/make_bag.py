@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .bags import STORAGES, BagError, BagWriter, compressed_message, image_message
-from .datasets import DatasetError, read_pair_list
+from ..datasets import DatasetError, read_pair_list
+from .rosbag import STORAGES, BagError, BagWriter, compressed_message, image_message
 
 DEFAULT_IMAGE_TOPIC = "/camera/image_raw"
 DEFAULT_LABEL_TOPIC = "/camera/labels"

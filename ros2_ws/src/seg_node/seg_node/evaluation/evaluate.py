@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from ..datasets import DatasetSpec, camvid, cityscapes, image_folder
 from ..imaging import colorize, palette_lut
 from ..metrics import ConfusionMatrix, format_iou_table
+from ..plots import plot_class_iou, save_image_grid
 from ..weights import WeightsInfo, find_weights, load_weights
-from .datasets import DatasetSpec, camvid, cityscapes, image_folder
-from .plots import plot_class_iou, save_image_grid
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 

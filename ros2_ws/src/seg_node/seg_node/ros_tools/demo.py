@@ -1,10 +1,10 @@
 """``seg-demo`` (``make demo``): the real system over DDS on the bundled recording, then the figures.
 
 Three processes, as on a car: a player publishes the recording's camera
-images at their recorded rate (``seg_node.ros.bag_player``), the node
+images at their recorded rate (``seg_node.ros_tools.bag_player``), the node
 segments them (``python -m seg_node`` with the parameters the launch file
 passes) and a recorder stores the node's label and overlay topics and
-``/diagnostics`` (``seg_node.ros.recorder``), printing the diagnostics as
+``/diagnostics`` (``seg_node.ros_tools.recorder``), printing the diagnostics as
 they come. At the end the recorded labels are scored against the recording's
 truth (mIoU), and ``out/demo/`` receives overlay PNGs, ``demo.mp4`` (input |
 overlay), report.json and report.md with plots.
@@ -33,12 +33,21 @@ import cv2
 import numpy as np
 import yaml
 
+from ..evaluation.replay import LabelSizeError, output_topics, percentiles_ms, plot_latency, score_frame
 from ..imaging import colorize, palette_lut, to_rgb
 from ..metrics import ConfusionMatrix, format_iou_table
+from ..plots import plot_class_iou, save_image_grid
+from ..recording.rosbag import (
+    COMPRESSED_IMAGE,
+    IMAGE,
+    IMAGE_TYPES,
+    BagError,
+    BagReader,
+    decode_image,
+    decode_label,
+    stamp_ns,
+)
 from ..weights import WeightsError, WeightsInfo, find_weights, read_info
-from .bags import COMPRESSED_IMAGE, IMAGE, IMAGE_TYPES, BagError, BagReader, decode_image, decode_label, stamp_ns
-from .plots import plot_class_iou, save_image_grid
-from .replay import LabelSizeError, output_topics, percentiles_ms, plot_latency, score_frame
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # ros2_ws/src/seg_node in a checkout
 DEFAULT_BAG = PACKAGE_ROOT.parents[2] / "demo" / "camvid_val_0016E5"
@@ -118,7 +127,7 @@ def run_processes(args: argparse.Namespace, out: Path, weights: Path) -> Path:
     python = [sys.executable, "-m"]
     recorder_command = [
         *python,
-        "seg_node.ros.recorder",
+        "seg_node.ros_tools.recorder",
         str(recorded),
         "--print-diagnostics",
         "--topic",
@@ -166,7 +175,7 @@ def run_processes(args: argparse.Namespace, out: Path, weights: Path) -> Path:
         else:
             player_command = [
                 *python,
-                "seg_node.ros.bag_player",
+                "seg_node.ros_tools.bag_player",
                 str(args.bag),
                 "--topic",
                 args.image_topic,

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..models.export import export_onnx
+from ..training.trainer import TrainingError, export_checkpoint
 from ..weights import load_weights
-from .train import TrainingError, export_checkpoint
 
 
 def main(argv: Sequence[str] | None = None) -> None:

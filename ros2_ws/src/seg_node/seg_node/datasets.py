@@ -18,7 +18,7 @@ import torch
 import yaml
 from torch.utils.data import Dataset
 
-from ..weights import SegClass
+from .weights import SegClass
 
 
 class DatasetError(ValueError):

@@ -1,4 +1,4 @@
-"""``python -m seg_node.ros.recorder OUT --topic NAME:TYPE ...``: record topics to a rosbag2, print diagnostics.
+"""``python -m seg_node.ros_tools.recorder OUT --topic NAME:TYPE ...``: record topics to a rosbag2, print diagnostics.
 
 A small ``ros2 bag record`` for machines without the ros2 CLI (the demo's
 recorder). Messages are stored as they arrive (serialized, receive time as
@@ -26,7 +26,7 @@ from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 
-from ..tools.bags import STORAGES, BagWriter
+from ..recording.rosbag import STORAGES, BagWriter
 
 DIAGNOSTICS = "/diagnostics"
 LEVELS = {0: "OK", 1: "WARN", 2: "ERROR", 3: "STALE"}

@@ -31,8 +31,8 @@ from tqdm import tqdm
 from ..engine import EngineConfig, EngineError, FramePipeline, SegmentationEngine, SegResult, create_engine
 from ..imaging import ImageDecodeError, blend, colorize, palette_lut, to_rgb
 from ..metrics import ConfusionMatrix, format_iou_table
-from ..weights import WeightsError, WeightsInfo, file_sha256, find_weights, read_info
-from .bags import (
+from ..plots import plot_class_iou, save_image_grid
+from ..recording.rosbag import (
     IMAGE_TYPES,
     BagError,
     BagReader,
@@ -42,7 +42,7 @@ from .bags import (
     image_message,
     stamp_ns,
 )
-from .plots import plot_class_iou, save_image_grid
+from ..weights import WeightsError, WeightsInfo, file_sha256, find_weights, read_info
 
 OVERLAY_ALPHA = 0.5
 STRIP_FRAMES = 4

@@ -1,4 +1,4 @@
-"""``python -m seg_node.ros.bag_player BAG --topic T``: publish a recording's camera images at the recorded rate.
+"""``python -m seg_node.ros_tools.bag_player BAG --topic T``: publish a recording's camera images at the recorded rate.
 
 A small ``ros2 bag play`` for machines without the ros2 CLI (the demo's
 player). It waits until a subscriber is matched (the node, which subscribes
@@ -24,7 +24,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CompressedImage, Image
 
-from ..tools.bags import COMPRESSED_IMAGE, IMAGE, IMAGE_TYPES, BagError, BagReader
+from ..recording.rosbag import COMPRESSED_IMAGE, IMAGE, IMAGE_TYPES, BagError, BagReader
 
 MESSAGE_CLASSES = {IMAGE: Image, COMPRESSED_IMAGE: CompressedImage}
 

@@ -1,6 +1,6 @@
 """Container health check: exit 0 when seg_node's diagnostics arrive, 1 when they have stopped.
 
-``python3 -m seg_node.ros.healthcheck [--timeout 5] [--topic /diagnostics] [--name-prefix seg_node]``
+``python3 -m seg_node.ros_tools.healthcheck [--timeout 5] [--topic /diagnostics] [--name-prefix seg_node]``
 (console entry ``seg-healthcheck``). The Docker images run it as their HEALTHCHECK: the node publishes a
 DiagnosticArray with a status named ``seg_node...`` every ``diagnostics_period_s`` (1 s by default), so
 a few seconds of silence means the node is dead, hung, or no longer reachable over DDS.

@@ -1,0 +1,1 @@
+"""Console scripts: one thin file each over the layers below."""

@@ -1,0 +1,131 @@
+"""The engine's options, named once: EngineConfig's fields, the node's parameters and the CLIs' flags derive from here.
+
+Each ``EngineOption`` says its name (the EngineConfig field), default, help
+text, allowed choices or range. ``EngineConfig.validate`` checks against
+them, ``seg_node.ros.parameters`` declares one ROS parameter per option, and
+``add_engine_arguments`` gives a CLI the same names as ``--flags``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+from typing import Any
+
+from .errors import EngineConfigError
+
+BACKENDS = ("auto", "torch2trt", "torch", "onnxruntime")
+PRECISIONS = ("auto", "fp32", "fp16", "int8")
+DEVICES = ("auto", "cuda", "cpu")
+OUTPUT_RESOLUTIONS = ("input", "network")
+COLOR_ORDERS = ("rgb", "bgr")
+MIN_NETWORK_SIDE = 16
+
+
+@dataclass(frozen=True)
+class EngineOption:
+    name: str  # the EngineConfig field; the node parameter and the --flag take the same name
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    minimum: int | None = None  # for counts; None: no lower bound
+
+
+ENGINE_OPTIONS: tuple[EngineOption, ...] = (
+    EngineOption("backend", "auto", "inference backend; auto: torch2trt on CUDA, else ONNX Runtime, else torch",
+                 BACKENDS),
+    EngineOption("precision", "auto", "numeric precision of the network; auto: fp16 on CUDA, fp32 on CPU", PRECISIONS),
+    EngineOption("device", "auto", "where the network runs; auto: CUDA when present", DEVICES),
+    EngineOption("network_size", None, "network input (height, width) in pixels; unset: the weights' training size",
+                 minimum=MIN_NETWORK_SIDE),
+    EngineOption("output_resolution", "input",
+                 "size of the label and confidence maps: the frame's (input) or the network's (network)",
+                 OUTPUT_RESOLUTIONS),
+    EngineOption("confidence", False, "also compute the confidence map (max softmax x 255, uint8)"),
+    EngineOption("threads", None, "CPU threads of the torch and ONNX Runtime backends; unset: all cores", minimum=1),
+    EngineOption("engine_cache_dir", None, "folder for built TensorRT / ONNX Runtime engines; "
+                 "unset: ~/.cache/seg_node/engines"),
+    EngineOption("cuda_graphs", False, "replay the network as a CUDA graph (torch backend on CUDA)"),
+    EngineOption("int8_calibration_dir", None, "folder of images for int8 calibration (precision int8)"),
+)
+OPTIONS_BY_NAME: dict[str, EngineOption] = {option.name: option for option in ENGINE_OPTIONS}
+
+
+@dataclass
+class EngineConfig:
+    """What the engine is asked to do; every field is an ``EngineOption`` of the same name."""
+
+    backend: str = "auto"
+    precision: str = "auto"
+    device: str = "auto"
+    network_size: tuple[int, int] | None = None
+    output_resolution: str = "input"
+    confidence: bool = False
+    threads: int | None = None
+    engine_cache_dir: str | None = None
+    cuda_graphs: bool = False
+    int8_calibration_dir: str | None = None
+
+    def validate(self) -> None:
+        """Raise EngineConfigError naming the field and what it allows."""
+        for option in ENGINE_OPTIONS:
+            value = getattr(self, option.name)
+            if option.choices and value not in option.choices:
+                raise EngineConfigError(
+                    f"EngineConfig.{option.name}={value!r}; choose one of {list(option.choices)}")
+        if self.network_size is not None:
+            size = tuple(self.network_size)
+            if len(size) != 2 or not all(isinstance(v, int) and v >= MIN_NETWORK_SIDE for v in size):
+                raise EngineConfigError(f"EngineConfig.network_size={self.network_size!r}; "
+                                        f"give (height, width), each >= {MIN_NETWORK_SIDE}")
+        if self.threads is not None and self.threads < 1:
+            raise EngineConfigError(f"EngineConfig.threads={self.threads}; give a positive count or None")
+
+
+def _check_field_names() -> None:
+    # The two lists must name the same things, or a node parameter or flag would set nothing.
+    config_fields = [f.name for f in fields(EngineConfig)]
+    if config_fields != [option.name for option in ENGINE_OPTIONS]:
+        raise AssertionError(f"EngineConfig fields {config_fields} differ from ENGINE_OPTIONS")
+
+
+_check_field_names()
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser, names: Iterable[str] | None = None,
+                         defaults: dict[str, Any] | None = None) -> None:
+    """Add ``--backend``, ``--precision``, ... (all options, or ``names``) with their help, choices and defaults."""
+    group = parser.add_argument_group("engine")
+    overrides = defaults or {}
+    for name in names if names is not None else OPTIONS_BY_NAME:
+        option = OPTIONS_BY_NAME[name]
+        default = overrides.get(name, option.default)
+        shown = "unset" if default is None else default
+        text = f"{option.help} (default: {shown})"
+        if name == "network_size":
+            group.add_argument(_flag(name), type=int, nargs=2, metavar=("HEIGHT", "WIDTH"), default=default,
+                               help=text)
+        elif isinstance(option.default, bool):
+            group.add_argument(_flag(name), action=argparse.BooleanOptionalAction, default=default, help=text)
+        elif option.choices:
+            group.add_argument(_flag(name), choices=option.choices, default=default, help=text)
+        elif name == "threads":
+            group.add_argument(_flag(name), type=int, default=default, help=text)
+        else:
+            group.add_argument(_flag(name), default=default, help=text)
+
+
+def engine_config_from_args(args: argparse.Namespace, **fixed: Any) -> EngineConfig:
+    """An EngineConfig from the options ``add_engine_arguments`` added (and ``fixed`` values), validated."""
+    values = {name: getattr(args, name) for name in OPTIONS_BY_NAME if hasattr(args, name)}
+    values.update(fixed)
+    if values.get("network_size") is not None:
+        values["network_size"] = tuple(values["network_size"])
+    config = EngineConfig(**values)
+    config.validate()
+    return config
