@@ -18,10 +18,11 @@ import torch
 import yaml
 from torch.utils.data import Dataset
 
+from .errors import SegNodeError
 from .weights import SegClass
 
 
-class DatasetError(ValueError):
+class DatasetError(SegNodeError, ValueError):
     """A data set that cannot be read as described."""
 
 

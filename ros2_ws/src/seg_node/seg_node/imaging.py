@@ -13,6 +13,8 @@ import array
 import cv2
 import numpy as np
 
+from .errors import SegNodeError
+
 # What rclpy, files and sockets hand over; anything with the buffer protocol works.
 Buffer = bytes | bytearray | memoryview | array.array
 
@@ -35,7 +37,7 @@ _RAW_ENCODINGS: dict[str, tuple[int, int | None, str]] = {
 SUPPORTED_ENCODINGS = tuple(_RAW_ENCODINGS)
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(SegNodeError, ValueError):
     """A frame that cannot become an image: unsupported encoding, short data, zero size, corrupt compression."""
 
 

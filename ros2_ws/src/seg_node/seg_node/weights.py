@@ -18,13 +18,14 @@ from typing import Any
 
 from torch import nn
 
+from .errors import SegNodeError
 from .models import build_model
 
 PACKAGE = "seg_node"
 DEFAULT_WEIGHTS_NAME = "cgnet_camvid"
 
 
-class WeightsError(RuntimeError):
+class WeightsError(SegNodeError, RuntimeError):
     """A weights file that is missing, unreadable or inconsistent with its JSON."""
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ..errors import SegNodeError
 
-class EngineError(RuntimeError):
+
+class EngineError(SegNodeError, RuntimeError):
     """The engine cannot be built or cannot run as configured."""
 
 

@@ -29,6 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..engine import EngineConfig, EngineError, FramePipeline, SegmentationEngine, SegResult, create_engine
+from ..errors import SegNodeError
 from ..imaging import ImageDecodeError, blend, colorize, palette_lut, to_rgb
 from ..metrics import ConfusionMatrix, format_iou_table
 from ..plots import plot_class_iou, save_image_grid
@@ -51,7 +52,7 @@ MATCH_WINDOW_NS = 5_000_000_000
 RESULT_TIMEOUT_S = 120.0
 
 
-class LabelSizeError(ValueError):
+class LabelSizeError(SegNodeError, ValueError):
     """A truth label whose size differs from the image it belongs to."""
 
 

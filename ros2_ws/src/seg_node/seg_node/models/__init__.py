@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import SegNodeError
 from . import cgnet as _cgnet
 from . import contextnet as _contextnet
 from .cgnet import CGNet
@@ -27,7 +28,7 @@ MODELS: dict[str, tuple[Callable[..., nn.Module], dict[str, dict[str, Any]], str
 }
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(SegNodeError, ValueError):
     """A model name or named variant that does not exist."""
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import SegNodeError
 from ..imaging import ImageDecodeError, decode_compressed, decode_raw
 
 IMAGE = "sensor_msgs/msg/Image"
@@ -30,7 +31,7 @@ _MCAP_MAGIC = b"\x89MCAP0\r\n"
 _LABEL_ENCODINGS = ("mono8", "8uc1")
 
 
-class BagError(RuntimeError):
+class BagError(SegNodeError, RuntimeError):
     """A recording that cannot be read as asked."""
 
 

@@ -36,6 +36,7 @@ from ..engine import (
     SegResult,
     create_engine,
 )
+from ..errors import SegNodeError
 from ..imaging import ImageDecodeError, blend, colorize, palette_lut, to_rgb
 from ..weights import WeightsError, find_weights, read_info
 from .conversions import frame_from_message, image_message
@@ -46,7 +47,7 @@ NODE_NAME = "seg_node"
 LOG_EVERY_S = 5.0  # the same problem on the same camera is logged at most this often
 
 
-class StartupError(RuntimeError):
+class StartupError(SegNodeError, RuntimeError):
     """The node cannot start: bad parameters, missing or mismatched weights, an unavailable backend."""
 
 

@@ -16,12 +16,13 @@ from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValu
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
+from ..errors import SegNodeError
 from ..imaging import palette_lut
 
 COMPRESSED_SUFFIX = "/compressed"
 
 
-class ParameterError(ValueError):
+class ParameterError(SegNodeError, ValueError):
     """A parameter value the node cannot run with; the message names the parameter and what is allowed."""
 
 

@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 import yaml
 
+from ..errors import SegNodeError
 from ..evaluation.replay import LabelSizeError, output_topics, percentiles_ms, plot_latency, score_frame
 from ..imaging import colorize, palette_lut, to_rgb
 from ..metrics import ConfusionMatrix, format_iou_table
@@ -57,7 +58,7 @@ DIAGNOSTICS_TYPE = "diagnostic_msgs/msg/DiagnosticArray"
 STRIP_FRAMES = 4
 
 
-class DemoError(RuntimeError):
+class DemoError(SegNodeError, RuntimeError):
     """A process of the demo failed or the outputs never came; the message says which and why."""
 
 

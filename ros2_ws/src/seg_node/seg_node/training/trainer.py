@@ -46,6 +46,7 @@ from ..datasets import (
     label_histogram,
     mean_std,
 )
+from ..errors import SegNodeError
 from ..evaluation.evaluate import ModelPredictor, evaluate
 from ..models import build_model
 from ..plots import plot_training_curves
@@ -91,7 +92,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-class TrainingError(RuntimeError):
+class TrainingError(SegNodeError, RuntimeError):
     """A recipe or checkpoint that cannot be used."""
 
 
