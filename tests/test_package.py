@@ -7,6 +7,7 @@ import sys
 import xml.etree.ElementTree as ElementTree
 import zipfile
 
+import pytest
 from conftest import PACKAGE_ROOT, REPO_ROOT
 
 
@@ -67,6 +68,9 @@ def test_setup_cfg_puts_executables_where_ros2_run_looks():
 
 def test_ci_runs_the_readme_test_command():
     readme = (REPO_ROOT / "README.md").read_text()
-    ci = (REPO_ROOT / ".ci" / "run").read_text()
     assert "make test" in readme.split("\n## ", 1)[0], "the README must start with the test command"
-    assert "make test" in ci
+    ci = REPO_ROOT / ".ci" / "run"
+    if not ci.is_file():  # an export of the package without the repository's CI folder
+        pytest.skip(f"{ci} is not in this checkout")
+    commands = [line.strip() for line in ci.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    assert "make test" in commands, f"{ci} must run the README's test command, runs {commands}"

@@ -75,9 +75,12 @@ def test_missing_json_and_damaged_tensors_are_clear_errors(tmp_path):
 
 def test_tensors_of_another_model_than_the_json_says_are_a_mismatch(tmp_path):
     path = save_weights(build_model("cgnet", 11), _info("cgnet", {"m": 3, "n": 21}, 11), tmp_path / "w.safetensors")
-    info = json.loads(path.with_suffix(".json").read_text())
-    info["variant"] = {"m": 3, "n": 21}
-    info["classes"] = info["classes"][:5]  # the JSON now claims 5 classes over 11-class tensors
-    path.with_suffix(".json").write_text(json.dumps(info))
-    with pytest.raises(WeightsMismatchError, match=r"w.safetensors does not fit cgnet .* with 5 classes"):
+    original = json.loads(path.with_suffix(".json").read_text())
+    deeper = original | {"variant": {"m": 3, "n": 15}}  # the JSON now names another CGNet over M3N21 tensors
+    path.with_suffix(".json").write_text(json.dumps(deeper))
+    with pytest.raises(WeightsMismatchError, match=r"w.safetensors does not fit cgnet \(m=3, n=15\) with 11 classes"):
+        load_weights(path)
+    fewer = original | {"classes": original["classes"][:5]}  # 5 classes over 11-class tensors
+    path.with_suffix(".json").write_text(json.dumps(fewer))
+    with pytest.raises(WeightsMismatchError, match=r"w.safetensors does not fit cgnet \(m=3, n=21\) with 5 classes"):
         load_weights(path)
