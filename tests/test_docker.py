@@ -1,4 +1,4 @@
-"""Docker images and compose file: lint, copied paths, runtime settings, entry point and health check.
+"""Docker images and compose file: lint, copied paths, the torch2trt pin, runtime settings, entry point, health check.
 
 No Docker engine runs here, so the images are checked statically (hadolint, parsing) and the two scripts
 they run are executed for real: the entry point with stand-in ROS setup files, the health check over
@@ -179,13 +179,92 @@ def test_layers_leave_no_package_caches(dockerfile):
             assert "--no-cache-dir" in command, command
 
 
-def test_torch2trt_is_built_from_the_same_pinned_source_release_with_its_plugins():
-    versions = {arg_defaults(path)["TORCH2TRT_VERSION"] for path in DOCKERFILES}
-    assert len(versions) == 1 and re.fullmatch(r"\d+\.\d+\.\d+", versions.pop())
-    for path in DOCKERFILES:
-        text = path.read_text()
-        assert "torch2trt/archive/refs/tags/v${TORCH2TRT_VERSION}.tar.gz" in text
-        assert "--target install" in text and "libtorch2trt_plugins" in text
+# torch2trt's release tags (v0.5.0 is the last) all predate its TensorRT 10 support, which came to master
+# after v0.5.0 (PR #922); JetPack 6 ships TensorRT 10.3 and the desktop base TensorRT 10.9.
+TORCH2TRT_TAG_COMMITS = {
+    "v0.0.0": "86741758f4ee17fbf85bd65645865e3e10d1f066",
+    "v0.2.0": "15da623b216d419ecea2a24076872693fca94ec8",
+    "v0.3.0": "c50039a18060897d933aaf7f6afd3aa541288ec5",
+    "v0.4.0": "98f6ac21a9124302d92bfd9c018238004f165310",
+    "v0.5.0": "19a317659e15d1307009803e7a15f264672df19d",
+}
+TORCH2TRT_ARCHIVE = "https://github.com/NVIDIA-AI-IOT/torch2trt/archive/${TORCH2TRT_COMMIT}.tar.gz"
+
+
+def torch2trt_commit(dockerfile: Path) -> str:
+    return arg_defaults(dockerfile)["TORCH2TRT_COMMIT"]
+
+
+def env_values(dockerfile: Path) -> dict[str, str]:
+    values = {}
+    for keyword, arguments in instructions(dockerfile):
+        if keyword == "ENV":
+            values.update(word.split("=", 1) for word in shlex.split(arguments) if "=" in word)
+    return values
+
+
+def test_torch2trt_is_pinned_to_the_same_commit_in_both_images():
+    commits = {torch2trt_commit(path) for path in DOCKERFILES}
+    assert len(commits) == 1, commits
+    (commit,) = commits
+    assert re.fullmatch(r"[0-9a-f]{40}", commit), f"a full commit hash, not a tag or branch: {commit}"
+    assert commit not in TORCH2TRT_TAG_COMMITS.values(), "a release tag's commit: no TensorRT 10 support"
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
+def test_torch2trt_is_built_from_the_pinned_commit_with_its_plugins(dockerfile):
+    text = dockerfile.read_text()
+    code = "\n".join(f"{keyword} {arguments}" for keyword, arguments in instructions(dockerfile))
+    sources = re.findall(r"\S*(?:github\.com/NVIDIA-AI-IOT/|git\+\S*)torch2trt\S*", code)
+    assert sources and all(source.strip('"') == TORCH2TRT_ARCHIVE for source in sources), sources
+    assert not re.search(r"refs/tags|TORCH2TRT_VERSION", code), "no release tags"
+    assert not any(tag_commit in text for tag_commit in TORCH2TRT_TAG_COMMITS.values())
+    assert "--target install" in text and "libtorch2trt_plugins" in text
+    # The comment names the lines at the commit that show its TensorRT 10 support.
+    assert f"At {torch2trt_commit(dockerfile)[:7]}:" in text
+    assert "torch2trt/torch2trt.py:" in text and "torch2trt/trt_module.py:" in text
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
+def test_torch2trt_commit_is_exported_for_the_engine_cache_key(dockerfile):
+    parsed = instructions(dockerfile)
+    assert env_values(dockerfile).get("SEG_NODE_TORCH2TRT_COMMIT") == "${TORCH2TRT_COMMIT}"
+    # A build ARG is visible only after a FROM, and the ENV needs it declared before it.
+    keywords = [keyword for keyword, _ in parsed]
+    from_index = keywords.index("FROM")
+    (arg_index,) = [i for i, (k, a) in enumerate(parsed) if k == "ARG" and a.startswith("TORCH2TRT_COMMIT=")]
+    (env_index,) = [i for i, (k, a) in enumerate(parsed) if k == "ENV" and "SEG_NODE_TORCH2TRT_COMMIT=" in a]
+    assert from_index < arg_index < env_index
+
+
+# Python packages that Ubuntu 24.04's apt installs (python3-pip, colcon, ROS): pip cannot uninstall them
+# ("installed by debian": no RECORD file), so pinning another version over them fails the build.
+DEBIAN_PYTHON_PACKAGES = {"packaging", "wheel", "setuptools", "pip"}
+
+
+def pip_installs(run: str) -> list[tuple[str, list[str]]]:
+    """(interpreter or pip, words after `install`) for each `<python> -m pip install` or `pip install`."""
+    found = []
+    for program, rest in re.findall(r"(\S+ -m pip|\S*\bpip[\d.]*) install ([^&|;]*)", run):
+        found.append((program.removesuffix(" -m pip"), shlex.split(rest)))
+    return found
+
+
+def test_desktop_pins_no_python_package_over_a_debian_installed_one():
+    runs = [arguments for keyword, arguments in instructions(DOCKER / "Dockerfile.desktop") if keyword == "RUN"]
+    venv_installs = []
+    for run in runs:
+        venvs = set(re.findall(r"python3 -m venv (?:--\S+ )*(\S+)", run))
+        for program, words in pip_installs(run):
+            names = {re.split(r"[=<>!~\[]", word)[0].lower() for word in words if not word.startswith("-")}
+            if any(program.startswith(f"{venv}/bin/") for venv in venvs):
+                venv_installs.append(names)
+            else:  # the system Python, where apt's packages live
+                assert not names & DEBIAN_PYTHON_PACKAGES or "--ignore-installed" in words, (program, words)
+    # The build tools torch2trt needs are still installed, in a venv.
+    assert any({"packaging", "wheel"} <= names for names in venv_installs), venv_installs
+    apt = " ".join(run for run in runs if "apt-get install" in run)
+    assert "python3-venv" in apt, "Ubuntu's python3 makes venvs only with python3-venv"
 
 
 # --- compose file -------------------------------------------------------------------------------------
