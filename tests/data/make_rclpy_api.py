@@ -1,0 +1,376 @@
+"""Write the public API of one rclpy release as JSON: the data of ``tests/test_humble_api.py``.
+
+    python tests/data/make_rclpy_api.py RCLPY_GIT_DIR [--ref humble] [--out tests/data/rclpy_humble_api.json]
+
+RCLPY_GIT_DIR is a clone (bare or not) of https://github.com/ros2/rclpy; every ``rclpy/rclpy/**/*.py`` at
+``--ref`` is read with ``git show <commit>:<path>`` and parsed with ``ast`` (nothing is imported or run), so
+the result describes exactly that commit, and the test needs neither network nor ROS.
+
+For each module (``rclpy``, ``rclpy.node``, ``rclpy.lifecycle``, ``rclpy.lifecycle.node``, ...) the JSON holds:
+
+* ``names``: every name the module binds at import time: functions, classes, assignments, imports
+  (re-exports); names inside ``if TYPE_CHECKING:`` exist only for type checkers and are left out.
+* ``refs``: which of those names stand for an rclpy module, class or function defined elsewhere
+  ("rclpy.node", "rclpy.node:Node", "rclpy.utilities:ok"),
+  through imports and plain aliases (``Node = LifecycleNode``), so that a user's name can be followed.
+* ``functions``: the parameters of each top-level function (for keyword-argument checks).
+* ``classes``: for each class (nested classes as ``Outer.Inner``): ``bases`` (rclpy classes as
+  "module:Class", others as dotted names), ``mro`` (the rclpy classes it inherits from, itself first),
+  ``external_bases`` (non-rclpy bases anywhere in that mro: their attributes are not listed here),
+  ``members`` (its own methods, properties, class attributes, nested classes, ``__slots__`` and the
+  ``self.x = ...`` attributes its methods assign), ``all_members`` (``members`` of the whole mro) and
+  ``methods`` (the parameters of each own method).
+
+The file records the commit, the ref and the command that produced it (``generated_by``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import builtins
+import json
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "rclpy_humble_api.json"
+SOURCE_ROOT = "rclpy/rclpy/"
+
+
+def git(git_dir: str, *args: str) -> str:
+    return subprocess.run(["git", "--git-dir", git_dir, *args], check=True, capture_output=True, text=True).stdout
+
+
+def module_name(path: str) -> str:
+    """rclpy/rclpy/lifecycle/node.py -> rclpy.lifecycle.node; .../__init__.py -> its package."""
+    parts = path[len("rclpy/") : -len(".py")].split("/")
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def dotted(node: ast.expr) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        base = dotted(node.value)
+        return f"{base}.{node.attr}" if base else None
+    if isinstance(node, ast.Subscript):  # Generic[T], ContextManager['Context']
+        return dotted(node.value)
+    return None
+
+
+def is_type_checking(test: ast.expr) -> bool:
+    return dotted(test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+
+
+def target_names(target: ast.expr) -> list[str]:
+    if isinstance(target, ast.Name):
+        return [target.id]
+    if isinstance(target, (ast.Tuple, ast.List)):
+        return [name for element in target.elts for name in target_names(element)]
+    if isinstance(target, ast.Starred):
+        return target_names(target.value)
+    return []
+
+
+def parameters(function: ast.FunctionDef | ast.AsyncFunctionDef) -> dict:
+    args = function.args
+    return {
+        "params": [a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]],
+        "varargs": args.vararg is not None,
+        "varkw": args.kwarg is not None,
+    }
+
+
+def runtime_statements(body: list[ast.stmt]):
+    """The statements of a module or class body that run at import, through if/try/with blocks."""
+    for statement in body:
+        if isinstance(statement, ast.If):
+            if not is_type_checking(statement.test):
+                yield from runtime_statements(statement.body)
+            yield from runtime_statements(statement.orelse)
+        elif isinstance(statement, ast.Try):
+            yield from runtime_statements(statement.body)
+            for handler in statement.handlers:
+                yield from runtime_statements(handler.body)
+            yield from runtime_statements(statement.orelse)
+            yield from runtime_statements(statement.finalbody)
+        elif isinstance(statement, ast.With):
+            yield from runtime_statements(statement.body)
+        else:
+            yield statement
+
+
+def resolve_from(module: str, is_package: bool, statement: ast.ImportFrom) -> str:
+    if not statement.level:
+        return statement.module or ""
+    package = module.split(".") if is_package else module.split(".")[:-1]
+    base = package[: len(package) - (statement.level - 1)]
+    return ".".join([*base, *([statement.module] if statement.module else [])])
+
+
+class ModuleScan:
+    def __init__(self, name: str, is_package: bool, tree: ast.Module) -> None:
+        self.name = name
+        self.is_package = is_package
+        self.names: set[str] = set()
+        self.imports: dict[str, str] = {}  # local name -> "module" or "module:Name" (any package)
+        self.aliases: dict[str, str] = {}  # local name -> the local name it copies (X = Y)
+        self.functions: dict[str, dict] = {}
+        self.classes: dict[str, dict] = {}  # qualified within the module: "Parameter.Type"
+        self.all: list[str] | None = None
+        self.star_imports: list[str] = []
+        for statement in runtime_statements(tree.body):
+            self.top_level(statement)
+
+    def top_level(self, statement: ast.stmt) -> None:
+        if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            self.names.add(statement.name)
+            self.functions[statement.name] = parameters(statement)
+        elif isinstance(statement, ast.ClassDef):
+            self.names.add(statement.name)
+            self.scan_class(statement, statement.name)
+        elif isinstance(statement, ast.Import):
+            for alias in statement.names:
+                if alias.asname:
+                    self.names.add(alias.asname)
+                    self.imports[alias.asname] = alias.name
+                else:  # import a.b binds a
+                    first = alias.name.split(".")[0]
+                    self.names.add(first)
+                    self.imports[first] = first
+        elif isinstance(statement, ast.ImportFrom):
+            source = resolve_from(self.name, self.is_package, statement)
+            for alias in statement.names:
+                if alias.name == "*":  # expanded once every module is scanned
+                    self.star_imports.append(source)
+                    continue
+                local = alias.asname or alias.name
+                self.names.add(local)
+                self.imports[local] = f"{source}:{alias.name}"
+        elif isinstance(statement, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+            for target in targets:
+                for name in target_names(target):
+                    self.names.add(name)
+                    if isinstance(statement.value, ast.Name) and len(targets) == 1:
+                        self.aliases[name] = statement.value.id
+                    if name == "__all__" and isinstance(statement.value, (ast.List, ast.Tuple)):
+                        self.all = [e.value for e in statement.value.elts if isinstance(e, ast.Constant)]
+
+    def scan_class(self, node: ast.ClassDef, qualified: str) -> None:
+        members: set[str] = set()
+        methods: dict[str, dict] = {}
+        for statement in runtime_statements(node.body):
+            if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                members.add(statement.name)
+                methods[statement.name] = parameters(statement)
+                members.update(self_attributes(statement))
+            elif isinstance(statement, ast.ClassDef):
+                members.add(statement.name)
+                self.scan_class(statement, f"{qualified}.{statement.name}")
+            elif isinstance(statement, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+                targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+                for target in targets:
+                    for name in target_names(target):
+                        members.add(name)
+                        if name == "__slots__" and isinstance(statement.value, (ast.List, ast.Tuple)):
+                            members.update(e.value for e in statement.value.elts if isinstance(e, ast.Constant))
+        self.classes[qualified] = {
+            "bases": [dotted(base) or ast.unparse(base) for base in node.bases],
+            "members": members,
+            "methods": methods,
+        }
+
+
+def self_attributes(function: ast.FunctionDef | ast.AsyncFunctionDef) -> set[str]:
+    """Attributes a method assigns on its first argument (self.x = ..., self.x: T = ..., self.x += ...)."""
+    args = [*function.args.posonlyargs, *function.args.args]
+    if not args:
+        return set()
+    first = args[0].arg
+    found = set()
+    for node in ast.walk(function):
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+            targets = [node.target]
+        elif isinstance(node, (ast.For, ast.AsyncFor, ast.With, ast.AsyncWith)):
+            targets = (
+                [node.target]
+                if isinstance(node, (ast.For, ast.AsyncFor))
+                else [item.optional_vars for item in node.items if item.optional_vars is not None]
+            )
+        for target in targets:
+            for element in ast.walk(target):
+                if (
+                    isinstance(element, ast.Attribute)
+                    and isinstance(element.value, ast.Name)
+                    and element.value.id == first
+                    and isinstance(element.ctx, ast.Store)
+                ):
+                    found.add(element.attr)
+    return found
+
+
+class Api:
+    def __init__(self, scans: dict[str, ModuleScan]) -> None:
+        self.scans = scans
+        for scan in scans.values():
+            self.expand_star_imports(scan, frozenset())
+
+    def expand_star_imports(self, scan: ModuleScan, seen: frozenset) -> None:
+        """``from rclpy.x import *``: the public names of rclpy.x (its ``__all__`` when it has one)."""
+        while scan.star_imports:
+            source = self.scans.get(scan.star_imports.pop(0))
+            if source is None or source.name in seen:
+                continue
+            self.expand_star_imports(source, seen | {scan.name})
+            exported = source.all if source.all is not None else [n for n in source.names if not n.startswith("_")]
+            for name in exported:
+                scan.names.add(name)
+                scan.imports.setdefault(name, f"{source.name}:{name}")
+
+    def follow(self, module: str, name: str, seen: frozenset = frozenset()) -> str | None:
+        """What ``name`` in rclpy ``module`` stands for: "rclpy.x" (a module), "rclpy.x:Name" (a class or a
+        function), or None (a value, or something from outside rclpy)."""
+        if (module, name) in seen:
+            return None
+        seen = seen | {(module, name)}
+        scan = self.scans.get(module)
+        if scan is None:
+            return None
+        if name in scan.classes or name in scan.functions:
+            return f"{module}:{name}"
+        if name in scan.aliases:
+            return self.follow(module, scan.aliases[name], seen)
+        if name in scan.imports:
+            return self.follow_ref(scan.imports[name], seen)
+        if name not in scan.names and f"{module}.{name}" in self.scans:
+            return f"{module}.{name}"  # a submodule, an attribute of its package once imported
+        return None
+
+    def follow_ref(self, ref: str, seen: frozenset = frozenset()) -> str | None:
+        if ":" not in ref:
+            return ref if ref in self.scans else None
+        source, name = ref.split(":", 1)
+        if source in self.scans:
+            return self.follow(source, name, seen)
+        return None
+
+    def resolve_base(self, module: str, base: str) -> str:
+        """A base class expression as "rclpy.x:Class" when it is an rclpy class, else a dotted name."""
+        head, _, rest = base.partition(".")
+        scan = self.scans[module]
+        if not rest and base in scan.classes:
+            return f"{module}:{base}"
+        target = self.follow(module, head)
+        if target is not None:
+            if not rest:
+                return target
+            if ":" not in target:  # module.Class
+                found = self.follow(target, rest)
+                if found:
+                    return found
+        if head in scan.imports:  # a non-rclpy import: enum.IntEnum, typing.Generic
+            imported = scan.imports[head].replace(":", ".")
+            return f"{imported}.{rest}" if rest else imported
+        if hasattr(builtins, head):
+            return f"builtins.{base}"
+        return base
+
+    def mro(self, ref: str, seen: tuple = ()) -> tuple[list[str], list[str]]:
+        """The rclpy classes ``ref`` inherits from (itself first, depth first) and its other bases."""
+        if ref in seen:
+            return [], []
+        module, name = ref.split(":", 1)
+        classes, external = [ref], []
+        for base in self.scans[module].classes[name]["bases"]:
+            resolved = self.resolve_base(module, base)
+            if ":" in resolved and resolved.split(":", 1)[0] in self.scans:
+                more, ext = self.mro(resolved, (*seen, ref))
+                classes += [c for c in more if c not in classes]
+                external += [e for e in ext if e not in external]
+            elif resolved not in external:
+                external.append(resolved)
+        return classes, external
+
+    def to_json(self) -> dict:
+        modules = {}
+        for module, scan in sorted(self.scans.items()):
+            refs = {}
+            for name in sorted(scan.names | {n.split(".")[0] for n in scan.classes}):
+                target = self.follow(module, name)
+                if target is not None and target != f"{module}:{name}":
+                    refs[name] = target
+            classes = {}
+            for name, info in sorted(scan.classes.items()):
+                ref = f"{module}:{name}"
+                mro, external = self.mro(ref)
+                all_members = set()
+                for cls in mro:
+                    cls_module, cls_name = cls.split(":", 1)
+                    all_members |= self.scans[cls_module].classes[cls_name]["members"]
+                classes[name] = {
+                    "bases": [self.resolve_base(module, base) for base in info["bases"]],
+                    "mro": mro,
+                    "external_bases": external,
+                    "members": sorted(info["members"]),
+                    "all_members": sorted(all_members),
+                    "methods": dict(sorted(info["methods"].items())),
+                }
+            modules[module] = {
+                "is_package": scan.is_package,
+                "names": sorted(scan.names),
+                "refs": refs,
+                "all": scan.all,
+                "functions": dict(sorted(scan.functions.items())),
+                "classes": classes,
+            }
+        return modules
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("git_dir", help="a clone (bare or not) of https://github.com/ros2/rclpy")
+    parser.add_argument("--ref", default="humble", help="branch, tag or commit (default: humble)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+    git_dir = args.git_dir
+    if (Path(git_dir) / ".git").exists():
+        git_dir = str(Path(git_dir) / ".git")
+    commit = git(git_dir, "rev-parse", "--verify", f"{args.ref}^{{commit}}").strip()
+    package_xml = git(git_dir, "show", f"{commit}:rclpy/package.xml")
+    version = re.search(r"<version>([^<]+)</version>", package_xml)
+    paths = [
+        p for p in git(git_dir, "ls-tree", "-r", "--name-only", commit, SOURCE_ROOT).splitlines() if p.endswith(".py")
+    ]
+    scans = {}
+    for path in sorted(paths):
+        name = module_name(path)
+        tree = ast.parse(git(git_dir, "show", f"{commit}:{path}"), filename=path)
+        scans[name] = ModuleScan(name, path.endswith("/__init__.py"), tree)
+    command = ["python", "tests/data/make_rclpy_api.py", *(sys.argv[1:] if argv is None else argv)]
+    document = {
+        "description": "rclpy's API at one commit, parsed with ast from rclpy/rclpy/**/*.py; "
+        "see tests/data/make_rclpy_api.py",
+        "source": "https://github.com/ros2/rclpy",
+        "ref": args.ref,
+        "commit": commit,
+        "version": version.group(1) if version else None,
+        "generated_by": shlex.join(command),
+        "modules": Api(scans).to_json(),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(document, indent=1) + "\n")
+    print(f"{args.out}: rclpy {document['version']} at {commit}, {len(scans)} modules", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
