@@ -1,4 +1,5 @@
-"""Shared fixtures: the CamVid data set beside the project (../shared/datasets/camvid)."""
+"""Shared fixtures: the CamVid data set beside the project (../shared/datasets/camvid); the engine tests'
+small random weights and smooth frames."""
 
 from __future__ import annotations
 
@@ -33,3 +34,86 @@ def camvid_pairs(camvid_root: Path) -> list[tuple[Path, Path]]:
         image, label = line.split()
         pairs.append((camvid_root / image, camvid_root / label))
     return pairs
+
+
+# ---- the engine's tests (test_engine, test_pipeline, test_node): small random weights and smooth frames
+
+ENGINE_NETWORK_SIZE = (96, 128)  # the training size make_weights writes into the weights' JSON
+ENGINE_VARIANTS = {"cgnet": {"m": 3, "n": 21}, "contextnet": {"context_scale": 4, "width": 1.0}}
+
+
+def _make_frames(count: int, height: int = 120, width: int = 160, seed: int = 0) -> list:
+    """Smooth random uint8 frames (blobs, not noise), so labels form regions like in real images."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    generator = np.random.default_rng(seed)
+    frames = []
+    for _ in range(count):
+        coarse = generator.integers(0, 256, (1, 3, height // 8, width // 8)).astype(np.float32)
+        smooth = F.interpolate(torch.from_numpy(coarse), size=(height, width), mode="bilinear", align_corners=False)
+        frames.append(np.ascontiguousarray(smooth[0].permute(1, 2, 0).round().clamp(0, 255).byte().numpy()))
+    return frames
+
+
+def _make_weights(folder: Path, architecture: str, seed: int = 0) -> Path:
+    """Random weights whose BatchNorm statistics come from frames, so folding them matters and the
+    activations keep their scale (fresh statistics shrink them until one class wins everywhere)."""
+    import numpy as np
+    import torch
+
+    from seg_node.models import build_model
+    from seg_node.weights import SegClass, WeightsInfo, save_weights
+
+    torch.manual_seed(seed)
+    model = build_model(architecture, 11)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = None  # a plain average over the calibration batch
+    with torch.no_grad():
+        frames = torch.from_numpy(np.stack(_make_frames(4, *ENGINE_NETWORK_SIZE, seed=seed))).permute(0, 3, 1, 2)
+        model.train()(frames.float() / 64.0 - 2.0)
+    model.eval()
+    info = WeightsInfo(
+        architecture=architecture,
+        variant=ENGINE_VARIANTS[architecture],
+        classes=[SegClass(i, f"class{i}", (20 * i, 255 - 20 * i, 7 * i)) for i in range(11)],
+        mean=(104.0, 112.0, 120.0),
+        std=(58.0, 57.0, 59.0),
+        input_size=ENGINE_NETWORK_SIZE,
+        dataset="unit-test",
+        splits=["train"],
+    )
+    return save_weights(model, info, folder / f"{architecture}_{seed}.safetensors")
+
+
+@pytest.fixture(scope="session")
+def make_frames():
+    """``make_frames(count, height=120, width=160, seed=0)``: a list of smooth random uint8 H x W x 3 frames."""
+    return _make_frames
+
+
+@pytest.fixture(scope="session")
+def make_weights():
+    """``make_weights(folder, architecture, seed=0)``: random 11-class weights at 96x128, saved; their path."""
+    return _make_weights
+
+
+@pytest.fixture(scope="session")
+def weights_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("engine_weights")
+    for architecture in ENGINE_VARIANTS:
+        _make_weights(folder, architecture)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def weights_path(weights_dir):
+    """``weights_path(architecture)``: the path of the session's seed-0 weights of that architecture."""
+    return lambda architecture: weights_dir / f"{architecture}_0.safetensors"
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("engine_cache")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -11,78 +13,31 @@ import torch
 import torch.nn.functional as F
 
 from seg_node.engine import (
+    ENGINE_OPTIONS,
     BackendUnavailableError,
     EngineConfig,
+    EngineConfigError,
     EngineError,
     FrameError,
+    UnsupportedCombinationError,
+    add_engine_arguments,
     choose_backend,
     create_engine,
+    engine_config_from_args,
 )
-from seg_node.models import build_model
-from seg_node.weights import SegClass, WeightsInfo, load_weights, save_weights
+from seg_node.engine import options as engine_options
+from seg_node.engine.graph import Preprocess, normalize
+from seg_node.weights import load_weights, read_info
 
-NETWORK_SIZE = (96, 128)
-VARIANTS = {"cgnet": {"m": 3, "n": 21}, "contextnet": {"context_scale": 4, "width": 1.0}}
+NETWORK_SIZE = (96, 128)  # the training size of conftest's make_weights
+ARCHITECTURES = ["cgnet", "contextnet"]
 CUDA = torch.cuda.is_available()
 
 
-def make_weights(folder: Path, architecture: str, seed: int = 0) -> Path:
-    """Random weights whose BatchNorm statistics come from frames, so folding them matters and the
-    activations keep their scale (fresh statistics shrink them until one class wins everywhere)."""
-    torch.manual_seed(seed)
-    model = build_model(architecture, 11)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.momentum = None  # a plain average over the calibration batch
-    with torch.no_grad():
-        frames = torch.from_numpy(np.stack(make_frames(4, *NETWORK_SIZE, seed=seed))).permute(0, 3, 1, 2)
-        model.train()(frames.float() / 64.0 - 2.0)
-    model.eval()
-    info = WeightsInfo(
-        architecture=architecture,
-        variant=VARIANTS[architecture],
-        classes=[SegClass(i, f"class{i}", (20 * i, 255 - 20 * i, 7 * i)) for i in range(11)],
-        mean=(104.0, 112.0, 120.0),
-        std=(58.0, 57.0, 59.0),
-        input_size=NETWORK_SIZE,
-        dataset="unit-test",
-        splits=["train"],
-    )
-    return save_weights(model, info, folder / f"{architecture}_{seed}.safetensors")
-
-
-def make_frames(count: int, height: int = 120, width: int = 160, seed: int = 0) -> list[np.ndarray]:
-    """Smooth random frames (blobs, not noise), so labels form regions like in real images."""
-    generator = np.random.default_rng(seed)
-    frames = []
-    for _ in range(count):
-        coarse = generator.integers(0, 256, (1, 3, height // 8, width // 8)).astype(np.float32)
-        smooth = F.interpolate(torch.from_numpy(coarse), size=(height, width), mode="bilinear", align_corners=False)
-        frames.append(np.ascontiguousarray(smooth[0].permute(1, 2, 0).round().clamp(0, 255).byte().numpy()))
-    return frames
-
-
-@pytest.fixture(scope="session")
-def weights_dir(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("engine_weights")
-    for architecture in VARIANTS:
-        make_weights(folder, architecture)
-    return folder
-
-
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("engine_cache")
-
-
 @pytest.fixture(scope="module")
-def torch_engine(weights_dir):
-    with create_engine(weights_path(weights_dir, "contextnet"), EngineConfig(backend="torch", device="cpu")) as engine:
+def torch_engine(weights_path):
+    with create_engine(weights_path("contextnet"), EngineConfig(backend="torch", device="cpu")) as engine:
         yield engine
-
-
-def weights_path(weights_dir: Path, architecture: str) -> Path:
-    return weights_dir / f"{architecture}_0.safetensors"
 
 
 def reference_labels(weights: Path, frame: np.ndarray) -> np.ndarray:
@@ -99,10 +54,11 @@ def reference_labels(weights: Path, frame: np.ndarray) -> np.ndarray:
 CPU_BACKENDS = ["torch", "onnxruntime"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
-@pytest.mark.parametrize("architecture", list(VARIANTS))
-def test_cpu_backend_matches_plain_reference(weights_dir, cache_dir, backend, architecture):
-    weights = weights_path(weights_dir, architecture)
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_cpu_backend_matches_plain_reference(weights_path, cache_dir, backend, architecture, make_frames):
+    weights = weights_path(architecture)
     frame = make_frames(1)[0]
     config = EngineConfig(backend=backend, device="cpu", engine_cache_dir=str(cache_dir), confidence=True)
     with create_engine(weights, config) as engine:
@@ -121,21 +77,23 @@ def test_cpu_backend_matches_plain_reference(weights_dir, cache_dir, backend, ar
     assert len(np.unique(reference)) > 1  # the comparison means something
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
-def test_network_resolution_output_and_frame_sizes(weights_dir, cache_dir, backend):
+def test_network_resolution_output_and_frame_sizes(weights_path, cache_dir, backend, make_frames):
     config = EngineConfig(backend=backend, device="cpu", engine_cache_dir=str(cache_dir),
                           output_resolution="network", network_size=(64, 96))
-    with create_engine(weights_path(weights_dir, "contextnet"), config) as engine:
+    with create_engine(weights_path("contextnet"), config) as engine:
         for height, width in ((120, 160), (64, 96), (50, 300)):
             result = engine.infer(make_frames(1, height, width)[0])
             assert result.labels.shape == (64, 96) and result.confidence is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
-def test_bgr_and_strided_views_give_the_same_labels(weights_dir, cache_dir, backend):
+def test_bgr_and_strided_views_give_the_same_labels(weights_path, cache_dir, backend, make_frames):
     config = EngineConfig(backend=backend, device="cpu", engine_cache_dir=str(cache_dir))
     frame = make_frames(1)[0]
-    with create_engine(weights_path(weights_dir, "contextnet"), config) as engine:
+    with create_engine(weights_path("contextnet"), config) as engine:
         expected = engine.infer(frame).labels
         assert np.array_equal(engine.infer(np.ascontiguousarray(frame[:, :, ::-1]), color_order="bgr").labels,
                               expected)
@@ -155,7 +113,7 @@ def test_bgr_and_strided_views_give_the_same_labels(weights_dir, cache_dir, back
         ("not an image", "numpy array"),
     ],
 )
-def test_bad_frames_raise_frame_error(torch_engine, frame, message):
+def test_bad_frames_raise_frame_error(torch_engine, frame, message, make_frames):
     with pytest.raises(FrameError, match=message):
         torch_engine.infer(frame)
     with pytest.raises(FrameError, match="color_order"):
@@ -175,10 +133,10 @@ def test_bad_frames_raise_frame_error(torch_engine, frame, message):
         (EngineConfig(backend="onnxruntime", device="cpu", precision="fp16"), "fp16"),
     ],
 )
-def test_config_errors_name_the_problem(weights_dir, cache_dir, config, message):
+def test_config_errors_name_the_problem(weights_path, cache_dir, config, message):
     config.engine_cache_dir = str(cache_dir)
     with pytest.raises(EngineError, match=message):
-        create_engine(weights_path(weights_dir, "contextnet"), config)
+        create_engine(weights_path("contextnet"), config)
 
 
 def test_auto_choice_here_and_logged(caplog):
@@ -191,10 +149,11 @@ def test_auto_choice_here_and_logged(caplog):
     assert f"engine backend {backend}" in caplog.text
 
 
-def test_onnx_graph_is_cached_by_key(weights_dir, tmp_path, caplog):
+@pytest.mark.slow
+def test_onnx_graph_is_cached_by_key(weights_path, tmp_path, caplog, make_weights):
     cache = tmp_path / "cache"
     config = EngineConfig(backend="onnxruntime", device="cpu", engine_cache_dir=str(cache))
-    weights = weights_path(weights_dir, "contextnet")
+    weights = weights_path("contextnet")
     with create_engine(weights, config) as engine:
         first = engine.backend.onnx_path
     built_at = first.stat().st_mtime_ns
@@ -209,20 +168,21 @@ def test_onnx_graph_is_cached_by_key(weights_dir, tmp_path, caplog):
     assert len(list(cache.glob("*.onnx"))) == 3 and len(list(cache.glob("*.key.json"))) == 3
 
 
-def test_unwritable_cache_falls_back_to_a_temporary_folder(weights_dir, tmp_path, caplog):
+@pytest.mark.slow
+def test_unwritable_cache_falls_back_to_a_temporary_folder(weights_path, tmp_path, caplog):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     config = EngineConfig(backend="onnxruntime", device="cpu", engine_cache_dir=str(blocker / "cache"))
     with caplog.at_level(logging.WARNING, logger="seg_node.engine"), \
-            create_engine(weights_path(weights_dir, "contextnet"), config) as engine:
+            create_engine(weights_path("contextnet"), config) as engine:
         assert engine.backend.onnx_path.is_file() and blocker not in engine.backend.onnx_path.parents
     assert "not writable" in caplog.text
 
 
-def test_cpu_threads_are_applied(weights_dir):
+def test_cpu_threads_are_applied(weights_path):
     before = torch.get_num_threads()
     try:
-        with create_engine(weights_path(weights_dir, "contextnet"), EngineConfig(backend="torch", device="cpu",
+        with create_engine(weights_path("contextnet"), EngineConfig(backend="torch", device="cpu",
                                                                                   threads=1)):
             assert torch.get_num_threads() == 1
     finally:
@@ -239,21 +199,22 @@ def torch2trt_missing() -> str | None:
 
 
 @pytest.mark.skipif(torch2trt_missing() is None, reason="torch2trt and CUDA are present")
-def test_missing_torch2trt_names_what_to_install(weights_dir):
+def test_missing_torch2trt_names_what_to_install(weights_path):
     with pytest.raises(BackendUnavailableError, match="torch2trt"):
-        create_engine(weights_path(weights_dir, "contextnet"), EngineConfig(backend="torch2trt"))
+        create_engine(weights_path("contextnet"), EngineConfig(backend="torch2trt"))
 
 
 @pytest.mark.skipif(CUDA, reason="CUDA is present")
-def test_missing_cuda_is_a_clear_error(weights_dir):
+def test_missing_cuda_is_a_clear_error(weights_path):
     with pytest.raises(BackendUnavailableError, match="CUDA"):
-        create_engine(weights_path(weights_dir, "contextnet"), EngineConfig(backend="torch", device="cuda"))
+        create_engine(weights_path("contextnet"), EngineConfig(backend="torch", device="cuda"))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch2trt_missing() is not None, reason=str(torch2trt_missing()))
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
-def test_torch2trt_engine_builds_caches_and_matches_torch(weights_dir, tmp_path, precision):
-    weights = weights_path(weights_dir, "cgnet")
+def test_torch2trt_engine_builds_caches_and_matches_torch(weights_path, tmp_path, precision, make_frames):
+    weights = weights_path("cgnet")
     frames = make_frames(4)
     calibration = tmp_path / "calibration"
     calibration.mkdir()
@@ -274,10 +235,11 @@ def test_torch2trt_engine_builds_caches_and_matches_torch(weights_dir, tmp_path,
     assert agreement > (0.98 if precision == "fp16" else 0.8)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not CUDA, reason="no CUDA GPU here (torch.cuda.is_available() is False)")
 @pytest.mark.parametrize(("precision", "cuda_graphs"), [("fp32", False), ("fp16", False), ("fp16", True)])
-def test_cuda_backend_matches_cpu(weights_dir, precision, cuda_graphs):
-    weights = weights_path(weights_dir, "cgnet")
+def test_cuda_backend_matches_cpu(weights_path, precision, cuda_graphs, make_frames):
+    weights = weights_path("cgnet")
     frames = make_frames(3)
     config = EngineConfig(backend="torch", device="cuda", precision=precision, cuda_graphs=cuda_graphs,
                           confidence=True)
@@ -287,3 +249,87 @@ def test_cuda_backend_matches_cpu(weights_dir, precision, cuda_graphs):
         cpu_labels = [engine.infer(frame).labels for frame in frames]
     agreement = np.mean([np.mean(a == b) for a, b in zip(cuda_labels, cpu_labels, strict=True)])
     assert agreement > (0.995 if precision == "fp32" else 0.98)
+
+
+# ---- the options vocabulary, resolution errors, normalisation
+
+
+def test_options_and_engine_config_fields_agree():
+    assert [f.name for f in fields(EngineConfig)] == [option.name for option in ENGINE_OPTIONS]
+    defaults = EngineConfig()
+    for option in ENGINE_OPTIONS:
+        assert getattr(defaults, option.name) == option.default, option.name
+        if option.choices:
+            assert option.default in option.choices, option.name
+    by_name = {option.name: option for option in ENGINE_OPTIONS}
+    assert by_name["backend"].choices == engine_options.BACKENDS
+    assert by_name["precision"].choices == engine_options.PRECISIONS
+    assert by_name["device"].choices == engine_options.DEVICES
+    assert by_name["output_resolution"].choices == engine_options.OUTPUT_RESOLUTIONS
+    defaults.validate()
+
+
+def test_add_engine_arguments_shows_every_option_with_its_default():
+    parser = argparse.ArgumentParser(prog="tool")
+    add_engine_arguments(parser)
+    text = " ".join(parser.format_help().split())  # argparse wraps lines
+    for option in ENGINE_OPTIONS:
+        flag = "--" + option.name.replace("_", "-")
+        assert flag in text, flag
+        shown = "unset" if option.default is None else option.default
+        assert f"{option.help} (default: {shown})" in " ".join(text.split()), option.name
+        for choice in option.choices:
+            assert choice in text
+    assert engine_config_from_args(parser.parse_args([])) == EngineConfig()
+    args = parser.parse_args(["--backend", "torch", "--network-size", "64", "96", "--cuda-graphs", "--threads", "2",
+                              "--int8-calibration-dir", "/frames"])
+    assert engine_config_from_args(args) == EngineConfig(backend="torch", network_size=(64, 96), cuda_graphs=True,
+                                                         threads=2, int8_calibration_dir="/frames")
+    only = argparse.ArgumentParser()
+    add_engine_arguments(only, ["backend", "threads"], defaults={"backend": "torch"})
+    assert vars(only.parse_args([])) == {"backend": "torch", "threads": None}
+    with pytest.raises(EngineConfigError, match="threads"):
+        engine_config_from_args(only.parse_args(["--threads", "0"]))
+
+
+RESOLVE_ERRORS = [
+    (EngineConfig(backend="tensorflow"), EngineConfigError, "backend"),
+    (EngineConfig(network_size=(8, 8)), EngineConfigError, "network_size"),
+    (EngineConfig(backend="torch", device="cpu", precision="int8"), UnsupportedCombinationError, "int8"),
+    (EngineConfig(backend="onnxruntime", device="cpu", precision="int8"), UnsupportedCombinationError, "int8"),
+    (EngineConfig(backend="onnxruntime", device="cpu", precision="fp16"), UnsupportedCombinationError, "fp16"),
+    (EngineConfig(backend="torch", device="cpu", precision="fp16"), UnsupportedCombinationError, "fp16"),
+    (EngineConfig(backend="torch2trt", device="cpu"), UnsupportedCombinationError, "torch2trt"),
+    (EngineConfig(backend="torch", device="cpu", cuda_graphs=True), UnsupportedCombinationError, "cuda_graphs"),
+    (EngineConfig(backend="onnxruntime", precision="fp16"), UnsupportedCombinationError, "fp16"),
+]
+if not CUDA:
+    RESOLVE_ERRORS += [
+        (EngineConfig(device="cuda"), BackendUnavailableError, "CUDA"),
+        (EngineConfig(backend="torch2trt"), BackendUnavailableError, "torch2trt"),
+        (EngineConfig(precision="fp16"), UnsupportedCombinationError, "backend auto chose"),
+    ]
+
+
+@pytest.mark.parametrize(("config", "error", "message"), RESOLVE_ERRORS)
+def test_resolve_errors_are_specific_types(config, error, message):
+    with pytest.raises(error, match=message) as raised:
+        choose_backend(config)
+    assert isinstance(raised.value, EngineError)  # callers catching EngineError still catch it
+    assert len(str(raised.value)) > 30  # a sentence that says what to change, not a bare name
+
+
+def test_resolution_is_a_tuple_of_concrete_names():
+    choice = choose_backend(EngineConfig(backend="torch", device="cpu"))
+    assert choice == ("torch", "cpu", "fp32") and (choice.backend, choice.device, choice.precision) == choice
+
+
+def test_normalize_is_the_engine_preprocessing(weights_path, make_frames):
+    info = read_info(weights_path("contextnet"))
+    frame = make_frames(1, *NETWORK_SIZE)[0]
+    image = torch.from_numpy(frame).permute(2, 0, 1)[None].float()
+    expected = (image - torch.tensor(info.mean).view(1, 3, 1, 1)) / torch.tensor(info.std).view(1, 3, 1, 1)
+    normalized = normalize(image, info)
+    assert torch.allclose(normalized, expected, atol=1e-5)
+    engine_input = Preprocess(info, NETWORK_SIZE)(torch.from_numpy(frame)[None])  # same size: no resize
+    assert torch.equal(engine_input, normalized)

@@ -24,7 +24,7 @@ import rclpy
 import torch
 import yaml
 from conftest import PACKAGE_ROOT
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import Parameter as ParameterMessage
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
@@ -35,11 +35,17 @@ from rclpy.qos import DurabilityPolicy, QoSProfile
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
-from seg_node.engine import EngineConfig, create_engine
+from seg_node.engine import ENGINE_OPTIONS, EngineConfig, create_engine
 from seg_node.imaging import blend, colorize
 from seg_node.models import build_model
 from seg_node.ros.diagnostics import ERROR, OK, WARN, CameraMonitor
-from seg_node.ros.parameters import SPECS
+from seg_node.ros.node import SegmentationNode
+from seg_node.ros.parameters import (
+    SPECS,
+    ParameterError,
+    engine_config_from_parameters,
+    engine_parameter_names,
+)
 from seg_node.weights import SegClass, WeightsInfo, save_weights
 
 PROFILE = PACKAGE_ROOT / "config" / "fastdds_shm.xml"
@@ -264,6 +270,7 @@ def send_and_receive(probe: Probe, camera: str, message: object, topic: str | No
                 raise
 
 
+@pytest.mark.slow  # a node process over DDS
 def test_outputs_carry_the_input_header_and_equal_the_offline_engine(probe, node_process, frames, offline_engine):
     message = raw_message(probe, frames["front"], "front_0")
     label = send_and_receive(probe, "front", message)
@@ -289,6 +296,7 @@ def test_outputs_carry_the_input_header_and_equal_the_offline_engine(probe, node
     assert np.array_equal(pixels(label), offline_engine.infer(decoded, color_order="bgr").labels)
 
 
+@pytest.mark.slow  # a node process over DDS
 def test_only_subscribed_outputs_are_published_and_diagnostics_are_complete(probe, node_process, frames):
     for index in range(3):
         send_and_receive(probe, "front", raw_message(probe, frames["front"], f"front_d{index}"))
@@ -313,6 +321,7 @@ def test_only_subscribed_outputs_are_published_and_diagnostics_are_complete(prob
     assert rear["published_color_mask"] == rear["published_overlay"] == rear["published_confidence"] == "0"
 
 
+@pytest.mark.slow  # a node process over DDS
 def test_latency_and_rates_are_measured(probe, node_process, frames):
     deadline = time.monotonic() + 1.2
     index = 0
@@ -329,6 +338,7 @@ def test_latency_and_rates_are_measured(probe, node_process, frames):
     assert float(front["input_fps"]) > 0
 
 
+@pytest.mark.slow  # a node process over DDS
 def test_bad_frames_are_counted_and_the_node_keeps_serving(probe, node_process, frames):
     image = frames["front"]
     height, width = image.shape[:2]
@@ -366,6 +376,7 @@ def test_bad_frames_are_counted_and_the_node_keeps_serving(probe, node_process, 
     assert node_process.poll() is None
 
 
+@pytest.mark.slow  # a node process over DDS
 def test_a_camera_that_stops_is_stale_while_the_others_are_ok(probe, node_process, frames):
     send_and_receive(probe, "side", raw_message(probe, frames["front"], "side_once"))
     stop = time.monotonic()
@@ -385,6 +396,7 @@ def test_a_camera_that_stops_is_stale_while_the_others_are_ok(probe, node_proces
     assert found, "the stopped camera never showed as stale beside a live one"
 
 
+@pytest.mark.slow  # a node process over DDS
 def test_class_names_and_colours_are_latched(probe, node_process):
     latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     probe.subscribe(String, "/seg_node/classes", latched)  # a late subscriber still gets them
@@ -406,6 +418,7 @@ def set_parameter(probe: Probe, name: str, value: ParameterValue) -> tuple[bool,
         probe.node.destroy_client(client)
 
 
+@pytest.mark.slow  # a node process over DDS
 def test_run_time_parameters_are_checked_and_applied(probe, node_process, frames):
     double = lambda v: ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=v)  # noqa: E731
     integers = lambda v: ParameterValue(type=ParameterType.PARAMETER_INTEGER_ARRAY, integer_array_value=v)  # noqa: E731
@@ -429,6 +442,7 @@ def test_run_time_parameters_are_checked_and_applied(probe, node_process, frames
         set_parameter(probe, "overlay_alpha", double(0.5))
 
 
+@pytest.mark.slow  # a node process over DDS
 def test_remapped_compressed_camera_at_network_resolution(probe, ros_env, weights, frames, tmp_path):
     """The default input `image` remapped to a /compressed topic, labels at network size, in a namespace."""
     command = node_command("-p", f"weights:={weights}", "-p", "backend:=torch", "-p", "threads:=1",
@@ -452,6 +466,7 @@ def test_remapped_compressed_camera_at_network_resolution(probe, ros_env, weight
         assert process.wait(timeout=WAIT_S) == 0
 
 
+@pytest.mark.slow  # a node process over DDS
 def test_ctrl_c_stops_the_node_cleanly(node_process):
     assert node_process.poll() is None
     started = time.monotonic()
@@ -472,6 +487,7 @@ def mismatched_weights(folder: Path) -> Path:
     return path
 
 
+@pytest.mark.slow  # a node process over DDS
 @pytest.mark.parametrize(
     ("case", "expected"),
     [
@@ -516,12 +532,63 @@ def test_camera_monitor_levels():
     monitor.engine_error("CUDA out of memory")
     status = monitor.report(5.5, dropped=2, expected_fps=0.0, input_timeout_s=10.0)
     assert status.level == ERROR and "CUDA out of memory" in status.message
-    assert DiagnosticStatus.OK == OK
 
 
 def test_yaml_defaults_equal_the_declared_defaults():
     document = yaml.safe_load((PACKAGE_ROOT / "config" / "seg_node.yaml").read_text())
-    values = document["seg_node"]["ros__parameters"]
-    declared = {name: (spec.default if not isinstance(spec.default, Parameter.Type) else [])
-                for name, spec in SPECS.items()}
-    assert values == declared
+    assert document["seg_node"]["ros__parameters"] == declared_defaults()
+
+
+def declared_defaults() -> dict[str, object]:
+    return {name: [] if isinstance(spec.default, Parameter.Type) else spec.default for name, spec in SPECS.items()}
+
+
+def test_every_engine_option_is_a_node_parameter():
+    for option in ENGINE_OPTIONS:
+        names = engine_parameter_names(option)
+        assert names and all(name in SPECS for name in names), option.name
+        for name in names:
+            spec = SPECS[name]
+            assert spec.choices == option.choices and not spec.dynamic, name
+            assert spec.description.startswith(option.help), name
+            assert spec.maximum == option.maximum, name
+    assert engine_config_from_parameters(declared_defaults()) == EngineConfig()
+
+
+def test_the_engine_config_comes_from_the_parameters():
+    values = {**declared_defaults(), "cuda_graphs": True, "int8_calibration_dir": "/calibration", "threads": 2,
+              "network_height": 64, "network_width": 96, "publish_confidence": True, "precision": "int8",
+              "backend": "torch2trt", "engine_cache_dir": "/engines", "output_resolution": "network"}
+    assert engine_config_from_parameters(values) == EngineConfig(
+        backend="torch2trt", precision="int8", network_size=(64, 96), output_resolution="network", confidence=True,
+        threads=2, engine_cache_dir="/engines", cuda_graphs=True, int8_calibration_dir="/calibration")
+    with pytest.raises(ParameterError, match="network_height and network_width"):
+        engine_config_from_parameters({**values, "network_width": 0})
+    with pytest.raises(ParameterError, match="network_height"):
+        engine_config_from_parameters({**values, "network_height": 8})
+
+
+def test_the_node_gives_its_engine_the_declared_options(ros_env, weights, monkeypatch):
+    """In this process, with parameter overrides as from --ros-args; the engine itself is a plain CPU one."""
+    asked = []
+
+    def create_cpu_engine(path, config):
+        asked.append(config)
+        return create_engine(path, EngineConfig(backend="torch", device="cpu", threads=1))
+
+    monkeypatch.setattr("seg_node.ros.node.create_engine", create_cpu_engine)
+    context = Context()
+    rclpy.init(context=context, domain_id=int(os.environ["ROS_DOMAIN_ID"]))
+    try:
+        overrides = [Parameter("weights", value=str(weights)), Parameter("cuda_graphs", value=True),
+                     Parameter("int8_calibration_dir", value="/calibration"), Parameter("threads", value=3),
+                     Parameter("cameras", value=["in_process"])]
+        node = SegmentationNode(context=context, parameter_overrides=overrides)
+        try:
+            assert node.pipeline is not None and node.settings.engine is asked[0]
+        finally:
+            node.close()
+            node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+    assert asked == [EngineConfig(cuda_graphs=True, int8_calibration_dir="/calibration", threads=3)]

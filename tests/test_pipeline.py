@@ -7,22 +7,24 @@ import time
 
 import numpy as np
 import pytest
-from test_engine import CUDA, cache_dir, make_frames, weights_dir, weights_path  # noqa: F401 (fixtures)
+import torch
 
 from seg_node.engine import EngineConfig, EngineError, FrameError, FramePipeline, PipelineStats, create_engine
 
-BACKENDS = ["torch", "onnxruntime"] + (["cuda"] if CUDA else [])
+CUDA = torch.cuda.is_available()
+BACKENDS = ["torch", "onnxruntime"] + (["cuda", "cuda-graphs"] if CUDA else [])
 
 
 def config_for(backend: str, cache: str) -> EngineConfig:
-    if backend == "cuda":
-        return EngineConfig(backend="torch", device="cuda", precision="fp16", confidence=True)
+    if backend.startswith("cuda"):
+        return EngineConfig(backend="torch", device="cuda", precision="fp16", confidence=True,
+                            cuda_graphs=backend == "cuda-graphs")
     return EngineConfig(backend=backend, device="cpu", engine_cache_dir=cache, confidence=True)
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
-def engine(request, weights_dir, cache_dir):  # noqa: F811
-    with create_engine(weights_path(weights_dir, "contextnet"), config_for(request.param, str(cache_dir))) as engine:
+def engine(request, weights_path, cache_dir):
+    with create_engine(weights_path("contextnet"), config_for(request.param, str(cache_dir))) as engine:
         yield engine
 
 
@@ -35,10 +37,10 @@ def drain(pipeline: FramePipeline, count: int) -> list:
     return results
 
 
-def test_results_are_bit_identical_to_synchronous_inference(engine):
+def test_results_are_bit_identical_to_synchronous_inference(engine, make_frames):
     frames = make_frames(6, seed=3)
     expected = [engine.infer(frame) for frame in frames]
-    with FramePipeline(engine) as pipeline:
+    with engine.pipeline() as pipeline:
         for index, frame in enumerate(frames):
             pipeline.submit(frame, tag=index)
             while pipeline.stats().submitted - pipeline.stats().processed > 2:
@@ -55,10 +57,10 @@ def test_results_are_bit_identical_to_synchronous_inference(engine):
         assert {"queued", "prepare", "network", "total"} <= set(result.timings)
 
 
-def test_newest_frame_wins_and_order_is_kept(engine):
+def test_newest_frame_wins_and_order_is_kept(engine, make_frames):
     frames = make_frames(2, seed=4)
     burst = 40
-    with FramePipeline(engine) as pipeline:
+    with engine.pipeline() as pipeline:
         for index in range(burst):  # far faster than any network
             pipeline.submit(frames[index % 2], tag=index)
         results = []
@@ -73,10 +75,10 @@ def test_newest_frame_wins_and_order_is_kept(engine):
     assert stats.processed + stats.dropped == burst and stats.processed == len(results)
 
 
-def test_streams_keep_their_own_order_and_counts(engine):
+def test_streams_keep_their_own_order_and_counts(engine, make_frames):
     frames = make_frames(2, seed=5)
     per_stream = 6
-    with FramePipeline(engine) as pipeline:
+    with engine.pipeline() as pipeline:
         for index in range(per_stream):
             for camera, frame in zip(("left", "right"), frames, strict=True):
                 pipeline.submit(frame, tag=(camera, index), stream=camera)
@@ -92,10 +94,10 @@ def test_streams_keep_their_own_order_and_counts(engine):
             assert stats.submitted == per_stream and stats.processed + stats.dropped == per_stream
 
 
-def test_a_bad_frame_is_reported_and_the_pipeline_goes_on(engine):
+def test_a_bad_frame_is_reported_and_the_pipeline_goes_on(engine, make_frames):
     good = make_frames(1, seed=6)[0]
     bad = [good.astype(np.float32), good[:, :, :2], np.zeros((0, 4, 3), np.uint8)]
-    with FramePipeline(engine) as pipeline:
+    with engine.pipeline() as pipeline:
         submitted = 0
         for frame in [good, *bad, good]:
             pipeline.submit(frame, tag=submitted)
@@ -109,7 +111,7 @@ def test_a_bad_frame_is_reported_and_the_pipeline_goes_on(engine):
         assert pipeline.stats() == PipelineStats(submitted=5, processed=2, dropped=0, errors=3)
 
 
-def test_callback_delivery_and_a_failing_callback_does_not_stop_it(engine):
+def test_callback_delivery_and_a_failing_callback_does_not_stop_it(engine, make_frames):
     delivered = []
     done = threading.Event()
 
@@ -120,7 +122,7 @@ def test_callback_delivery_and_a_failing_callback_does_not_stop_it(engine):
         done.set()
 
     frame = make_frames(1, seed=7)[0]
-    with FramePipeline(engine, on_result=on_result) as pipeline:
+    with engine.pipeline(on_result=on_result) as pipeline:
         pipeline.submit(frame, tag=0)
         while not delivered:
             time.sleep(0.005)
@@ -131,7 +133,7 @@ def test_callback_delivery_and_a_failing_callback_does_not_stop_it(engine):
     assert delivered == [0, 1]
 
 
-def test_close_with_frames_in_flight_joins_every_thread(engine):
+def test_close_with_frames_in_flight_joins_every_thread(engine, make_frames):
     frames = make_frames(2, seed=8)
     pipeline = FramePipeline(engine)
     for index in range(10):
@@ -143,3 +145,54 @@ def test_close_with_frames_in_flight_joins_every_thread(engine):
         pipeline.submit(frames[0])
     pipeline.close()  # twice is harmless
     assert engine.infer(frames[0]).labels is not None  # the engine outlives its pipeline
+
+
+def test_infer_while_a_pipeline_runs_on_the_same_engine(engine, make_frames):
+    frames = make_frames(4, seed=9)
+    expected = [engine.infer(frame) for frame in frames]
+    stop = threading.Event()
+    checked, wrong = [], []
+
+    def infer_until_stopped():
+        index = 0
+        while not stop.is_set():
+            result = engine.infer(frames[index % 4])
+            want = expected[index % 4]
+            if not (np.array_equal(result.labels, want.labels) and np.array_equal(result.confidence, want.confidence)):
+                wrong.append(index)
+            checked.append(index)
+            index += 1
+
+    thread = threading.Thread(target=infer_until_stopped)
+    thread.start()
+    try:
+        with engine.pipeline() as pipeline:
+            for index in range(16):
+                pipeline.submit(frames[index % 4], tag=index)
+                while pipeline.stats().submitted - pipeline.stats().processed > 2:
+                    time.sleep(0.002)
+            stats = pipeline.stats()
+            results = drain(pipeline, stats.submitted - stats.dropped)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive() and len(checked) >= 2 and not wrong, f"infer() gave other labels for {wrong}"
+    assert len(results) >= 4 and results[-1].tag == 15
+    for result in results:
+        want = expected[result.tag % 4]
+        assert result.error is None
+        assert np.array_equal(result.labels, want.labels) and np.array_equal(result.confidence, want.confidence)
+
+
+def test_closing_the_engine_closes_its_pipelines(weights_path, make_frames):
+    frame = make_frames(1, seed=10)[0]
+    engine = create_engine(weights_path("contextnet"), EngineConfig(backend="torch", device="cpu"))
+    pipeline = engine.pipeline()
+    for index in range(4):
+        pipeline.submit(frame, tag=index)
+    engine.close()
+    assert not any(thread.is_alive() for thread in pipeline._threads)
+    for attempt in (lambda: pipeline.submit(frame), lambda: engine.infer(frame), engine.pipeline):
+        with pytest.raises(EngineError, match="closed"):
+            attempt()
+    engine.close()  # twice is harmless

@@ -1,28 +1,43 @@
 """The inference engine: uint8 camera frames in, uint8 label maps out, without ROS.
 
 ``create_engine`` picks a backend (torch2trt, torch on CUDA or CPU,
-ONNX Runtime) from an ``EngineConfig``; ``SegmentationEngine.infer`` runs one
-frame synchronously; ``FramePipeline`` overlaps consecutive frames and drops
-stale ones.
+ONNX Runtime) from an ``EngineConfig`` (``resolve.choose_backend`` decides);
+``SegmentationEngine.infer`` runs one frame synchronously;
+``SegmentationEngine.pipeline`` gives a ``FramePipeline`` that overlaps
+consecutive frames and drops stale ones. The options themselves are named
+once, in ``options``.
 """
 
-from .core import SegmentationEngine, choose_backend, create_engine, create_engine_from_model
-from .errors import BackendUnavailableError, EngineConfigError, EngineError, FrameError
-from .options import EngineConfig
+from .engine import SegmentationEngine, create_engine, create_engine_from_model
+from .errors import (
+    BackendUnavailableError,
+    EngineConfigError,
+    EngineError,
+    FrameError,
+    UnsupportedCombinationError,
+)
+from .options import ENGINE_OPTIONS, EngineConfig, EngineOption, add_engine_arguments, engine_config_from_args
 from .pipeline import FramePipeline, PipelineStats
+from .resolve import Resolution, choose_backend
 from .result import SegResult
 
 __all__ = [
+    "ENGINE_OPTIONS",
     "BackendUnavailableError",
     "EngineConfig",
     "EngineConfigError",
     "EngineError",
+    "EngineOption",
     "FrameError",
     "FramePipeline",
     "PipelineStats",
+    "Resolution",
     "SegResult",
     "SegmentationEngine",
+    "UnsupportedCombinationError",
+    "add_engine_arguments",
     "choose_backend",
     "create_engine",
     "create_engine_from_model",
+    "engine_config_from_args",
 ]

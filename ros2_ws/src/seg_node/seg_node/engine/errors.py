@@ -1,4 +1,9 @@
-"""Exceptions of the inference engine."""
+"""Exceptions of the inference engine: one type per kind of failure, all of them EngineError.
+
+``EngineConfigError``: a value its option does not allow; ``BackendUnavailableError``: a library or
+device missing here; ``UnsupportedCombinationError``: values that do not go together; ``FrameError``:
+a frame the engine cannot take.
+"""
 
 from __future__ import annotations
 
@@ -19,3 +24,7 @@ class BackendUnavailableError(EngineError):
 
 class FrameError(EngineError):
     """A frame the engine cannot take: wrong dtype, shape or size."""
+
+
+class UnsupportedCombinationError(EngineError):
+    """Options that are each valid but do not work together (torch2trt on cpu, int8 on torch, ...)."""

@@ -6,6 +6,13 @@ resizes to the network size and normalises. Post-processing takes the argmax
 (and optionally the max softmax) at network resolution, packs them as uint8,
 and resizes that small uint8 map with nearest neighbour: only uint8 leaves
 the device. ``EndToEnd`` chains all three for the ONNX export.
+
+Normalisation lives here and only here: ``Preprocess.normalize`` (or the
+function ``normalize(image, info)``) turns a float N x 3 x h x w RGB image
+in 0..255 into the network's input, ``(pixel - mean) / std`` with the
+weights' mean and std, computed exactly as the engine computes it. Code that
+feeds a network outside the engine (evaluation, export checks) should call
+it rather than repeat the formula, so both see the same numbers.
 """
 
 from __future__ import annotations
@@ -53,7 +60,12 @@ def resize_maps(maps: torch.Tensor, size: tuple[int, int] | None) -> torch.Tenso
 
 
 class Preprocess(nn.Module):
-    """uint8 N x H x W x 3 (+ channel order) -> normalised float N x 3 x h x w, channels-last."""
+    """uint8 N x H x W x 3 (+ channel order) -> normalised float N x 3 x h x w, channels-last.
+
+    Usable on its own: ``Preprocess(info, size)(frames_uint8_nhwc)`` is the
+    engine's whole pre-processing, ``Preprocess(info, size).normalize(image)``
+    only its normalisation (no resize).
+    """
 
     def __init__(self, info: WeightsInfo, network_size: tuple[int, int]) -> None:
         super().__init__()
@@ -69,7 +81,16 @@ class Preprocess(nn.Module):
         image = frame.permute(0, 3, 1, 2).float()
         if tuple(image.shape[2:]) != self.network_size:
             image = F.interpolate(image, size=self.network_size, mode="bilinear", align_corners=False)
+        return self.normalize(image)
+
+    def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        """Float RGB N x 3 x h x w in 0..255 -> ``(image - mean) / std``, as one multiply-add (any h x w)."""
         return torch.addcmul(self.shift, image, self.scale)
+
+
+def normalize(image: torch.Tensor, info: WeightsInfo) -> torch.Tensor:
+    """The engine's normalisation of a float RGB N x 3 x h x w image in 0..255 for the weights ``info``."""
+    return Preprocess(info, tuple(image.shape[2:])).to(image.device).normalize(image)
 
 
 class Postprocess(nn.Module):

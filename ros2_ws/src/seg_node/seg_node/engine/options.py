@@ -21,6 +21,8 @@ DEVICES = ("auto", "cuda", "cpu")
 OUTPUT_RESOLUTIONS = ("input", "network")
 COLOR_ORDERS = ("rgb", "bgr")
 MIN_NETWORK_SIDE = 16
+MAX_NETWORK_SIDE = 4096
+MAX_THREADS = 256
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,8 @@ class EngineOption:
     default: Any
     help: str
     choices: tuple[str, ...] = ()
-    minimum: int | None = None  # for counts; None: no lower bound
+    minimum: int | None = None  # for counts and sizes; None: no lower bound
+    maximum: int | None = None  # for counts and sizes; None: no upper bound
 
 
 ENGINE_OPTIONS: tuple[EngineOption, ...] = (
@@ -38,12 +41,13 @@ ENGINE_OPTIONS: tuple[EngineOption, ...] = (
     EngineOption("precision", "auto", "numeric precision of the network; auto: fp16 on CUDA, fp32 on CPU", PRECISIONS),
     EngineOption("device", "auto", "where the network runs; auto: CUDA when present", DEVICES),
     EngineOption("network_size", None, "network input (height, width) in pixels; unset: the weights' training size",
-                 minimum=MIN_NETWORK_SIDE),
+                 minimum=MIN_NETWORK_SIDE, maximum=MAX_NETWORK_SIDE),
     EngineOption("output_resolution", "input",
                  "size of the label and confidence maps: the frame's (input) or the network's (network)",
                  OUTPUT_RESOLUTIONS),
     EngineOption("confidence", False, "also compute the confidence map (max softmax x 255, uint8)"),
-    EngineOption("threads", None, "CPU threads of the torch and ONNX Runtime backends; unset: all cores", minimum=1),
+    EngineOption("threads", None, "CPU threads of the torch and ONNX Runtime backends; unset: all cores",
+                 minimum=1, maximum=MAX_THREADS),
     EngineOption("engine_cache_dir", None, "folder for built TensorRT / ONNX Runtime engines; "
                  "unset: ~/.cache/seg_node/engines"),
     EngineOption("cuda_graphs", False, "replay the network as a CUDA graph (torch backend on CUDA)"),
@@ -76,11 +80,12 @@ class EngineConfig:
                     f"EngineConfig.{option.name}={value!r}; choose one of {list(option.choices)}")
         if self.network_size is not None:
             size = tuple(self.network_size)
-            if len(size) != 2 or not all(isinstance(v, int) and v >= MIN_NETWORK_SIDE for v in size):
+            if len(size) != 2 or not all(isinstance(v, int) and MIN_NETWORK_SIDE <= v <= MAX_NETWORK_SIDE
+                                         for v in size):
                 raise EngineConfigError(f"EngineConfig.network_size={self.network_size!r}; "
-                                        f"give (height, width), each >= {MIN_NETWORK_SIDE}")
-        if self.threads is not None and self.threads < 1:
-            raise EngineConfigError(f"EngineConfig.threads={self.threads}; give a positive count or None")
+                                        f"give (height, width), each {MIN_NETWORK_SIDE}..{MAX_NETWORK_SIDE}")
+        if self.threads is not None and not 1 <= self.threads <= MAX_THREADS:
+            raise EngineConfigError(f"EngineConfig.threads={self.threads}; give a count 1..{MAX_THREADS} or None")
 
 
 def _check_field_names() -> None:

@@ -1,6 +1,7 @@
 """FramePipeline: real-time, overlapped inference on a stream of frames.
 
-Three threads share two input slots and two output slots of the backend:
+Made by ``SegmentationEngine.pipeline()`` (or ``FramePipeline(engine)``). Three threads share two
+input slots and two output slots, and run the engine's stages:
 
     prepare  (validate, upload, pre-process frame n+1)
     execute  (network + argmax on frame n)
@@ -11,6 +12,10 @@ the pre-processing of the next frame runs while the network runs. The newest
 frame wins: each stream keeps at most one frame waiting, and a newer one
 replaces it (counted as dropped). Frames are taken in submission order, so a
 stream's results come out in its input order; streams take turns.
+
+The pipeline never touches the backend itself: the engine's ``execute`` runs
+one network at a time, so ``engine.infer`` may run while a pipeline does,
+and closing the engine closes its pipelines first.
 """
 
 from __future__ import annotations
@@ -22,13 +27,15 @@ import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .core import SegmentationEngine
 from .errors import EngineError
 from .result import SegResult
+
+if TYPE_CHECKING:
+    from .engine import SegmentationEngine
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +72,7 @@ class FramePipeline:
     """
 
     def __init__(self, engine: SegmentationEngine, on_result: Callable[[SegResult], None] | None = None) -> None:
-        self._backend = engine.backend
+        self._engine = engine
         self._on_result = on_result
         self._results: queue.Queue[SegResult] = queue.Queue()
         self._waiting: OrderedDict[str, _Job] = OrderedDict()  # per stream, its newest frame not yet taken
@@ -76,8 +83,10 @@ class FramePipeline:
         self._free_inputs: queue.Queue[Any] = queue.Queue()
         self._free_outputs: queue.Queue[Any] = queue.Queue()
         for _ in range(SLOTS):
-            self._free_inputs.put(self._backend.new_input_slot())
-            self._free_outputs.put(self._backend.new_output_slot())
+            input_slot, output_slot = engine.new_slots()
+            self._free_inputs.put(input_slot)
+            self._free_outputs.put(output_slot)
+        engine.register(self)
         self._prepared: queue.Queue[_Job | None] = queue.Queue()
         self._executed: queue.Queue[_Job | None] = queue.Queue()
         self._threads = [
@@ -138,7 +147,7 @@ class FramePipeline:
         if stuck:
             log.warning("FramePipeline.close: %s still busy after %.1f s (a network run in progress)", stuck, timeout)
         else:
-            self._backend.synchronize()  # copies and kernels of discarded frames may still use the slots
+            self._engine.synchronize()  # copies and kernels of discarded frames may still use the slots
         for slots in (self._free_inputs, self._free_outputs, self._prepared, self._executed):
             while not slots.empty():
                 slots.get_nowait()
@@ -170,7 +179,7 @@ class FramePipeline:
             start = time.perf_counter()
             job.timings["queued"] = start - job.submitted
             try:
-                self._backend.prepare(slot, job.frame, job.color_order)
+                self._engine.prepare(slot, job.frame, job.color_order)
                 job.input_slot = slot
             except Exception as error:  # reported with this frame; the next frame goes on
                 job.error = error
@@ -190,7 +199,7 @@ class FramePipeline:
                     return
                 start = time.perf_counter()
                 try:
-                    self._backend.execute(job.input_slot, slot)
+                    self._engine.execute(job.input_slot, slot)
                     job.output_slot = slot
                 except Exception as error:
                     job.error = error
@@ -209,7 +218,7 @@ class FramePipeline:
             if job.error is None:
                 start = time.perf_counter()
                 try:
-                    maps = self._backend.collect(job.output_slot)
+                    maps = self._engine.collect(job.output_slot)
                     labels, confidence = maps.labels, maps.confidence
                     if maps.network_seconds is not None:
                         job.timings["network"] = maps.network_seconds

@@ -27,15 +27,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 
-from ..engine import (
-    EngineConfig,
-    EngineError,
-    FrameError,
-    FramePipeline,
-    SegmentationEngine,
-    SegResult,
-    create_engine,
-)
+from ..engine import EngineError, FrameError, SegmentationEngine, SegResult, create_engine
 from ..errors import SegNodeError
 from ..imaging import ImageDecodeError, blend, colorize, palette_lut, to_rgb
 from ..weights import WeightsError, find_weights, read_info
@@ -123,7 +115,7 @@ class SegmentationNode(Node):
             String, "~/classes", QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         )
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.pipeline = FramePipeline(self.engine, on_result=self._on_result)
+        self.pipeline = self.engine.pipeline(on_result=self._on_result)
         for outputs in self.cameras:
             message_type = CompressedImage if outputs.camera.compressed else Image
             self.create_subscription(
@@ -143,26 +135,13 @@ class SegmentationNode(Node):
 
     def _create_engine(self) -> SegmentationEngine:
         try:
-            return create_engine(self.weights_path, self._engine_config())
+            return create_engine(self.weights_path, self.settings.engine)
         except RuntimeError as error:
             if isinstance(error, (WeightsError, EngineError)):
                 raise
             # torch's own errors, e.g. tensors of other shapes than the JSON promises
             expected = read_info(self.weights_path).describe()
             raise StartupError(f"cannot load {self.weights_path} (its JSON describes {expected}): {error}") from error
-
-    def _engine_config(self) -> EngineConfig:
-        settings = self.settings
-        return EngineConfig(
-            backend=settings.backend,
-            precision=settings.precision,
-            device=settings.device,
-            network_size=settings.network_size,
-            output_resolution=settings.output_resolution,
-            confidence=settings.publish_confidence,
-            threads=settings.threads or None,
-            engine_cache_dir=settings.engine_cache_dir or None,
-        )
 
     def _camera_outputs(self, camera: Camera, started: float) -> CameraOutputs:
         qos = output_qos(self.settings)
@@ -174,7 +153,7 @@ class SegmentationNode(Node):
             color_mask=self.create_publisher(Image, f"{prefix}/color_mask", qos),
             overlay=self.create_publisher(Image, f"{prefix}/overlay", qos),
             confidence=(
-                self.create_publisher(Image, f"{prefix}/confidence", qos) if self.settings.publish_confidence else None
+                self.create_publisher(Image, f"{prefix}/confidence", qos) if self.settings.engine.confidence else None
             ),
         )
 
@@ -264,7 +243,7 @@ class SegmentationNode(Node):
             "model": engine.info.describe(),
             "weights": str(self.weights_path),
             "input_resolution": f"{width}x{height}",
-            "output_resolution": self.settings.output_resolution,
+            "output_resolution": self.settings.engine.output_resolution,
             "cameras": ", ".join(outputs.camera.name for outputs in self.cameras),
         }
         return DiagnosticStatus(

@@ -7,7 +7,7 @@ parameters that may change at run time (overlay_alpha, palette), by the set-para
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,10 +16,13 @@ from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValu
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
+from ..engine.errors import EngineConfigError
+from ..engine.options import ENGINE_OPTIONS, EngineConfig, EngineOption
 from ..errors import SegNodeError
 from ..imaging import palette_lut
 
 COMPRESSED_SUFFIX = "/compressed"
+INT64_MAX = 2**63 - 1
 
 
 class ParameterError(SegNodeError, ValueError):
@@ -36,32 +39,60 @@ class Spec:
     dynamic: bool = False
 
 
+# Engine options whose parameter has another name or shape than the EngineConfig field; every other
+# option is one parameter of its own name. ROS parameters cannot be optional pairs, hence two sides.
+PARAMETER_NAMES = {"network_size": ("network_height", "network_width"), "confidence": ("publish_confidence",)}
+NOTES = {
+    "network_height": "; this parameter: the height",
+    "network_width": "; this parameter: the width",
+    "publish_confidence": "; published as ~/<camera>/confidence",
+}
+
+
+def engine_parameter_names(option: EngineOption) -> tuple[str, ...]:
+    """The node parameter(s) that carry ``option``: its own name, but for network_size and confidence."""
+    return PARAMETER_NAMES.get(option.name, (option.name,))
+
+
+def unset_value(option: EngineOption) -> Any:
+    """The parameter value that stands for an option's None: 0 for counts and sizes, "" for folders."""
+    return 0 if option.minimum is not None else ""
+
+
+def engine_specs() -> dict[str, Spec]:
+    """One read-only parameter per EngineOption (two for network_size), with its description, choices and range."""
+    specs = {}
+    for option in ENGINE_OPTIONS:
+        unset = unset_value(option)
+        names = engine_parameter_names(option)
+        for name in names:
+            text = option.help + NOTES.get(name, "")
+            if option.default is None:
+                text += f"; {unset!r}{' (both)' if len(names) > 1 else ''}: unset"
+            default = unset if option.default is None else option.default
+            minimum = unset if option.minimum is not None else None
+            specs[name] = Spec(default, text, option.choices, minimum, option.maximum)
+    return specs
+
+
 SPECS: dict[str, Spec] = {
     "weights": Spec("", "weights .safetensors (.json beside it) or a shipped model name; empty: cgnet_camvid"),
-    "backend": Spec("auto", "inference backend", ("auto", "torch2trt", "torch", "onnxruntime")),
-    "precision": Spec("auto", "numeric precision of the network", ("auto", "fp32", "fp16", "int8")),
-    "device": Spec("auto", "where the network runs", ("auto", "cuda", "cpu")),
-    "network_height": Spec(0, "network input height in pixels; 0: the training size in the weights' JSON", (), 0, 4096),
-    "network_width": Spec(0, "network input width in pixels; 0: the training size in the weights' JSON", (), 0, 4096),
     "cameras": Spec(
         ["image"],
         "input topics, one per camera; a topic ending in /compressed is a sensor_msgs/CompressedImage (JPEG/PNG)",
     ),
-    "output_resolution": Spec("input", "size of label, color_mask and confidence", ("input", "network")),
+    **engine_specs(),
     "overlay_alpha": Spec(0.5, "weight of the colour mask in the overlay", (), 0.0, 1.0, dynamic=True),
     "palette": Spec(
         Parameter.Type.INTEGER_ARRAY,
         "class colours as a flat R,G,B list (0..255), one triple per class; unset or empty: the weights' colours",
         dynamic=True,
     ),
-    "publish_confidence": Spec(False, "also compute and publish ~/<camera>/confidence (max softmax x 255)"),
     "qos_reliability": Spec("best_effort", "reliability of the camera subscriptions", ("best_effort", "reliable")),
     "qos_depth": Spec(1, "history depth of the camera subscriptions", (), 1, 100),
     "diagnostics_period_s": Spec(1.0, "seconds between /diagnostics messages", (), 0.1, 60.0),
     "expected_fps": Spec(10.0, "output rate per camera below which diagnostics warn; 0: no check", (), 0.0, 1000.0),
     "input_timeout_s": Spec(2.0, "seconds without a frame after which a camera is reported stale", (), 0.1, 3600.0),
-    "engine_cache_dir": Spec("", "folder for built TensorRT engines; empty: ~/.cache/seg_node/engines"),
-    "threads": Spec(0, "CPU threads of the torch/onnxruntime backends; 0: their default", (), 0, 256),
 }
 
 
@@ -79,22 +110,15 @@ class Camera:
 @dataclass(frozen=True)
 class NodeSettings:
     weights: str
-    backend: str
-    precision: str
-    device: str
-    network_size: tuple[int, int] | None
     cameras: tuple[Camera, ...]
-    output_resolution: str
+    engine: EngineConfig  # from the parameters of ENGINE_OPTIONS, see engine_config_from_parameters
     overlay_alpha: float
     palette: tuple[int, ...]
-    publish_confidence: bool
     qos_reliability: str
     qos_depth: int
     diagnostics_period_s: float
     expected_fps: float
     input_timeout_s: float
-    engine_cache_dir: str
-    threads: int
 
 
 def descriptor(name: str, spec: Spec) -> ParameterDescriptor:
@@ -103,8 +127,34 @@ def descriptor(name: str, spec: Spec) -> ParameterDescriptor:
     if isinstance(spec.default, float):
         result.floating_point_range = [FloatingPointRange(from_value=spec.minimum, to_value=spec.maximum, step=0.0)]
     elif isinstance(spec.default, int) and not isinstance(spec.default, bool) and spec.minimum is not None:
-        result.integer_range = [IntegerRange(from_value=int(spec.minimum), to_value=int(spec.maximum), step=1)]
+        maximum = int(spec.maximum) if spec.maximum is not None else INT64_MAX
+        result.integer_range = [IntegerRange(from_value=int(spec.minimum), to_value=maximum, step=1)]
     return result
+
+
+def engine_config_from_parameters(values: Mapping[str, Any]) -> EngineConfig:
+    """The EngineConfig that parameter ``values`` (by parameter name) ask for, option by option, validated.
+
+    A parameter at its unset value (0, "") gives the option's None; ParameterError names a bad value.
+    """
+    fields = {}
+    for option in ENGINE_OPTIONS:
+        names = engine_parameter_names(option)
+        given = tuple(values[name] for name in names)
+        unset = [value == unset_value(option) for value in given] if option.default is None else [False]
+        if any(unset) and not all(unset):
+            raise ParameterError(f"{' and '.join(names)}: set all or none (got {given})")
+        for name, value in zip(names, given, strict=True):
+            if option.minimum is not None and value != unset_value(option) and value < option.minimum:
+                raise ParameterError(f"{name}: {value} is below {option.minimum}; give {unset_value(option)} (unset) "
+                                     f"or {option.minimum}..{option.maximum}")
+        fields[option.name] = None if all(unset) else given if len(given) > 1 else given[0]
+    config = EngineConfig(**fields)
+    try:
+        config.validate()
+    except EngineConfigError as error:
+        raise ParameterError(str(error)) from error
+    return config
 
 
 def cameras_from_topics(topics: list[str], resolve: Callable[[str], str]) -> tuple[Camera, ...]:
@@ -149,27 +199,17 @@ def declare_parameters(node: Node) -> NodeSettings:
             raise ParameterError(f"{name}: {error}") from error
         if spec.choices and values[name] not in spec.choices:
             raise ParameterError(f"{name}: {values[name]!r} is not one of {', '.join(spec.choices)}")
-    height, width = values["network_height"], values["network_width"]
-    if (height == 0) != (width == 0):
-        raise ParameterError(f"network_height and network_width: set both or neither (got {height}x{width})")
     return NodeSettings(
         weights=values["weights"],
-        backend=values["backend"],
-        precision=values["precision"],
-        device=values["device"],
-        network_size=(height, width) if height else None,
         cameras=cameras_from_topics(list(values["cameras"]), node.resolve_topic_name),
-        output_resolution=values["output_resolution"],
+        engine=engine_config_from_parameters(values),
         overlay_alpha=values["overlay_alpha"],
         palette=check_palette(values["palette"]),
-        publish_confidence=values["publish_confidence"],
         qos_reliability=values["qos_reliability"],
         qos_depth=values["qos_depth"],
         diagnostics_period_s=values["diagnostics_period_s"],
         expected_fps=values["expected_fps"],
         input_timeout_s=values["input_timeout_s"],
-        engine_cache_dir=values["engine_cache_dir"],
-        threads=values["threads"],
     )
 
 

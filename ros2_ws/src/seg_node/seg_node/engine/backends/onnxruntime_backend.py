@@ -21,7 +21,7 @@ from torch import nn
 from ...models.export import ONNX_OPSET
 from ...weights import WeightsInfo
 from ..cache import EngineCache, state_hash
-from ..errors import BackendUnavailableError, EngineError
+from ..errors import BackendUnavailableError, UnsupportedCombinationError
 from ..graph import EndToEnd, channel_order, check_frame
 from .base import Backend, Maps
 
@@ -89,8 +89,8 @@ class OnnxRuntimeBackend(Backend):
         else:
             providers = []
         if precision == "int8" or (precision == "fp16" and "TensorrtExecutionProvider" not in providers):
-            raise EngineError(f"the onnxruntime backend runs {precision} only through its TensorRT execution "
-                              "provider; use fp32, or the torch2trt backend")
+            raise UnsupportedCombinationError(f"the onnxruntime backend runs {precision} only through its TensorRT "
+                                              "execution provider; use fp32, or the torch2trt backend")
         self.device = device
         self.precision = precision
         self.network_size = tuple(network_size)

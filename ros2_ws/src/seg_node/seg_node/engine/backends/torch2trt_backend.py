@@ -18,7 +18,7 @@ from torch import nn
 
 from ...weights import WeightsInfo
 from ..cache import EngineCache, state_hash
-from ..errors import BackendUnavailableError, EngineError
+from ..errors import BackendUnavailableError, EngineConfigError, EngineError
 from .torch_backend import TorchBackend, fold_batchnorm
 
 log = logging.getLogger(__name__)
@@ -55,10 +55,8 @@ class Torch2TrtBackend(TorchBackend):
     def __init__(self, model: nn.Module, info: WeightsInfo, network_size: tuple[int, int], precision: str,
                  confidence: bool, output_at_input: bool, cache_dir: str | None,
                  int8_calibration_dir: str | None) -> None:
-        if precision not in ("fp32", "fp16", "int8"):
-            raise EngineError(f"torch2trt runs fp32, fp16 or int8, not {precision}")
         if precision == "int8" and not int8_calibration_dir:
-            raise EngineError("int8 needs int8_calibration_dir: a folder of frames like the ones the node will see")
+            raise EngineConfigError("int8 needs int8_calibration_dir: a folder of frames like the ones it will see")
         self._tensorrt, self._torch2trt = import_torch2trt()
         self._info = info
         self._cache_dir = cache_dir

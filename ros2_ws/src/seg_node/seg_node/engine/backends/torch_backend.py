@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ...weights import WeightsInfo
-from ..errors import EngineError
+from ..errors import BackendUnavailableError, UnsupportedCombinationError
 from ..graph import BGR_ORDER, RGB_ORDER, Postprocess, Preprocess, channel_order, check_frame, resize_maps
 from .base import Backend, Maps
 
@@ -76,14 +76,15 @@ class TorchBackend(Backend):
     def __init__(self, model: nn.Module, info: WeightsInfo, network_size: tuple[int, int], device: str,
                  precision: str, confidence: bool, output_at_input: bool, threads: int | None = None,
                  cuda_graphs: bool = False) -> None:
-        if precision not in ("fp32", "fp16"):
-            raise EngineError(f"the torch backend runs fp32 or fp16, not {precision}; int8 needs torch2trt")
+        # seg_node.engine.resolve checks these for an EngineConfig first, with fuller messages
+        if precision == "int8":
+            raise UnsupportedCombinationError("the torch backend runs fp32 or fp16, not int8; int8 needs torch2trt")
         if device == "cpu" and precision == "fp16":
-            raise EngineError("fp16 on CPU is slower than fp32 in PyTorch; use precision fp32 (or auto) on CPU")
+            raise UnsupportedCombinationError("fp16 on CPU is slower than fp32 in PyTorch; use precision fp32 on CPU")
         if device == "cuda" and not torch.cuda.is_available():
-            raise EngineError("device cuda asked for, but torch.cuda.is_available() is False here")
+            raise BackendUnavailableError("device cuda asked for, but torch.cuda.is_available() is False here")
         if cuda_graphs and device != "cuda":
-            raise EngineError("cuda_graphs needs device cuda")
+            raise UnsupportedCombinationError("cuda_graphs needs device cuda")
         if device == "cpu":
             torch.set_num_threads(threads or os.cpu_count() or 1)
         self.device = device

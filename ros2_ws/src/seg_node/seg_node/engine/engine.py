@@ -1,0 +1,181 @@
+"""SegmentationEngine: owns a backend chosen from an EngineConfig; runs frames synchronously or through a pipeline.
+
+``infer`` segments one frame now; ``pipeline`` returns a ``FramePipeline``
+that overlaps the stages of consecutive frames. Both go through the engine's
+stage methods (``new_slots``, ``prepare``, ``execute``, ``collect``), which
+is where the engine keeps them apart: ``execute`` runs one network at a time
+(the torch backend's CUDA graph replays from shared static buffers, and all
+frames share the compute stream), and ``infer`` has its own slots under its
+own lock. So ``infer`` and a running pipeline on one engine are safe together.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from ..weights import WeightsInfo, find_weights, load_weights
+from .backends.base import Backend, Maps
+from .errors import EngineError
+from .options import EngineConfig
+from .pipeline import FramePipeline
+from .resolve import choose_backend
+from .result import SegResult
+
+log = logging.getLogger(__name__)
+
+
+class SegmentationEngine:
+    """uint8 frames in, uint8 label maps out, on the backend an EngineConfig picks."""
+
+    def __init__(self, backend: Backend, info: WeightsInfo, config: EngineConfig) -> None:
+        self._backend = backend
+        self.info = info
+        self.config = config
+        self._lock = threading.Lock()  # infer()'s own slots
+        self._execute_lock = threading.Lock()  # one network run at a time, whoever asks
+        self._closed = False
+        self._pipelines: weakref.WeakSet[FramePipeline] = weakref.WeakSet()
+        self._input_slot, self._output_slot = self.new_slots()
+
+    @property
+    def backend(self) -> Backend:
+        """The backend, for inspection (its name, its files); frames go through infer() or pipeline()."""
+        return self._backend
+
+    @property
+    def backend_name(self) -> str:
+        return self._backend.name
+
+    @property
+    def device(self) -> str:
+        return self._backend.device
+
+    @property
+    def precision(self) -> str:
+        return self._backend.precision
+
+    @property
+    def network_size(self) -> tuple[int, int]:
+        return self._backend.network_size
+
+    def describe(self) -> str:
+        return f"{self.info.describe()}: {self._backend.describe()}"
+
+    # ---- the two ways to run frames
+
+    def infer(self, frame: np.ndarray, color_order: str = "rgb", tag: Any = None, stream: str = "default"
+              ) -> SegResult:
+        """Segment one frame now; raises FrameError for a frame the engine cannot take."""
+        with self._lock:
+            self._check_open()
+            start = time.perf_counter()
+            self.prepare(self._input_slot, frame, color_order)
+            prepared = time.perf_counter()
+            self.execute(self._input_slot, self._output_slot)
+            executed = time.perf_counter()
+            maps = self.collect(self._output_slot)
+            done = time.perf_counter()
+        network = maps.network_seconds if maps.network_seconds is not None else executed - prepared
+        timings = {"prepare": prepared - start, "network": network, "collect": done - executed, "total": done - start}
+        return SegResult(maps.labels, maps.confidence, tag, stream, timings)
+
+    def pipeline(self, on_result: Callable[[SegResult], None] | None = None) -> FramePipeline:
+        """A new FramePipeline on this engine (see seg_node.engine.pipeline); close it, or close the engine."""
+        return FramePipeline(self, on_result)
+
+    # ---- stages, for FramePipeline (and infer): slots belong to their caller, the backend to the engine
+
+    def new_slots(self) -> tuple[Any, Any]:
+        """A fresh (input slot, output slot) pair for prepare -> execute -> collect."""
+        self._check_open()
+        return self._backend.new_input_slot(), self._backend.new_output_slot()
+
+    def register(self, pipeline: FramePipeline) -> None:
+        """Called by FramePipeline: the engine closes its pipelines before it frees the backend."""
+        self._check_open()
+        self._pipelines.add(pipeline)
+
+    def prepare(self, slot: Any, frame: np.ndarray, color_order: str) -> None:
+        """Validate ``frame`` (FrameError) and bring it, pre-processed, into the input ``slot``."""
+        self._check_open()
+        self._backend.prepare(slot, frame, color_order)
+
+    def execute(self, source: Any, target: Any) -> None:
+        """Network + argmax from input slot ``source`` into output slot ``target``; one caller at a time."""
+        with self._execute_lock:
+            self._check_open()
+            self._backend.execute(source, target)
+
+    def collect(self, slot: Any) -> Maps:
+        """Wait for the output ``slot``'s maps and return them as host arrays."""
+        self._check_open()
+        return self._backend.collect(slot)
+
+    def synchronize(self) -> None:
+        """Wait for device work in flight (a no-op on CPU)."""
+        if not self._closed:
+            self._backend.synchronize()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise EngineError("the SegmentationEngine is closed")
+
+    # ---- life cycle
+
+    def close(self) -> None:
+        """Close the engine's pipelines, then free the backend; safe to call twice."""
+        for pipeline in list(self._pipelines):
+            pipeline.close()
+        with self._lock, self._execute_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._backend.close()
+            self._input_slot = self._output_slot = None
+
+    def __enter__(self) -> SegmentationEngine:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def create_engine_from_model(model: nn.Module, info: WeightsInfo, config: EngineConfig) -> SegmentationEngine:
+    """An engine running ``model`` (described by ``info``) as ``config`` asks; raises EngineError subclasses."""
+    backend_name, device, precision = choose_backend(config)
+    network_size = tuple(config.network_size or info.input_size)
+    output_at_input = config.output_resolution == "input"
+    model = model.eval()
+    if backend_name == "torch2trt":
+        from .backends.torch2trt_backend import Torch2TrtBackend
+
+        backend: Backend = Torch2TrtBackend(model, info, network_size, precision, config.confidence, output_at_input,
+                                            config.engine_cache_dir, config.int8_calibration_dir)
+    elif backend_name == "onnxruntime":
+        from .backends.onnxruntime_backend import OnnxRuntimeBackend
+
+        backend = OnnxRuntimeBackend(model, info, network_size, device, precision, config.confidence,
+                                     output_at_input, config.threads, config.engine_cache_dir)
+    else:
+        from .backends.torch_backend import TorchBackend
+
+        backend = TorchBackend(model, info, network_size, device, precision, config.confidence, output_at_input,
+                               config.threads, config.cuda_graphs)
+    engine = SegmentationEngine(backend, info, config)
+    log.info("engine ready: %s", engine.describe())
+    return engine
+
+
+def create_engine(weights: str | Path, config: EngineConfig) -> SegmentationEngine:
+    """Load ``weights`` (a path or a shipped model's name, see seg_node.weights.find_weights) into an engine."""
+    model, info = load_weights(find_weights(str(weights)))
+    return create_engine_from_model(model, info, config)
