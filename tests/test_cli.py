@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -60,6 +61,17 @@ def test_seg_eval_names_a_bad_list_and_a_missing_class_table(tmp_path, camvid_ro
     assert "expected 'image label'" in one_line_error(capsys, "seg-eval")
     assert eval_cli.main(["--data", str(tmp_path), "--format", "folder"]) == EXIT_USAGE
     assert "--classes" in one_line_error(capsys, "seg-eval")
+
+
+def test_seg_eval_reports_the_engine_it_ran(tmp_path, camvid_root, capsys):
+    listing = tmp_path / "one.txt"
+    listing.write_text((camvid_root / "val.txt").read_text().splitlines()[0] + "\n")
+    out = tmp_path / "eval.json"
+    command = ["--data", str(camvid_root), "--list", str(listing), "--device", "cpu", "--threads", "1"]
+    assert eval_cli.main([*command, "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["images"] == 1 and report["backend"] == "torch" and report["device"] == "cpu"
+    assert "mIoU" in capsys.readouterr().out
 
 
 def test_seg_eval_names_missing_weights(tmp_path, camvid_root, capsys):

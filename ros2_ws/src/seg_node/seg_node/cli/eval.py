@@ -83,7 +83,7 @@ def _main(argv: Sequence[str] | None) -> int:
         predictor = EnginePredictor(model, info, engine_config_from_args(args))
     try:
         evaluation = evaluate(predictor, spec, examples=4, progress=True, description=weights.stem)
-        device = str(predictor.device)
+        device, backend = str(predictor.device), predictor.backend  # named by the engines, before they close
     finally:
         if isinstance(predictor, EnginePredictor):
             predictor.close()
@@ -93,7 +93,7 @@ def _main(argv: Sequence[str] | None) -> int:
         "list": str(args.list),
         "model_fps": len(spec.pairs) / predictor.network_seconds if predictor.network_seconds else None,
         "device": device,
-        "backend": predictor.backend,
+        "backend": backend,
         "multi_scale": args.multi_scale,
         "flip": args.flip,
     }
