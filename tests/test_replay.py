@@ -87,6 +87,7 @@ def test_replayed_miou_equals_the_files_and_outputs_are_written(tmp_path, camvid
     assert len({tuple(stamps) for stamps in by_topic.values()}) == 1  # every output at its input's stamp
 
 
+@pytest.mark.slow
 def test_replay_at_full_resolution_agrees_with_seg_eval_on_the_model(tmp_path, camvid_pairs):
     """seg-eval runs the node's engine: over the files it equals the replay exactly, and both agree with the
     PyTorch model itself (BatchNorm unfolded, as --multi-scale/--flip run it)."""
