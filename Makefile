@@ -18,7 +18,7 @@ venv: $(INSTALLED)
 # The bundled recording through player -> node -> recorder over DDS; figures and files in out/demo/.
 # DEMO_ARGS passes options, e.g. make demo DEMO_ARGS="--model contextnet".
 demo: $(INSTALLED)
-	$(PY) -m seg_node.ros_tools.demo $(DEMO_ARGS)
+	$(PY) -m seg_node.cli.demo $(DEMO_ARGS)
 
 test: $(INSTALLED)
 	$(PY) -m ruff check .

@@ -4,8 +4,10 @@ small random weights and smooth frames."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -117,3 +119,28 @@ def weights_path(weights_dir):
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("engine_cache")
+
+
+@pytest.fixture
+def write_foreign_bag() -> Callable[..., Path]:
+    """``write(path, frames, storage="sqlite3")``: a bag written by rosbags itself on ``/cam/image``: bgr8
+    Images with padded rows, the way some camera drivers send them."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    from seg_node.recording.rosbag import IMAGE, image_message, typestore
+
+    def write(path: Path, frames: list[np.ndarray], storage: str = "sqlite3") -> Path:
+        store = typestore()
+        plugin = StoragePlugin.SQLITE3 if storage == "sqlite3" else StoragePlugin.MCAP
+        with Writer(path, version=9, storage_plugin=plugin) as writer:
+            connection = writer.add_connection("/cam/image", IMAGE, typestore=store)
+            for index, frame in enumerate(frames):
+                height, width = frame.shape[:2]
+                padded = np.zeros((height, width * 3 + 16), np.uint8)
+                padded[:, : width * 3] = frame.reshape(height, -1)
+                message = image_message(padded, "bgr8", 1_000 + index * 50_000_000, "cam")
+                message.width, message.step = width, width * 3 + 16
+                writer.write(connection, 1_000 + index * 50_000_000, store.serialize_cdr(message, IMAGE))
+        return path
+
+    return write

@@ -7,9 +7,9 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-from rosbags.rosbag2 import StoragePlugin, Writer
 
-from seg_node.recording.make_bag import DEFAULT_LABEL_TOPIC, main, make_bag
+from seg_node.cli.make_bag import main
+from seg_node.recording.make_bag import DEFAULT_LABEL_TOPIC, make_bag
 from seg_node.recording.rosbag import (
     IMAGE,
     BagReader,
@@ -18,9 +18,7 @@ from seg_node.recording.rosbag import (
     UnsupportedMessageError,
     decode_image,
     decode_label,
-    image_message,
     stamp_ns,
-    typestore,
 )
 
 LABELS = DEFAULT_LABEL_TOPIC
@@ -65,22 +63,7 @@ def test_make_bag_command_line(tmp_path, camvid_root, capsys):
     assert "exists already" in capsys.readouterr().err
 
 
-def write_foreign_bag(path, frames, storage=StoragePlugin.SQLITE3):
-    """A bag written by rosbags itself: bgr8 Images with padded rows, the way some camera drivers send them."""
-    store = typestore()
-    with Writer(path, version=9, storage_plugin=storage) as writer:
-        connection = writer.add_connection("/cam/image", IMAGE, typestore=store)
-        for index, frame in enumerate(frames):
-            height, width = frame.shape[:2]
-            padded = np.zeros((height, width * 3 + 16), np.uint8)
-            padded[:, : width * 3] = frame.reshape(height, -1)
-            message = image_message(padded, "bgr8", 1_000 + index * 50_000_000, "cam")
-            message.width, message.step = width, width * 3 + 16
-            writer.write(connection, 1_000 + index * 50_000_000, store.serialize_cdr(message, IMAGE))
-    return path
-
-
-def test_reads_a_bag_written_by_rosbags_directly(tmp_path):
+def test_reads_a_bag_written_by_rosbags_directly(tmp_path, write_foreign_bag):
     frames = [np.random.default_rng(i).integers(0, 255, (24, 32, 3), dtype=np.uint8) for i in range(3)]
     bag = write_foreign_bag(tmp_path / "foreign", frames)
     reader, messages = read_all(bag, ["/cam/image"])

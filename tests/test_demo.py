@@ -13,12 +13,13 @@ from conftest import REPO_ROOT
 from seg_node.weights import find_weights
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_demo_runs_end_to_end_on_a_slice(tmp_path):
     weights = find_weights("cgnet_camvid")  # the shipped weights: the demo is what a user runs first
     out = tmp_path / "demo"
     domain_id = 1 + (os.getpid() + 75) % 100  # apart from the other tests of this run; below 102 (ephemeral ports)
-    command = [sys.executable, "-m", "seg_node.ros_tools.demo", "--count", "8", "--network-size", "180", "240",
+    command = [sys.executable, "-m", "seg_node.cli.demo", "--count", "8", "--network-size", "180", "240",
                "--out", str(out), "--domain-id", str(domain_id)]  # fmt: skip
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout + done.stderr

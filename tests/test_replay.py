@@ -7,13 +7,14 @@ import json
 import cv2
 import numpy as np
 import pytest
-from test_bags import write_foreign_bag
 
+from seg_node.cli.replay import main
 from seg_node.datasets import CAMVID_CLASSES, CAMVID_IGNORE, camvid
 from seg_node.engine import EngineConfig, create_engine
-from seg_node.evaluation.evaluate import ModelPredictor, evaluate
-from seg_node.evaluation.replay import main, output_topics, replay, simulate_drops
-from seg_node.metrics import ConfusionMatrix
+from seg_node.evaluation.evaluate import AugmentedPredictor, EnginePredictor, evaluate, evaluate_model
+from seg_node.evaluation.replay import replay
+from seg_node.evaluation.sources import output_topics
+from seg_node.metrics import ConfusionMatrix, simulate_drops
 from seg_node.models import build_model
 from seg_node.recording.make_bag import make_bag
 from seg_node.recording.rosbag import BagReader, BagWriter, compressed_message, image_message, stamp_ns
@@ -86,19 +87,39 @@ def test_replayed_miou_equals_the_files_and_outputs_are_written(tmp_path, camvid
     assert len({tuple(stamps) for stamps in by_topic.values()}) == 1  # every output at its input's stamp
 
 
+@pytest.mark.slow
 def test_replay_at_full_resolution_agrees_with_seg_eval_on_the_model(tmp_path, camvid_pairs):
-    """seg-eval runs the PyTorch model itself; the engine (resize, normalise on the device) must agree with it."""
+    """seg-eval runs the node's engine: over the files it equals the replay exactly, and both agree with the
+    PyTorch model itself (BatchNorm unfolded, as --multi-scale/--flip run it)."""
     pairs = camvid_pairs[20:22]
     weights = tiny_weights(tmp_path / "full.safetensors", (360, 480))  # CamVid's own size: no resizing
     model, info = load_weights(weights)
-    expected = seg_eval_miou(ModelPredictor(model, info.mean, info.std), pairs, tmp_path)
-    engine = create_engine(weights, EngineConfig(backend="torch", threads=1))
+    expected = seg_eval_miou(AugmentedPredictor(model, info), pairs, tmp_path)
+    config = EngineConfig(backend="torch", threads=1)
+    with EnginePredictor(model, info, config) as predictor:
+        seg_eval = seg_eval_miou(predictor, pairs, tmp_path)
+    engine = create_engine(weights, config)
     try:
         report = replay(make_bag(tmp_path / "bag", pairs, progress=False), COMPRESSED, engine, tmp_path / "out",
                         label_topic=LABELS, write_bag=False, progress=False)  # fmt: skip
     finally:
         engine.close()
+    assert report["accuracy"]["miou"] == pytest.approx(seg_eval, abs=1e-12)
     assert report["accuracy"]["miou"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_evaluate_model_runs_an_in_memory_model_through_the_engine(tmp_path, camvid_pairs):
+    """The trainer's validation: a model in training, its normalisation only; its train mode is left alone."""
+    pairs = camvid_pairs[20:22]
+    model, info = load_weights(tiny_weights(tmp_path / "full.safetensors", (360, 480)))
+    listing = tmp_path / "pairs.txt"
+    listing.write_text("".join(f"{image} {label}\n" for image, label in pairs))
+    spec = camvid("/", str(listing))
+    expected = evaluate(AugmentedPredictor(model, info), spec).matrix.miou()
+    model.train()
+    evaluation = evaluate_model(model, (info.mean, info.std), spec, "cpu")
+    assert model.training and evaluation.matrix.images == 2
+    assert evaluation.matrix.miou() == pytest.approx(expected, abs=1e-4)
 
 
 def test_unlabelled_frames_are_counted_not_guessed(tmp_path, camvid_pairs, engine):
@@ -142,7 +163,7 @@ def test_drop_simulation_is_newest_wins_with_one_slot():
     assert simulate_drops([0.0, 0.1, 0.2, 0.3], [0.35, 0.35, 0.35, 0.35]) == 2
 
 
-def test_a_foreign_raw_bag_replays(tmp_path, engine):
+def test_a_foreign_raw_bag_replays(tmp_path, engine, write_foreign_bag):
     frames = [np.random.default_rng(i).integers(0, 255, (60, 80, 3), dtype=np.uint8) for i in range(3)]
     bag = write_foreign_bag(tmp_path / "foreign", frames)
     report = replay(bag, "/cam/image", engine, tmp_path / "out", progress=False)
@@ -150,6 +171,7 @@ def test_a_foreign_raw_bag_replays(tmp_path, engine):
     assert report["storage"] == "sqlite3"
 
 
+@pytest.mark.slow
 def test_command_line_names_missing_topics_and_damaged_bags(tmp_path, camvid_pairs, weights, capsys):
     bag = make_bag(tmp_path / "bag", camvid_pairs[:12], progress=False)
     common = ["--weights", str(weights), "--backend", "torch", "--no-bag"]

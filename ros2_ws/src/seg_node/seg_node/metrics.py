@@ -1,10 +1,18 @@
-"""Segmentation accuracy from a confusion matrix: per-class IoU, mIoU, pixel accuracy."""
+"""Segmentation accuracy and speed figures, one copy for every tool.
+
+A confusion matrix gives per-class IoU, mIoU and pixel accuracy; ``score_frame``
+adds one frame to it (seg-eval, seg-replay and seg-demo score with it);
+``percentiles_ms`` summarises latencies and ``simulate_drops`` counts what a
+newest-wins pipeline would drop.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from .errors import SegNodeError
 
 
 @dataclass
@@ -67,3 +75,49 @@ def format_iou_table(report: dict[str, object]) -> str:
     lines.append(f"{'mIoU':<16} {100 * report['miou']:>7.2f}")
     lines.append(f"{'pixel accuracy':<16} {100 * report['pixel_acc']:>7.2f}")
     return "\n".join(lines)
+
+
+class LabelSizeError(SegNodeError, ValueError):
+    """A truth label whose size differs from the image it belongs to."""
+
+
+def score_frame(matrix: ConfusionMatrix, truth: np.ndarray, prediction: np.ndarray) -> None:
+    """Add one frame to ``matrix``; raises LabelSizeError when the label and the prediction differ in size."""
+    if truth.shape != prediction.shape:
+        raise LabelSizeError(
+            f"label is {truth.shape[1]}x{truth.shape[0]} but the prediction is "
+            f"{prediction.shape[1]}x{prediction.shape[0]}; labels must have the image's size"
+        )
+    matrix.update(truth, prediction)
+
+
+def percentiles_ms(seconds: list[float]) -> dict[str, float | None]:
+    """p50, p95, p99, mean and max of durations in seconds, in milliseconds (all None without samples)."""
+    if not seconds:
+        return {"p50": None, "p95": None, "p99": None, "mean": None, "max": None}
+    values = 1000 * np.asarray(seconds)
+    p50, p95, p99 = np.percentile(values, [50, 95, 99])
+    return {
+        "p50": float(p50),
+        "p95": float(p95),
+        "p99": float(p99),
+        "mean": float(values.mean()),
+        "max": float(values.max()),
+    }
+
+
+def simulate_drops(arrivals_s: list[float], service_s: list[float]) -> int:
+    """Frames a newest-wins, one-slot pipeline drops when frames arrive at ``arrivals_s`` and take ``service_s``."""
+    busy_until = float("-inf")
+    waiting: int | None = None
+    dropped = 0
+    for index, arrival in enumerate(arrivals_s):
+        if waiting is not None and busy_until <= arrival:
+            busy_until += service_s[waiting]
+            waiting = None
+        if waiting is None and busy_until <= arrival:
+            busy_until = arrival + service_s[index]
+        else:
+            dropped += waiting is not None
+            waiting = index
+    return dropped

@@ -69,3 +69,23 @@ def save_image_grid(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str],
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return Path(path)
+
+
+def plot_latency(times_s: Sequence[float], latencies_s: Sequence[float], title: str, path: str | Path) -> Path:
+    """Latency of each frame over (bag) time, beside its histogram with p50, p95 and p99 marked."""
+    values = 1000 * np.asarray(latencies_s)
+    fig, (over_time, histogram) = plt.subplots(1, 2, figsize=(10, 3.2), gridspec_kw={"width_ratios": [2, 1]})
+    over_time.plot(times_s, values, ".-", markersize=3, linewidth=0.8)
+    over_time.set_xlabel("bag time (s)")
+    over_time.set_ylabel("latency (ms)")
+    over_time.set_title(title)
+    histogram.hist(values, bins=min(30, max(5, len(values) // 3)), orientation="horizontal", color="tab:blue")
+    for name, q in (("p50", 50), ("p95", 95), ("p99", 99)):
+        histogram.axhline(np.percentile(values, q), linestyle="--", linewidth=0.8, color="red")
+        histogram.text(histogram.get_xlim()[1], np.percentile(values, q), name, ha="right", va="bottom", fontsize=7)
+    histogram.set_xlabel("frames")
+    histogram.sharey(over_time)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)

@@ -9,6 +9,8 @@ copied back, argmax on the host, one frame at a time).
 
 Frames are CamVid val images resized on the host to each size before timing
 starts, as from a camera of that resolution; labels come back at that size.
+``run_benchmark(BenchSettings(...))`` is the library call; ``seg_node.cli.bench``
+is the console script.
 """
 
 from __future__ import annotations
@@ -20,14 +22,11 @@ import os
 # thread. Set before torch loads; every row of the run, the naive one included, runs under the same policy.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import argparse  # noqa: E402
-import json  # noqa: E402
 import logging  # noqa: E402
-import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
-from dataclasses import asdict, dataclass, field  # noqa: E402
+from dataclasses import dataclass, field, replace  # noqa: E402
 from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -36,6 +35,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from ..datasets import DatasetError  # noqa: E402
 from ..engine import (
     EngineConfig,
     EngineError,
@@ -44,8 +44,9 @@ from ..engine import (
     SegResult,
     create_engine_from_model,
 )  # noqa: E402
+from ..errors import UsageError  # noqa: E402
 from ..models import build_model  # noqa: E402
-from ..weights import SegClass, WeightsError, WeightsInfo, find_weights, load_weights
+from ..weights import SegClass, WeightsError, WeightsInfo, find_weights, load_weights  # noqa: E402
 
 log = logging.getLogger("seg_node.bench")
 
@@ -58,6 +59,8 @@ BACKENDS: dict[str, EngineConfig] = {
     "onnxruntime": EngineConfig(backend="onnxruntime", device="cpu"),
     "torch-cpu": EngineConfig(backend="torch", device="cpu"),
 }
+for _config in BACKENDS.values():  # the row names stand for engine options; those must exist
+    _config.validate()
 # Frames per measurement when --frames is not given: about the same time at each size.
 DEFAULT_FRAMES = {360 * 480: 40, 512 * 1024: 16, 1024 * 2048: 6}
 WARMUP_FRAMES = 2
@@ -105,10 +108,12 @@ def read_frames(camvid: Path, count: int) -> list[np.ndarray]:
     """CamVid val frames as a camera driver delivers them: uint8 BGR."""
     import cv2
 
+    if not (camvid / "val.txt").is_file():
+        raise DatasetError(f"{camvid / 'val.txt'} does not exist; pass --camvid, the CamVid folder")
     lines = (camvid / "val.txt").read_text().split("\n")
     paths = [camvid / line.split()[0] for line in lines if line.strip()][:count]
     if not paths:
-        raise SystemExit(f"no CamVid frames under {camvid}; pass --camvid")
+        raise DatasetError(f"no CamVid frames listed in {camvid / 'val.txt'}; pass --camvid")
     return [cv2.imread(str(path), cv2.IMREAD_COLOR) for path in paths]
 
 
@@ -244,57 +249,38 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"size {text!r} is not HEIGHTxWIDTH, e.g. 360x480") from error
-    return height, width
+@dataclass
+class BenchSettings:
+    """What seg-bench measures (its flags, same names)."""
+
+    models: list[str] = field(default_factory=lambda: list(MODELS))
+    sizes: list[tuple[int, int]] = field(default_factory=lambda: list(SIZES))
+    backends: list[str] = field(default_factory=lambda: list(BACKENDS))
+    frames: int | None = None  # per measurement; None: DEFAULT_FRAMES by size
+    camera_fps: float = 0.0
+    threads: int | None = None
+    camvid: Path = CAMVID
+    engine_cache_dir: str | None = None
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="seg-bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated: cgnet,contextnet")
-    parser.add_argument("--sizes", default=",".join(f"{h}x{w}" for h, w in SIZES),
-                        help="comma-separated HEIGHTxWIDTH (network input = camera frame size)")
-    parser.add_argument("--backends", default=",".join(BACKENDS),
-                        help=f"comma-separated from {', '.join(BACKENDS)}; unavailable ones are skipped")
-    parser.add_argument("--frames", type=int, default=None, help="frames per measurement (default: by size)")
-    parser.add_argument("--camera-fps", type=float, default=0.0,
-                        help="pipelined mode: submit at this rate like a camera (0: keep the pipeline full)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
-    parser.add_argument("--camvid", type=Path, default=CAMVID, help="CamVid folder with val.txt")
-    parser.add_argument("--json", type=Path, default=None, help="write the rows as a JSON list here")
-    parser.add_argument("--plot", type=Path, default=None, help="write a latency-histogram PNG here")
-    parser.add_argument("--cache-dir", default=None, help="engine cache folder")
-    args = parser.parse_args(argv)
-    args.models = [m for m in args.models.split(",") if m]
-    args.sizes = [parse_size(s) for s in args.sizes.split(",") if s]
-    args.backends = [b for b in args.backends.split(",") if b]
-    unknown = [m for m in args.models if m not in MODELS] + [b for b in args.backends if b not in BACKENDS]
-    if unknown:
-        parser.error(f"unknown model or backend: {unknown}")
-    return args
-
-
-def bench_one(model_name: str, size: tuple[int, int], camvid_frames: list[np.ndarray], args: argparse.Namespace,
+def bench_one(model_name: str, size: tuple[int, int], camvid_frames: list[np.ndarray], settings: BenchSettings,
               skipped: dict[str, str], progress: tqdm) -> tuple[list[Row], dict[str, list[float]]]:
     """The naive row and, per available backend, the synchronous and pipelined rows for one model and size."""
     height, width = size
     model, info, weights = load_model(model_name)
     frames = resize_frames(camvid_frames, height, width)
-    count = args.frames or DEFAULT_FRAMES.get(height * width, 20)
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)  # as the torch backend sets it
+    count = settings.frames or DEFAULT_FRAMES.get(height * width, 20)
+    torch.set_num_threads(settings.threads or os.cpu_count() or 1)  # as the torch backend sets it
     naive = naive_segmenter(model, info, height, width)
     measurements = [Measurement("torch-eager", "fp32", "naive", "cuda" if torch.cuda.is_available() else "cpu",
                                 lambda first, n: run_one_by_one(naive, frames, first, n))]
     engines: list[SegmentationEngine] = []
     try:
-        for backend in args.backends:
+        for backend in settings.backends:
             if backend in skipped:
                 continue
-            config = EngineConfig(**{**vars(BACKENDS[backend]), "network_size": (height, width),
-                                     "threads": args.threads, "engine_cache_dir": args.cache_dir})
+            config = replace(BACKENDS[backend], network_size=(height, width), threads=settings.threads,
+                             engine_cache_dir=settings.engine_cache_dir)
             try:
                 engine = create_engine_from_model(model, info, config)
             except EngineError as error:  # BackendUnavailableError and configurations this machine cannot run
@@ -306,7 +292,8 @@ def bench_one(model_name: str, size: tuple[int, int], camvid_frames: list[np.nda
                 Measurement(backend, engine.precision, "synchronous", engine.device,
                             lambda first, n, infer=infer: run_one_by_one(infer, frames, first, n)),
                 Measurement(backend, engine.precision, "pipelined", engine.device,
-                            lambda first, n, engine=engine: run_pipelined(engine, frames, first, n, args.camera_fps)),
+                            lambda first, n, engine=engine: run_pipelined(engine, frames, first, n,
+                                                                          settings.camera_fps)),
             ]
         for measurement in measurements:  # warm-up: first-run allocations and lazy initialisation
             measurement.run(0, WARMUP_FRAMES)
@@ -329,36 +316,24 @@ def bench_one(model_name: str, size: tuple[int, int], camvid_frames: list[np.nda
     return rows, {f"{m.backend} {m.mode}": m.latencies for m in measurements}
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = parse_args(argv)
-    camvid_frames = read_frames(args.camvid, 100)
+def run_benchmark(settings: BenchSettings, progress: bool = True
+                  ) -> tuple[list[Row], dict[tuple[str, str], dict[str, list[float]]], dict[str, str]]:
+    """Rows of every model, size and backend; latency samples per (model, size); skipped backends and why."""
+    unknown = [m for m in settings.models if m not in MODELS] + [b for b in settings.backends if b not in BACKENDS]
+    if unknown:
+        raise UsageError(f"unknown model or backend {unknown}; models: {', '.join(MODELS)}, "
+                         f"backends: {', '.join(BACKENDS)}")
+    camvid_frames = read_frames(settings.camvid, 100)
     rows: list[Row] = []
     samples: dict[tuple[str, str], dict[str, list[float]]] = {}
     skipped: dict[str, str] = {}
-    plan = [(model, size) for model in args.models for size in args.sizes]
-    progress = tqdm(total=len(plan) * ROUNDS, desc="seg-bench", unit="round")
-    for model_name, size in plan:
-        new_rows, samples[(model_name, f"{size[0]}x{size[1]}")] = bench_one(
-            model_name, size, camvid_frames, args, skipped, progress)
-        rows += new_rows
-    progress.close()
-
-    print(format_table(rows))
-    for backend, reason in skipped.items():
-        print(f"skipped {backend}: {reason}")
-    print(f"weights: {', '.join(sorted({f'{r.model}={r.weights}' for r in rows}))}; "
-          f"torch threads {torch.get_num_threads()}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps([asdict(row) for row in rows], indent=1) + "\n")
-        print(f"wrote {args.json}")
-    if args.plot and samples:
-        args.plot.parent.mkdir(parents=True, exist_ok=True)
-        plot_latencies(samples, args.plot)
-        print(f"wrote {args.plot}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    plan = [(model, size) for model in settings.models for size in settings.sizes]
+    bar = tqdm(total=len(plan) * ROUNDS, desc="seg-bench", unit="round", disable=not progress)
+    try:
+        for model_name, size in plan:
+            new_rows, samples[(model_name, f"{size[0]}x{size[1]}")] = bench_one(
+                model_name, size, camvid_frames, settings, skipped, bar)
+            rows += new_rows
+    finally:
+        bar.close()
+    return rows, samples, skipped

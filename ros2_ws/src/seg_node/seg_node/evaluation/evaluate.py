@@ -1,16 +1,21 @@
-"""``seg-eval``: accuracy of weights on a labelled list, at the data set's full resolution.
+"""Accuracy of a model on a labelled data set, through the engine the node runs (the library of ``seg-eval``).
 
-Prints a per-class IoU table, mIoU, pixel accuracy and model-only fps; writes
-them as JSON, plus a PNG bar chart of per-class IoU and a PNG of image /
-truth / prediction triples. No test-time tricks unless ``--multi-scale`` or
-``--flip`` is given.
+``EnginePredictor`` segments each image with ``create_engine_from_model`` and
+``engine.infer`` at the image's own resolution: the same pre-processing
+(``engine.graph.Preprocess``), network and argmax as the node, so a figure
+here is the node's figure. ``AugmentedPredictor`` is for test-time
+augmentation (several scales, the mirror image): it needs the logits, so it
+runs the PyTorch model itself, after the engine's ``Preprocess``.
+``evaluate_model`` is the one call for "this in-memory model on this data set"
+(the trainer's validation); ``evaluate`` runs any predictor.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,52 +26,130 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ..datasets import DatasetSpec, camvid, cityscapes, image_folder
+from ..datasets import DatasetSpec
+from ..engine import EngineConfig, SegmentationEngine, create_engine_from_model
+from ..engine.graph import Preprocess
 from ..imaging import colorize, palette_lut
-from ..metrics import ConfusionMatrix, format_iou_table
+from ..metrics import ConfusionMatrix, score_frame
 from ..plots import plot_class_iou, save_image_grid
-from ..weights import WeightsInfo, find_weights, load_weights
+from ..weights import WeightsInfo
 
-Predictor = Callable[[np.ndarray], np.ndarray]
+Predictor = Callable[[np.ndarray], np.ndarray]  # RGB uint8 H x W x 3 -> uint8 labels H x W
+MAX_ENGINES = 4  # engines kept for data sets with images of several sizes
+MIN_SCALED_SIDE = 8
 
 
-class ModelPredictor:
-    """RGB uint8 frame -> uint8 labels with the PyTorch model itself, optionally multi-scale and flipped."""
+def weights_info_for(model: nn.Module, mean: Sequence[float], std: Sequence[float], spec: DatasetSpec | None = None,
+                     input_size: tuple[int, int] = (0, 0)) -> WeightsInfo:
+    """A WeightsInfo for a model that has no weights file yet (a model in training): its normalisation and classes."""
+    return WeightsInfo(
+        architecture=type(model).__name__.lower(),
+        variant=dict(getattr(model, "variant", {})),
+        classes=list(spec.classes) if spec is not None else [],
+        mean=tuple(float(v) for v in mean),
+        std=tuple(float(v) for v in std),
+        input_size=tuple(input_size),
+        dataset=spec.name if spec is not None else "",
+        splits=[],
+        ignore_index=spec.ignore_index if spec is not None else None,
+    )
 
-    def __init__(
-        self,
-        model: nn.Module,
-        mean: Sequence[float],
-        std: Sequence[float],
-        device: torch.device | str = "cpu",
-        scales: Sequence[float] = (1.0,),
-        flip: bool = False,
-    ) -> None:
+
+class EnginePredictor:
+    """RGB uint8 frame -> uint8 labels through the node's engine, at the frame's own resolution.
+
+    ``config`` chooses backend, precision, device and threads; the network size is each frame's size (one engine
+    per size, made on first use) and the labels come back at that size. ``model``'s train/eval mode is left as
+    it was. Close it (or use it as a context manager) to free the engines.
+    """
+
+    def __init__(self, model: nn.Module, info: WeightsInfo, config: EngineConfig | None = None) -> None:
         self.model = model
+        self.info = info
+        self.config = config or EngineConfig()
+        self.engines: OrderedDict[tuple[int, int], SegmentationEngine] = OrderedDict()
+        self.network_seconds = 0.0
+
+    def engine(self, size: tuple[int, int]) -> SegmentationEngine:
+        if size in self.engines:
+            self.engines.move_to_end(size)
+            return self.engines[size]
+        config = dataclasses.replace(self.config, network_size=size, output_resolution="input", confidence=False)
+        was_training = self.model.training
+        try:
+            engine = create_engine_from_model(self.model, self.info, config)
+        finally:
+            self.model.train(was_training)
+        self.engines[size] = engine
+        if len(self.engines) > MAX_ENGINES:
+            self.engines.popitem(last=False)[1].close()
+        return engine
+
+    @property
+    def device(self) -> str | None:
+        """The device the engines run on (None before the first frame)."""
+        return next(iter(self.engines.values())).device if self.engines else None
+
+    @property
+    def backend(self) -> str | None:
+        """The backend the engines run (None before the first frame)."""
+        return next(iter(self.engines.values())).backend_name if self.engines else None
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        result = self.engine(tuple(frame.shape[:2])).infer(frame, color_order="rgb")
+        self.network_seconds += result.timings["network"]
+        return result.labels
+
+    def close(self) -> None:
+        while self.engines:
+            self.engines.popitem()[1].close()
+
+    def __enter__(self) -> EnginePredictor:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+class AugmentedPredictor:
+    """RGB uint8 frame -> uint8 labels with the PyTorch model over ``scales`` (and mirrored with ``flip``).
+
+    Each scale is normalised and resized by the engine's ``Preprocess``; the softmax of every pass, brought back
+    to the frame's size, is summed and the argmax taken. Runs fp32 on ``device``.
+    """
+
+    def __init__(self, model: nn.Module, info: WeightsInfo, device: torch.device | str = "cpu",
+                 scales: Sequence[float] = (1.0,), flip: bool = False) -> None:
+        self.model = model
+        self.info = info
         self.device = torch.device(device)
-        self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
-        self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
         self.scales = tuple(scales)
         self.flip = flip
+        self.backend = "torch model, test-time augmentation"
         self.network_seconds = 0.0
+        self._preprocess: dict[tuple[int, int], Preprocess] = {}
+
+    def preprocess(self, size: tuple[int, int]) -> Preprocess:
+        if size not in self._preprocess:
+            self._preprocess[size] = Preprocess(self.info, size).to(self.device)
+        return self._preprocess[size]
 
     @torch.no_grad()
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         was_training = self.model.training
         self.model.eval()
-        x = torch.from_numpy(np.ascontiguousarray(frame)).to(self.device).permute(2, 0, 1)[None].float()
-        x = (x - self.mean) / self.std
+        pixels = torch.from_numpy(np.ascontiguousarray(frame)).to(self.device)[None]
         height, width = frame.shape[:2]
         scores = None
         start = time.perf_counter()
         for scale in self.scales:
-            size = (max(8, round(height * scale)), max(8, round(width * scale)))
-            scaled = x if scale == 1.0 else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+            size = (max(MIN_SCALED_SIDE, round(height * scale)), max(MIN_SCALED_SIDE, round(width * scale)))
+            scaled = self.preprocess(size)(pixels)
             batch = torch.cat([scaled, scaled.flip(3)]) if self.flip else scaled
             logits = self.model(batch)
             if self.flip:
                 logits = logits[:1] + logits[1:].flip(3)
-            if scale != 1.0:
+            if size != (height, width):
                 logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
             probabilities = logits.softmax(1)
             scores = probabilities if scores is None else scores + probabilities
@@ -75,6 +158,14 @@ class ModelPredictor:
         self.network_seconds += time.perf_counter() - start
         self.model.train(was_training)
         return scores[0].argmax(0).to(torch.uint8).cpu().numpy()
+
+
+class ModelPredictor(AugmentedPredictor):
+    """``AugmentedPredictor`` from a normalisation instead of a WeightsInfo (the trainer's former call)."""
+
+    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float],
+                 device: torch.device | str = "cpu", scales: Sequence[float] = (1.0,), flip: bool = False) -> None:
+        super().__init__(model, weights_info_for(model, mean, std), device, scales, flip)
 
 
 @dataclass
@@ -94,11 +185,37 @@ def evaluate(
     for index in tqdm(range(len(spec.pairs)), desc=description, disable=not progress, unit="img"):
         image, truth = spec.read(index)
         prediction = predict(image)
-        result.matrix.update(truth, prediction)
+        score_frame(result.matrix, truth, prediction)
         if index in keep:
             result.examples.append((image, truth, prediction))
     result.seconds = time.perf_counter() - start
     return result
+
+
+def evaluate_model(
+    model: nn.Module,
+    info: WeightsInfo | tuple[Sequence[float], Sequence[float]],
+    spec: DatasetSpec,
+    device: torch.device | str = "cpu",
+    *,
+    config: EngineConfig | None = None,
+    examples: int = 0,
+    progress: bool = False,
+) -> Evaluation:
+    """``model`` (in memory, e.g. in training) on every image of ``spec`` through the node's engine.
+
+    ``info`` is the weights' WeightsInfo or just their normalisation ``(mean, std)``. Unless ``config`` says
+    otherwise the engine is torch, fp32, on ``device``'s type, with torch's current thread count; the model's
+    train/eval mode is left as it was. ``evaluate_model(...).matrix.miou()`` is the val mIoU.
+    """
+    if not isinstance(info, WeightsInfo):
+        info = weights_info_for(model, *info, spec)
+    if config is None:
+        device_type = torch.device(device).type
+        threads = torch.get_num_threads() if device_type == "cpu" else None
+        config = EngineConfig(backend="torch", precision="fp32", device=device_type, threads=threads)
+    with EnginePredictor(model, info, config) as predictor:
+        return evaluate(predictor, spec, examples=examples, progress=progress)
 
 
 def write_outputs(evaluation: Evaluation, info: WeightsInfo, out: Path, title: str, extra: dict) -> dict:
@@ -114,55 +231,11 @@ def write_outputs(evaluation: Evaluation, info: WeightsInfo, out: Path, title: s
     return report
 
 
-def dataset_from_args(args: argparse.Namespace) -> DatasetSpec:
-    if args.format == "camvid":
-        return camvid(args.data, args.list)
-    if args.format == "cityscapes":
-        return cityscapes(args.data, args.list)
-    return image_folder(Path(args.data) / "images", Path(args.data) / "labels", args.classes)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="seg-eval", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument("--weights", default="", help="weights .safetensors or a shipped name (default cgnet_camvid)")
-    parser.add_argument("--data", required=True, help="data set root")
-    parser.add_argument("--list", default="val.txt", help="CamVid list file, or the Cityscapes split (default val.txt)")
-    parser.add_argument("--format", choices=["camvid", "cityscapes", "folder"], default="camvid")
-    parser.add_argument("--classes", help="class table YAML/JSON for --format folder")
-    parser.add_argument("--json", type=Path, help="write the report here (plus .iou.png and .examples.png beside it)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--multi-scale", action="store_true", help="average scales 0.75, 1, 1.25, 1.5")
-    parser.add_argument("--flip", action="store_true", help="also average the mirrored image")
-    parser.add_argument("--threads", type=int, help="CPU threads for PyTorch")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    weights = find_weights(args.weights)
-    model, info = load_weights(weights)
-    model.to(args.device)
-    spec = dataset_from_args(args)
-    if spec.num_classes != info.num_classes:
-        parser.error(f"{weights} has {info.num_classes} classes but the data set has {spec.num_classes}")
-    scales = (0.75, 1.0, 1.25, 1.5) if args.multi_scale else (1.0,)
-    predictor = ModelPredictor(model, info.mean, info.std, args.device, scales, args.flip)
-    evaluation = evaluate(predictor, spec, examples=4, progress=True, description=weights.stem)
-    extra = {
-        "weights": str(weights),
-        "model": info.describe(),
-        "list": str(args.list),
-        "model_fps": len(spec.pairs) / predictor.network_seconds,
-        "device": args.device,
-        "multi_scale": args.multi_scale,
-        "flip": args.flip,
-    }
-    report = evaluation.matrix.report([c.name for c in info.classes]) | extra
-    if args.json:
-        report = write_outputs(evaluation, info, args.json, f"{weights.stem} on {args.list}", extra)
-    print(format_iou_table(report))
-    print(f"images {report['images']}, model-only fps {report['model_fps']:.1f} on {args.device}")
-
-
 if __name__ == "__main__":
-    main()
+    # ``python -m seg_node.evaluation.evaluate`` (tests/test_training.py) is the console script seg-eval,
+    # whose home is seg_node.cli.eval; this form can go once nothing calls it.
+    import sys
+
+    from ..cli.eval import main
+
+    sys.exit(main())

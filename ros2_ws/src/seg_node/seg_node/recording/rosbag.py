@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SegNodeError
+from ..errors import SegNodeError, UsageError
 from ..imaging import ImageDecodeError, decode_compressed, decode_raw
 
 IMAGE = "sensor_msgs/msg/Image"
@@ -39,12 +39,12 @@ class BagReadError(BagError):
     """The bag is missing, empty, or so damaged that nothing in it can be read."""
 
 
-class TopicNotFoundError(BagError):
-    """The asked topic is not in the bag; the message lists the topics that are."""
+class TopicNotFoundError(BagError, UsageError):
+    """The asked topic is not in the bag; the message lists the topics that are (a usage error: exit 2)."""
 
 
-class UnsupportedMessageError(BagError):
-    """A topic carries a message type the tool cannot turn into an image."""
+class UnsupportedMessageError(BagError, UsageError):
+    """A topic carries a message type the tool cannot turn into an image (a usage error: exit 2)."""
 
 
 @lru_cache(maxsize=1)
@@ -190,12 +190,12 @@ class BagReader:
     def describe_topics(self) -> str:
         if not self.topics:
             return "the bag has no topics"
-        return "\n".join(f"  {t}  ({m}, {self.counts.get(t, 0)} messages)" for t, m in sorted(self.topics.items()))
+        return "; ".join(f"{t} ({m}, {self.counts.get(t, 0)} messages)" for t, m in sorted(self.topics.items()))
 
     def require_topic(self, topic: str, allowed: tuple[str, ...]) -> str:
         """The message type of ``topic``; TopicNotFoundError or UnsupportedMessageError otherwise."""
         if topic not in self.topics:
-            raise TopicNotFoundError(f"topic {topic!r} is not in {self.path}; its topics:\n{self.describe_topics()}")
+            raise TopicNotFoundError(f"topic {topic!r} is not in {self.path}; its topics: {self.describe_topics()}")
         msgtype = self.topics[topic]
         if msgtype not in allowed:
             raise UnsupportedMessageError(f"topic {topic!r} carries {msgtype}; expected one of {', '.join(allowed)}")

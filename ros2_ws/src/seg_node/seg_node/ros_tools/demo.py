@@ -13,11 +13,12 @@ overlay), report.json and report.md with plots.
     seg-demo --model contextnet --backend onnxruntime
     seg-demo --bag my_drive --image-topic /front/image_raw --label-topic /front/labels
     seg-demo --camera-topic /camera/image_raw --duration 30   # a live camera instead of the player
+
+``run_demo(DemoOptions(...))`` is the library call; ``seg_node.cli.demo`` is the console script.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -26,6 +27,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,21 +36,20 @@ import numpy as np
 import yaml
 
 from ..errors import SegNodeError
-from ..evaluation.replay import LabelSizeError, output_topics, percentiles_ms, plot_latency, score_frame
+from ..evaluation.sources import output_topics
 from ..imaging import colorize, palette_lut, to_rgb
-from ..metrics import ConfusionMatrix, format_iou_table
-from ..plots import plot_class_iou, save_image_grid
+from ..metrics import ConfusionMatrix, LabelSizeError, format_iou_table, percentiles_ms, score_frame
+from ..plots import plot_class_iou, plot_latency, save_image_grid
 from ..recording.rosbag import (
     COMPRESSED_IMAGE,
     IMAGE,
     IMAGE_TYPES,
-    BagError,
     BagReader,
     decode_image,
     decode_label,
     stamp_ns,
 )
-from ..weights import WeightsError, WeightsInfo, find_weights, read_info
+from ..weights import WeightsInfo, find_weights, read_info
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # ros2_ws/src/seg_node in a checkout
 DEFAULT_BAG = PACKAGE_ROOT.parents[2] / "demo" / "camvid_val_0016E5"
@@ -60,6 +61,27 @@ STRIP_FRAMES = 4
 
 class DemoError(SegNodeError, RuntimeError):
     """A process of the demo failed or the outputs never came; the message says which and why."""
+
+
+@dataclass
+class DemoOptions:
+    """What ``seg-demo`` is asked (its flags, same names); the engine fields become the node's parameters."""
+
+    model: str = "cgnet"
+    weights: Path | None = None  # a weights file instead of the shipped <model>_camvid
+    bag: Path = DEFAULT_BAG
+    image_topic: str = DEFAULT_IMAGE_TOPIC
+    label_topic: str = DEFAULT_LABEL_TOPIC  # '' for none
+    first: int = 0
+    count: int | None = None
+    camera_topic: str | None = None  # a live camera instead of the player
+    duration: float = 30.0
+    expected_fps: float = 10.0
+    idle: float = 3.0
+    startup_timeout: float = 120.0
+    domain_id: int = field(default_factory=lambda: random.randint(100, 200))
+    out: Path = Path("out/demo")
+    engine: dict[str, Any] = field(default_factory=dict)  # EngineConfig fields for the node (backend, ...)
 
 
 def package_file(relative: str) -> Path:
@@ -83,18 +105,24 @@ def ros_environment(domain_id: int) -> dict[str, str]:
     return env
 
 
-def node_command(
-    out: Path, weights: Path, backend: str, camera_topic: str, network_size: list[int] | None, expected_fps: float
-) -> list[str]:
+def node_parameters(engine: dict[str, Any]) -> dict[str, Any]:
+    """The node's parameters for EngineConfig fields: unset ones are left to the package YAML."""
+    parameters = {name: value for name, value in engine.items() if value is not None and name != "network_size"}
+    if engine.get("network_size"):
+        height, width = engine["network_size"]
+        parameters.update(network_height=height, network_width=width)
+    return parameters
+
+
+def node_command(out: Path, weights: Path, camera_topic: str, engine: dict[str, Any], expected_fps: float
+                 ) -> list[str]:
     """``python -m seg_node`` with the launch file's parameters: the package YAML, then the demo's overrides."""
     overrides: dict[str, Any] = {
         "weights": str(weights),
-        "backend": backend,
+        **node_parameters(engine),
         "cameras": [camera_topic],
         "expected_fps": expected_fps,
     }
-    if network_size:
-        overrides.update(network_height=network_size[0], network_width=network_size[1])
     params = out / "node_params.yaml"
     params.write_text(yaml.safe_dump({"/**": {"ros__parameters": overrides}}))
     return [
@@ -119,12 +147,12 @@ def _stop(process: subprocess.Popen, timeout: float = 10.0) -> None:
             process.wait()
 
 
-def run_processes(args: argparse.Namespace, out: Path, weights: Path) -> Path:
+def run_processes(options: DemoOptions, out: Path, weights: Path) -> Path:
     """Start recorder, node and player (or wait ``--duration`` on a camera); returns the recorded bag."""
-    camera_topic = args.camera_topic or args.image_topic
+    camera_topic = options.camera_topic or options.image_topic
     topics = output_topics(camera_topic)
     recorded = out / "recorded"
-    env = ros_environment(args.domain_id)
+    env = ros_environment(options.domain_id)
     python = [sys.executable, "-m"]
     recorder_command = [
         *python,
@@ -138,11 +166,11 @@ def run_processes(args: argparse.Namespace, out: Path, weights: Path) -> Path:
         "--topic",
         f"/diagnostics:{DIAGNOSTICS_TYPE}",
     ]
-    if args.camera_topic:  # no bag to take the inputs from: record them for the video
-        compressed = args.camera_topic.endswith("/compressed")
-        recorder_command += ["--topic", f"{args.camera_topic}:{COMPRESSED_IMAGE if compressed else IMAGE}"]
+    if options.camera_topic:  # no bag to take the inputs from: record them for the video
+        compressed = options.camera_topic.endswith("/compressed")
+        recorder_command += ["--topic", f"{options.camera_topic}:{COMPRESSED_IMAGE if compressed else IMAGE}"]
     else:
-        recorder_command += ["--stop-after-idle", str(args.idle)]
+        recorder_command += ["--stop-after-idle", str(options.idle)]
     # The player starts once the recorder has discovered the node's outputs, so that none is missed.
     ready = out / "recorder_ready"
     ready.unlink(missing_ok=True)
@@ -159,34 +187,34 @@ def run_processes(args: argparse.Namespace, out: Path, weights: Path) -> Path:
         recorder = subprocess.Popen(recorder_command, env=env)
         processes.append(recorder)
         node = subprocess.Popen(
-            node_command(out, weights, args.backend, camera_topic, args.network_size, args.expected_fps), env=env
+            node_command(out, weights, camera_topic, options.engine, options.expected_fps), env=env
         )
         processes.append(node)
-        deadline = time.monotonic() + args.startup_timeout
+        deadline = time.monotonic() + options.startup_timeout
         while not ready.exists():
             if node.poll() is not None or recorder.poll() is not None:
                 raise DemoError("the node or the recorder exited while starting; its message is above")
             if time.monotonic() > deadline:
-                raise DemoError(f"the node's outputs were not discovered within {args.startup_timeout:.0f} s")
+                raise DemoError(f"the node's outputs were not discovered within {options.startup_timeout:.0f} s")
             time.sleep(0.1)
-        if args.camera_topic:
-            end = time.monotonic() + args.duration
+        if options.camera_topic:
+            end = time.monotonic() + options.duration
             while time.monotonic() < end and node.poll() is None:
                 time.sleep(0.2)
         else:
             player_command = [
                 *python,
                 "seg_node.ros_tools.bag_player",
-                str(args.bag),
+                str(options.bag),
                 "--topic",
-                args.image_topic,
+                options.image_topic,
                 "--first",
-                str(args.first),
+                str(options.first),
                 "--stamps",
                 str(out / "stamps.json"),
             ]
-            if args.count is not None:
-                player_command += ["--count", str(args.count)]
+            if options.count is not None:
+                player_command += ["--count", str(options.count)]
             player = subprocess.Popen(player_command, env=env)
             processes.append(player)
             while player.poll() is None and node.poll() is None:
@@ -194,7 +222,7 @@ def run_processes(args: argparse.Namespace, out: Path, weights: Path) -> Path:
             if player.returncode not in (None, 0):
                 raise DemoError(f"the player failed (exit {player.returncode}); its message is above")
             try:
-                recorder.wait(timeout=args.idle + 60)
+                recorder.wait(timeout=options.idle + 60)
             except subprocess.TimeoutExpired as error:
                 raise DemoError("the node's outputs stopped coming; see its log above") from error
         if node.poll() is not None:
@@ -257,9 +285,9 @@ def write_video(frames: list[np.ndarray], path: Path, fps: float) -> Path:
     return gif
 
 
-def analyse(args: argparse.Namespace, out: Path, recorded: Path, weights: Path, info: WeightsInfo) -> dict[str, Any]:
+def analyse(options: DemoOptions, out: Path, recorded: Path, weights: Path, info: WeightsInfo) -> dict[str, Any]:
     """Score the recorded outputs against the bag's labels; overlay PNGs, video, plots and the report."""
-    camera_topic = args.camera_topic or args.image_topic
+    camera_topic = options.camera_topic or options.image_topic
     topics = output_topics(camera_topic)
     outputs = _read_by_stamp(recorded, topics["label"], lambda m, t: decode_label(m, t))
     overlays = _read_by_stamp(recorded, topics["overlay"], lambda m, t: to_rgb(*decode_image(m, t)).copy())
@@ -269,11 +297,11 @@ def analyse(args: argparse.Namespace, out: Path, recorded: Path, weights: Path, 
     origin = {f["stamp_ns"]: (f["original_stamp_ns"], f["published_ns"]) for f in published}
     truth: dict[int, tuple[int, Any]] = {}
     inputs: dict[int, tuple[int, Any]] = {}
-    input_bag = recorded if args.camera_topic else args.bag
+    input_bag = recorded if options.camera_topic else options.bag
     inputs = _read_by_stamp(input_bag, camera_topic, lambda m, t: to_rgb(*decode_image(m, t)).copy())
-    if not args.camera_topic:
-        if args.label_topic:
-            truth = _read_by_stamp(args.bag, args.label_topic, decode_label)
+    if not options.camera_topic:
+        if options.label_topic:
+            truth = _read_by_stamp(options.bag, options.label_topic, decode_label)
     matrix = ConfusionMatrix(info.num_classes, info.ignore_index)
     lut = palette_lut(info.palette)
     latencies, times, errors = [], [], []
@@ -321,7 +349,7 @@ def analyse(args: argparse.Namespace, out: Path, recorded: Path, weights: Path, 
         )
         files["class_iou_plot"] = "class_iou.png"
     report = {
-        "bag": None if args.camera_topic else str(args.bag),
+        "bag": None if options.camera_topic else str(options.bag),
         "camera_topic": camera_topic,
         "weights": str(weights),
         "model": info.describe(),
@@ -391,64 +419,25 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="seg-demo",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__,
-    )
-    parser.add_argument("--model", choices=("cgnet", "contextnet"), default="cgnet", help="shipped CamVid weights")
-    parser.add_argument("--weights", help="a weights file instead of --model's")
-    parser.add_argument("--backend", default="auto", choices=("auto", "torch2trt", "torch", "onnxruntime"))
-    parser.add_argument("--network-size", type=int, nargs=2, metavar=("H", "W"), help="default: the training size")
-    parser.add_argument("--bag", type=Path, default=DEFAULT_BAG, help="recording to play")
-    parser.add_argument("--image-topic", default=DEFAULT_IMAGE_TOPIC)
-    parser.add_argument("--label-topic", default=DEFAULT_LABEL_TOPIC, help="truth labels; '' for none")
-    parser.add_argument("--first", type=int, default=0, help="first image of the recording to play")
-    parser.add_argument("--count", type=int, help="number of images to play (default: all)")
-    parser.add_argument("--camera-topic", help="segment a live camera topic instead of playing a bag")
-    parser.add_argument("--duration", type=float, default=30.0, help="seconds to run with --camera-topic")
-    parser.add_argument("--expected-fps", type=float, default=10.0, help="the node warns below this output rate")
-    parser.add_argument("--idle", type=float, default=3.0, help="seconds without outputs that end the recording")
-    parser.add_argument("--startup-timeout", type=float, default=120.0, help="seconds for the node to come up")
-    parser.add_argument("--domain-id", type=int, default=random.randint(100, 200), help="ROS_DOMAIN_ID of the run")
-    parser.add_argument("--out", type=Path, default=Path("out/demo"))
-    args = parser.parse_args(argv)
-    try:
-        weights = Path(args.weights) if args.weights else find_weights(f"{args.model}_camvid")
-        info = read_info(weights)
-        if not args.camera_topic:
-            with BagReader(args.bag) as reader:
-                reader.require_topic(args.image_topic, IMAGE_TYPES)
-                if args.label_topic:
-                    reader.require_topic(args.label_topic, IMAGE_TYPES)
-        args.out.mkdir(parents=True, exist_ok=True)
-        for stale in ("recorded", "overlays"):
-            if (args.out / stale).exists():
-                shutil.rmtree(args.out / stale)
-        (args.out / "stamps.json").unlink(missing_ok=True)
-        print(
-            f"seg-demo: {info.describe()} from {weights}, ROS_DOMAIN_ID={args.domain_id}, output in {args.out}/",
-            flush=True,
-        )
-        started = time.monotonic()
-        recorded = run_processes(args, args.out, weights)
-        report = analyse(args, args.out, recorded, weights, info)
-    except (BagError, WeightsError, DemoError, OSError) as error:
-        print(f"seg-demo: {error}", file=sys.stderr)
-        return 1
-    frames, latency = report["frames"], report["latency_over_dds_ms"]
-    print(
-        f"seg-demo: {frames['segmented']} of {frames['published'] or 'the camera'} frames segmented in "
-        f"{time.monotonic() - started:.0f} s; latency over DDS p50 {latency['p50'] or 0:.0f} ms"
-    )
-    if report["accuracy"] is not None:
-        print(format_iou_table(report["accuracy"]))
-        print(f"seg-demo: mIoU {100 * report['accuracy']['miou']:.2f}% on {frames['scored']} frames")
-    print(f"seg-demo: wrote {args.out}/report.md, report.json, {report['files'].get('video', 'no video')}, overlays/")
-    return 0
+def run_demo(options: DemoOptions) -> dict[str, Any]:
+    """Check the inputs, run player, node and recorder, score and write ``options.out``; returns report.json's dict.
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    Raises BagError, WeightsError (bad input: a usage error where a named topic is missing) or DemoError.
+    """
+    weights = Path(options.weights) if options.weights else find_weights(f"{options.model}_camvid")
+    info = read_info(weights)
+    if not options.camera_topic:
+        with BagReader(options.bag) as reader:
+            reader.require_topic(options.image_topic, IMAGE_TYPES)
+            if options.label_topic:
+                reader.require_topic(options.label_topic, IMAGE_TYPES)
+    out = options.out
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("recorded", "overlays"):
+        if (out / stale).exists():
+            shutil.rmtree(out / stale)
+    (out / "stamps.json").unlink(missing_ok=True)
+    print(f"seg-demo: {info.describe()} from {weights}, ROS_DOMAIN_ID={options.domain_id}, output in {out}/",
+          flush=True)
+    recorded = run_processes(options, out, weights)
+    return analyse(options, out, recorded, weights, info)

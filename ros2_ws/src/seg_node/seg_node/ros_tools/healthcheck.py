@@ -1,14 +1,13 @@
-"""Container health check: exit 0 when seg_node's diagnostics arrive, 1 when they have stopped.
+"""Container health check: healthy when seg_node's diagnostics arrive, unhealthy when they have stopped.
 
-``python3 -m seg_node.ros_tools.healthcheck [--timeout 5] [--topic /diagnostics] [--name-prefix seg_node]``
-(console entry ``seg-healthcheck``). The Docker images run it as their HEALTHCHECK: the node publishes a
-DiagnosticArray with a status named ``seg_node...`` every ``diagnostics_period_s`` (1 s by default), so
-a few seconds of silence means the node is dead, hung, or no longer reachable over DDS.
+``seg-healthcheck [--timeout 5] [--topic /diagnostics] [--name-prefix seg_node]`` (``seg_node.cli.healthcheck``;
+``python3 -m seg_node.ros_tools.healthcheck`` also works). The Docker images run it as their HEALTHCHECK: the
+node publishes a DiagnosticArray with a status named ``seg_node...`` every ``diagnostics_period_s`` (1 s by
+default), so a few seconds of silence means the node is dead, hung, or no longer reachable over DDS.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
@@ -18,6 +17,9 @@ from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 
 LEVEL_NAMES = {0: "OK", 1: "WARN", 2: "ERROR", 3: "STALE"}
+DEFAULT_TOPIC = "/diagnostics"
+DEFAULT_NAME_PREFIX = "seg_node"
+DEFAULT_TIMEOUT_S = 5.0
 
 
 def level_name(level: bytes | int) -> str:
@@ -44,31 +46,26 @@ def wait_for_status(node: Node, topic: str, name_prefix: str, timeout_s: float) 
     return found[0] if found else None
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for one status (default 5)")
-    parser.add_argument("--topic", default="/diagnostics", help="DiagnosticArray topic (default /diagnostics)")
-    parser.add_argument("--name-prefix", default="seg_node", help="status name prefix to wait for (default seg_node)")
-    args = parser.parse_args(argv)
-    if args.timeout <= 0:
-        parser.error("--timeout must be positive")
-
+def check_health(topic: str = DEFAULT_TOPIC, name_prefix: str = DEFAULT_NAME_PREFIX,
+                 timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[bool, str]:
+    """(healthy, one line saying why): whether a ``name_prefix*`` status arrives on ``topic`` within ``timeout_s``."""
     rclpy.init(args=[])
     try:
         node = rclpy.create_node("seg_node_healthcheck", enable_rosout=False, start_parameter_services=False)
         try:
-            status = wait_for_status(node, args.topic, args.name_prefix, args.timeout)
+            status = wait_for_status(node, topic, name_prefix, timeout_s)
         finally:
             node.destroy_node()
     finally:
         rclpy.try_shutdown()
-
     if status is None:
-        print(f"unhealthy: no '{args.name_prefix}*' status on {args.topic} within {args.timeout:g} s", file=sys.stderr)
-        return 1
-    print(f"healthy: {status.name} [{level_name(status.level)}] {status.message}")
-    return 0
+        return False, f"unhealthy: no '{name_prefix}*' status on {topic} within {timeout_s:g} s"
+    return True, f"healthy: {status.name} [{level_name(status.level)}] {status.message}"
 
 
 if __name__ == "__main__":
+    # ``python3 -m seg_node.ros_tools.healthcheck`` is the Docker images' HEALTHCHECK (docker/Dockerfile.*);
+    # the console script seg-healthcheck lives in seg_node.cli.healthcheck. This form can go once they call that.
+    from ..cli.healthcheck import main
+
     sys.exit(main())
