@@ -150,7 +150,7 @@ def test_image_runs_as_a_user_with_a_health_check_and_the_launch_entry_point(doc
     users = [arguments for keyword, arguments in parsed if keyword == "USER"]
     assert users and users[-1] not in ("root", "0"), "the node must not run as root"
     (healthcheck,) = [arguments for keyword, arguments in parsed if keyword == "HEALTHCHECK"]
-    assert "seg_node.ros_tools.healthcheck" in healthcheck and "--start-period=" in healthcheck
+    assert "seg_node.cli.healthcheck" in healthcheck and "--start-period=" in healthcheck
     (entrypoint,) = [arguments for keyword, arguments in parsed if keyword == "ENTRYPOINT"]
     assert json.loads(entrypoint) == ["/opt/seg_node/entrypoint.sh"]
     assert ("COPY", "docker/entrypoint.sh /opt/seg_node/entrypoint.sh") in parsed
@@ -394,7 +394,7 @@ def dds():
 
     def healthcheck(timeout_s: float) -> subprocess.CompletedProcess:
         env = os.environ | {"ROS_DOMAIN_ID": str(domain), "PYTHONPATH": str(PACKAGE_ROOT)}
-        command = [sys.executable, "-m", "seg_node.ros_tools.healthcheck",
+        command = [sys.executable, "-m", "seg_node.cli.healthcheck",
                    "--timeout", str(timeout_s), "--topic", topic]
         return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout_s + 60)
 

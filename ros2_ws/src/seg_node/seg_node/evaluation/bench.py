@@ -15,6 +15,7 @@ is the console script.
 
 from __future__ import annotations
 
+import copy
 import os
 
 # OpenMP threads that spin while waiting stall for whole scheduler slices when other processes share the
@@ -142,12 +143,17 @@ class Measurement:
     dropped: int = 0
 
 
-def naive_segmenter(model: nn.Module, info: WeightsInfo, height: int, width: int) -> Callable[[np.ndarray], np.ndarray]:
-    """The typical first implementation, for comparison."""
+def naive_segmenter(model: nn.Module, info: WeightsInfo, height: int, width: int, device: str | None = None
+                    ) -> Callable[[np.ndarray], np.ndarray]:
+    """The typical first implementation, for comparison, on its own copy of ``model``.
+
+    The engines of the other rows are built from the same model afterwards; moving it to the GPU in place
+    would hand ONNX Runtime's CPU export CUDA weights ("Input type and weight type should be the same").
+    """
     import cv2
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = model.to(device)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = copy.deepcopy(model).to(device)
     mean, std = np.float32(info.mean), np.float32(info.std)
 
     def segment(frame: np.ndarray) -> np.ndarray:

@@ -8,7 +8,6 @@ default), so a few seconds of silence means the node is dead, hung, or no longer
 
 from __future__ import annotations
 
-import sys
 import time
 
 import rclpy
@@ -62,10 +61,3 @@ def check_health(topic: str = DEFAULT_TOPIC, name_prefix: str = DEFAULT_NAME_PRE
         return False, f"unhealthy: no '{name_prefix}*' status on {topic} within {timeout_s:g} s"
     return True, f"healthy: {status.name} [{level_name(status.level)}] {status.message}"
 
-
-if __name__ == "__main__":
-    # ``python3 -m seg_node.ros_tools.healthcheck`` is the Docker images' HEALTHCHECK (docker/Dockerfile.*);
-    # the console script seg-healthcheck lives in seg_node.cli.healthcheck. This form can go once they call that.
-    from ..cli.healthcheck import main
-
-    sys.exit(main())

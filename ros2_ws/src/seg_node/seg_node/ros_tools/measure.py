@@ -31,6 +31,7 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
+from ..metrics import percentiles_ms
 from ..ros.conversions import image_message
 
 PROFILE_VARIABLE = "FASTRTPS_DEFAULT_PROFILES_FILE"
@@ -77,12 +78,6 @@ def camvid_frames(camvid_root: Path, count: int) -> list[np.ndarray]:
     lines = (camvid_root / "val.txt").read_text().split("\n")[:count]
     frames = [cv2.imread(str(camvid_root / line.split()[0]), cv2.IMREAD_COLOR) for line in lines if line.strip()]
     return [cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) for frame in frames]
-
-
-def percentiles_ms(samples: list[float]) -> dict[str, float | None]:
-    if not samples:
-        return {"p50_ms": None, "p95_ms": None}
-    return {"p50_ms": float(np.percentile(samples, 50) * 1e3), "p95_ms": float(np.percentile(samples, 95) * 1e3)}
 
 
 def publish_at(rate_hz: float, seconds: float, publish: Callable[[int], None]) -> int:
@@ -187,7 +182,7 @@ def measure_node(args: argparse.Namespace) -> dict:
         "published": published,
         "labels_received": received,
         "output_fps": (received - 1) / span if received > 1 else 0.0,
-        "latency": percentiles_ms(latencies),
+        "latency_ms": percentiles_ms(latencies),
         "node_diagnostics_mid_run": camera[len(camera) // 2] if camera else {},  # one full window
         "engine": engine[-1].message if engine else "",
     }
