@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,7 +25,13 @@ from seg_node.datasets import (
     image_folder,
     label_histogram,
 )
-from seg_node.training.trainer import DEFAULTS, Trainer, TrainingError, export_checkpoint, load_checkpoint, load_config
+from seg_node.training.augment import Augmentation, augment, augment_crop, draw_params
+from seg_node.training.augment import jitter_colors as jitter_colors_cv2
+from seg_node.training.checkpoint import export_checkpoint, load_checkpoint
+from seg_node.training.config import TrainingConfig, TrainingError, load_config
+from seg_node.training.device_augment import crop_sample, hsv_to_rgb, rgb_to_hsv
+from seg_node.training.device_augment import jitter_colors as jitter_colors_torch
+from seg_node.training.trainer import Trainer
 from seg_node.weights import load_weights
 
 
@@ -37,9 +45,8 @@ def tiny_camvid(tmp_path, camvid_root) -> dict[str, str]:
     return {"train": str(tmp_path / "train.txt"), "val": str(tmp_path / "val.txt"), "data": str(camvid_root)}
 
 
-def tiny_config(tmp_path: Path, tiny_camvid: dict[str, str], **overrides) -> dict:
-    config = load_config(None, {})
-    config.update(
+def tiny_config(tmp_path: Path, tiny_camvid: dict[str, str], **overrides) -> TrainingConfig:
+    settings = dict(
         model="contextnet",
         dropout=0.1,
         aux_weight=0.4,
@@ -56,8 +63,7 @@ def tiny_config(tmp_path: Path, tiny_camvid: dict[str, str], **overrides) -> dic
         eps=1.0,
         class_weighting="enet",
     )
-    config.update(overrides)
-    return config
+    return TrainingConfig(**(settings | overrides))
 
 
 def test_camvid_lists_parse_and_report_problems(camvid_root, tmp_path):
@@ -117,29 +123,56 @@ def test_enet_class_weights_follow_the_formula():
 def test_recipes_load_and_unknown_keys_are_rejected(tmp_path):
     repo = Path(__file__).resolve().parents[1]
     cgnet = load_config(repo / "configs/cgnet_camvid.yaml", {"lr": 0.002})
-    assert cgnet["optimizer"] == "adam" and cgnet["lr"] == 0.002 and cgnet["crop_size"] == [360, 360]
-    assert cgnet["poly_power"] == 0.9 and cgnet["weight_decay"] == 5e-4 and cgnet["batch_size"] == 8
+    assert cgnet.optimizer == "adam" and cgnet.lr == 0.002 and cgnet.crop_size == (360, 360)
+    assert cgnet.poly_power == 0.9 and cgnet.weight_decay == 5e-4 and cgnet.batch_size == 8
     context = load_config(repo / "configs/contextnet_camvid.yaml", {})
-    assert (context["optimizer"], context["lr"], context["eps"], context["poly_power"]) == ("rmsprop", 0.045, 1.0, 0.98)
-    assert context["aux_weight"] == 0.4 and context["rms_decay"] == 0.9 and context["momentum"] == 0.9
+    assert (context.optimizer, context.lr, context.eps, context.poly_power) == ("rmsprop", 0.045, 1.0, 0.98)
+    assert context.aux_weight == 0.4 and context.rms_decay == 0.9 and context.momentum == 0.9
     for name in ("cgnet_cityscapes", "contextnet_cityscapes"):
-        assert load_config(repo / f"configs/{name}.yaml", {})["dataset"] == "cityscapes"
+        assert load_config(repo / f"configs/{name}.yaml", {}).dataset == "cityscapes"
     (tmp_path / "typo.yaml").write_text("learning_rate: 0.1\n")
-    with pytest.raises(TrainingError, match="unknown keys"):
+    with pytest.raises(TrainingError, match=r"unknown keys \['learning_rate'\]; known: .*'lr'"):
         load_config(tmp_path / "typo.yaml", {})
-    assert set(DEFAULTS) >= {"lr", "epochs", "crop_size", "aux_weight"}
+    (tmp_path / "bad.yaml").write_text("epochs: many\n")
+    with pytest.raises(TrainingError, match="epochs: expected int, got 'many'"):
+        load_config(tmp_path / "bad.yaml", {})
+    with pytest.raises(TrainingError, match="optimizer 'sgd' is not one of adam, rmsprop"):
+        load_config(None, {"optimizer": "sgd"})
+    # YAML reads 1e-3 (no dot) as a string; the typed config makes it the float it means
+    assert load_config(None, {"lr": "1e-3"}).lr == 1e-3
 
 
+def test_every_config_field_is_an_option_with_its_default_in_help(tmp_path):
+    from seg_node.cli.train import build_parser, config_from_args
+
+    parser = build_parser()
+    help_text = " ".join(parser.format_help().split())
+    defaults = TrainingConfig()
+    for key in TrainingConfig.keys():
+        value = getattr(defaults, key)
+        shown = list(value) if isinstance(value, tuple) else value
+        assert f"--{key.replace('_', '-')}" in help_text and f"(default: {shown!r})" in help_text, key
+    args = parser.parse_args(["--lr", "0.01", "--crop-size", "[64, 96]", "--mirror", "false"])
+    config = config_from_args(args)
+    assert (config.lr, config.crop_size, config.mirror, config.epochs) == (0.01, (64, 96), False, 100)
+    # checkpoints hold the config as plain values: weights_only loading keeps working
+    torch.save({"config": config.to_dict()}, tmp_path / "c.pt")
+    loaded = torch.load(tmp_path / "c.pt", weights_only=True)["config"]
+    assert TrainingConfig.from_dict(loaded) == config
+
+
+@pytest.mark.slow
 def test_poly_schedule_decays_per_iteration(tmp_path, tiny_camvid):
     trainer = Trainer(
         tiny_config(tmp_path, tiny_camvid, model="cgnet", variant="M3N9", optimizer="adam", lr=1e-3, max_steps=3)
     )
     trainer.run()
     total = trainer.steps_per_epoch * 2
-    assert trainer.global_step == 3
+    assert trainer.progress.global_step == 3
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * (1 - 3 / total) ** 0.9)
 
 
+@pytest.mark.slow
 def test_resume_mid_epoch_equals_an_uninterrupted_run(tmp_path, tiny_camvid):
     torch.set_num_threads(1)
     straight = Trainer(tiny_config(tmp_path / "a", tiny_camvid))
@@ -147,21 +180,25 @@ def test_resume_mid_epoch_equals_an_uninterrupted_run(tmp_path, tiny_camvid):
 
     interrupted = Trainer(tiny_config(tmp_path / "b", tiny_camvid, max_steps=1))
     interrupted.run()
-    assert interrupted.step_in_epoch == 1
+    assert interrupted.progress.step_in_epoch == 1
     resumed = Trainer(tiny_config(tmp_path / "b", tiny_camvid), resume=str(tmp_path / "b/run/last.pt"))
-    assert resumed.global_step == 1
+    assert resumed.progress.global_step == 1
     resumed.run()
 
-    assert resumed.global_step == straight.global_step == 4
+    assert resumed.progress.global_step == straight.progress.global_step == 4
     for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
-    assert [row["loss"] for row in resumed.history] != []
+    a, b = straight.progress.history, resumed.progress.history
+    assert [(r["epoch"], r["step"], r["lr"]) for r in b] == [(r["epoch"], r["step"], r["lr"]) for r in a] != []
+    # epoch 1 of the resumed run averages only the step after the resume; epoch 2 is the same training
+    assert b[1]["loss"] == a[1]["loss"] and math.isfinite(b[0]["loss"]) and b[0]["images_per_s"] > 0
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path, tiny_camvid):
     out = tmp_path / "run"
     command = [
-        sys.executable, "-m", "seg_node.training.trainer",
+        sys.executable, "-m", "seg_node.cli.train",
         "--model", "cgnet", "--variant", "M3N9",
         "--data", tiny_camvid["data"], "--train-list", f"[{tiny_camvid['train']}]", "--val-list", "''",
         "--crop-size", "[64, 64]", "--batch-size", "2", "--epochs", "1000", "--workers", "0", "--out", str(out),
@@ -170,6 +207,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path, tiny_camvid):
     for line in process.stdout:
         if line.startswith("epoch 1:"):
             break
+    assert re.search(r"epoch 1: loss [\d.]+, [\d.]+ images/s", line), line
     process.send_signal(signal.SIGINT)
     output = process.communicate(timeout=60)[0]
     assert process.returncode == 130, output
@@ -184,33 +222,35 @@ def test_checkpoints_are_read_without_unpickling(tmp_path):
         load_checkpoint(tmp_path / "evil.pt")
 
 
+@pytest.mark.slow
 def test_export_round_trip_and_val_miou_only_without_val(tmp_path, tiny_camvid):
     config = tiny_config(tmp_path, tiny_camvid, val_list=tiny_camvid["val"], epochs=1)
     trainer = Trainer(config)
     trainer.run()
     weights = export_checkpoint(tmp_path / "run/best.pt", tmp_path / "w/contextnet_tiny.safetensors")
     model, info = load_weights(weights)
-    assert info.val_miou == pytest.approx(trainer.best_miou) and info.splits == ["train"] and info.epochs == 1
+    assert info.val_miou == pytest.approx(trainer.progress.best_miou) and info.splits == ["train"] and info.epochs == 1
     assert info.input_size == (360, 480) and info.classes[3].name == "Road" and info.mean == trainer.mean
     assert not any(k.startswith("aux_") for k in model.state_dict())
-    trainer.model.eval()
+    trainer.model.eval().to(memory_format=torch.contiguous_format)  # it trained channels-last
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
         assert torch.equal(model(x), trainer.model(x))
 
     seen_val = tiny_config(tmp_path / "v", tiny_camvid, val_list=tiny_camvid["val"], epochs=1)
-    seen_val["train_list"] = [tiny_camvid["train"], tiny_camvid["val"]]
+    seen_val = seen_val.updated(train_list=[tiny_camvid["train"], tiny_camvid["val"]])
     Trainer(seen_val).run()
     info = load_weights(export_checkpoint(tmp_path / "v/run/last.pt", tmp_path / "w/seen.safetensors"))[1]
     assert "val" in info.splits and info.val_miou is None
 
 
+@pytest.mark.slow
 def test_seg_eval_writes_json_and_plots(tmp_path, tiny_camvid):
     trainer = Trainer(tiny_config(tmp_path, tiny_camvid, epochs=1))
     trainer.run()
     weights = export_checkpoint(tmp_path / "run/last.pt", tmp_path / "w/tiny.safetensors")
     out = tmp_path / "eval.json"
-    command = [sys.executable, "-m", "seg_node.evaluation.evaluate", "--weights", str(weights)]
+    command = [sys.executable, "-m", "seg_node.cli.eval", "--weights", str(weights)]
     command += ["--data", tiny_camvid["data"], "--list", tiny_camvid["val"], "--json", str(out)]
     printed = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     report = json.loads(out.read_text())
@@ -220,11 +260,12 @@ def test_seg_eval_writes_json_and_plots(tmp_path, tiny_camvid):
     assert out.with_suffix(".iou.png").stat().st_size > 0 and out.with_suffix(".examples.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_torchrun_trains_with_distributed_data_parallel(tmp_path, tiny_camvid):
     torchrun = Path(sys.executable).with_name("torchrun")
     out = tmp_path / "ddp"
     command = [
-        str(torchrun), "--nproc-per-node", "2", "-m", "seg_node.training.trainer",
+        str(torchrun), "--nproc-per-node", "2", "-m", "seg_node.cli.train",
         "--model", "cgnet", "--variant", "M3N9",
         "--data", tiny_camvid["data"], "--train-list", f"[{tiny_camvid['train']}]", "--val-list", tiny_camvid["val"],
         "--crop-size", "[64, 64]", "--batch-size", "1", "--epochs", "1", "--workers", "0", "--out", str(out),
@@ -235,3 +276,97 @@ def test_torchrun_trains_with_distributed_data_parallel(tmp_path, tiny_camvid):
     # 4 images over 2 processes with batch 1: 2 steps per process and epoch
     assert checkpoint["global_step"] == 2 and checkpoint["epoch"] == 1
     assert checkpoint["history"][0]["val_miou"] is not None
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_crop_first_augmentation_matches_resize_then_crop(camvid_root, seed):
+    spec = camvid(camvid_root, "val.txt")
+    image, label = spec.read(seed)
+    augmentation = Augmentation((96, 128), (0.25, 2.0), True, 0.3)  # scales below 1 pad the crop
+    old = augment(image, label, augmentation, 11, np.random.default_rng([seed, 0, 7]))
+    new = augment_crop(image, label, augmentation, 11, np.random.default_rng([seed, 0, 7]))
+    assert old[0].shape == new[0].shape == (96, 128, 3) and old[1].shape == new[1].shape == (96, 128)
+    assert np.abs(old[0].astype(int) - new[0].astype(int)).mean() < 1.5
+    assert (old[1] == new[1]).mean() > 0.99 and (new[1] == 11).sum() == (old[1] == 11).sum()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_device_augmentation_in_torch_matches_the_cpu_path(camvid_root, seed):
+    spec = camvid(camvid_root, "val.txt")
+    image, label = spec.read(seed)
+    for jitter in (0.0, 0.3):
+        augmentation = Augmentation((96, 128), (0.25, 2.0), True, jitter)
+        expected_image, expected_label = augment_crop(image, label, augmentation, 11, np.random.default_rng([seed, 1]))
+        p = draw_params(np.random.default_rng([seed, 1]), augmentation, *label.shape)
+        crop, crop_label = crop_sample(torch.from_numpy(image), torch.from_numpy(label), p, (96, 128), 11)
+        assert crop.shape == (3, 96, 128) and crop_label.dtype == torch.int64
+        assert (crop_label.numpy() == expected_label).mean() > 0.999
+        difference = np.abs(crop.permute(1, 2, 0).numpy() - expected_image.astype(np.float32))
+        assert difference.mean() < (1.0 if jitter == 0 else 3.0)
+
+
+def test_torch_hsv_and_jitter_follow_opencv():
+    rgb = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    tensor = torch.from_numpy(rgb).permute(2, 0, 1).float()
+    hsv = rgb_to_hsv(tensor)
+    expected = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV).astype(np.float32).transpose(2, 0, 1)
+    hue_error = np.abs(hsv[0].numpy() - expected[0])
+    assert np.minimum(hue_error, 180 - hue_error).max() <= 1.0 and np.abs(hsv[1:].numpy() - expected[1:]).max() <= 1.0
+    torch.testing.assert_close(hsv_to_rgb(hsv), tensor, atol=1e-3, rtol=0)
+    jitter = (5.0, 1.2, 0.8, 10.0)
+    cv = jitter_colors_cv2(rgb, jitter).astype(np.float32)
+    assert np.abs(jitter_colors_torch(tensor, jitter).permute(1, 2, 0).numpy() - cv).mean() < 2.0
+
+
+def test_cached_data_path_gives_the_same_batches_and_device_batches_are_deterministic(tiny_camvid):
+    from seg_node.training.data import ImageCache, TrainingSet, normalize
+    from seg_node.training.device_augment import DeviceBatches
+
+    spec = camvid(tiny_camvid["data"], [tiny_camvid["train"]])
+    cache = ImageCache(spec, show_progress=False)
+    assert cache.uniform and cache.images.shape == (4, 360, 480, 3) and ImageCache.fits(spec, 1.0)
+    augmentation = Augmentation((64, 96), (0.5, 2.0), True, 0.2)
+    from_disk, from_memory = TrainingSet(spec, augmentation, seed=3), TrainingSet(cache, augmentation, seed=3)
+    for epoch in (0, 1):
+        from_disk.set_epoch(epoch)
+        from_memory.set_epoch(epoch)
+        for index in range(4):
+            for a, b in zip(from_disk[index], from_memory[index], strict=True):
+                assert torch.equal(a, b)
+    images = torch.stack([from_memory[i][0] for i in range(2)])
+    normalized = normalize(images, torch.tensor([1.0, 2.0, 3.0]), torch.tensor([2.0, 2.0, 2.0]), channels_last=True)
+    assert normalized.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(normalized[:, 2], (images[..., 2].float() - 3) / 2)
+
+    batches = DeviceBatches(cache, augmentation, (100.0, 100.0, 100.0), (50.0, 50.0, 50.0), 3, torch.device("cpu"))
+    batches.set_epoch(1)
+    first, labels = batches.batch([2, 0])
+    again, _ = batches.batch([2, 0])
+    assert first.shape == (2, 3, 64, 96) and labels.shape == (2, 64, 96) and torch.equal(first, again)
+    assert first.is_contiguous(memory_format=torch.channels_last)
+    from_memory.set_epoch(1)
+    cpu_image, cpu_label = from_memory[2]
+    assert (labels[0] == cpu_label).float().mean() > 0.99
+    assert ((first[0].permute(1, 2, 0) * 50 + 100) - cpu_image.float()).abs().mean() < 3.0
+    assert len(list(batches.batches([0, 1, 2, 3], 2))) == 2
+
+
+@pytest.mark.slow
+def test_warm_start_from_shipped_weights_with_a_fresh_schedule(tmp_path, tiny_camvid):
+    from seg_node.weights import load_weights
+
+    shipped = Path(__file__).resolve().parents[1] / "weights/cgnet_camvid.safetensors"
+    model, info = load_weights(shipped)
+    config = tiny_config(
+        tmp_path, tiny_camvid, model="cgnet", variant=None, optimizer="adam", lr=1e-3, init=str(shipped), max_steps=1
+    )
+    trainer = Trainer(config)
+    for (name, a), (_, b) in zip(model.state_dict().items(), trainer.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    assert trainer.mean == info.mean and trainer.std == info.std
+    assert trainer.progress.global_step == 0 and trainer.scheduler.get_last_lr()[0] == 1e-3
+    trainer.run()
+    assert trainer.progress.global_step == 1
+    assert not torch.equal(model.state_dict()["classifier.weight"], trainer.model.state_dict()["classifier.weight"])
+    with pytest.raises(TrainingError, match="does not fit|holds"):
+        Trainer(tiny_config(tmp_path / "x", tiny_camvid, init=str(shipped)))  # ContextNet from CGNet weights

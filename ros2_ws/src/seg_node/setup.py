@@ -41,7 +41,7 @@ setup(
     entry_points={
         "console_scripts": [
             "seg_node = seg_node.ros.node:main",
-            "seg-train = seg_node.training.trainer:main",
+            "seg-train = seg_node.cli.train:main",
             "seg-eval = seg_node.cli.eval:main",
             "seg-export = seg_node.cli.export:main",
             "seg-healthcheck = seg_node.cli.healthcheck:main",

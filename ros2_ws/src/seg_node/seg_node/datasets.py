@@ -2,8 +2,7 @@
 
 Every data set becomes a list of (image path, label path) pairs, a class
 table, an ignore index and a lookup table from stored label values to train
-ids. Augmentation is seeded per (seed, epoch, sample) so that a run, resumed
-or not, sees exactly the same crops.
+ids. Training augmentation lives in ``training/``.
 """
 
 from __future__ import annotations
@@ -14,9 +13,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 import yaml
-from torch.utils.data import Dataset
 
 from .errors import SegNodeError
 from .weights import SegClass
@@ -209,75 +206,3 @@ def mean_std(spec: DatasetSpec) -> tuple[tuple[float, ...], tuple[float, ...]]:
     mean = total / pixels
     std = np.sqrt(squares / pixels - mean**2)
     return tuple(round(float(v), 3) for v in mean), tuple(round(float(v), 3) for v in std)
-
-
-@dataclass
-class Augmentation:
-    crop_size: tuple[int, int]  # (height, width)
-    scale_range: tuple[float, float] = (0.5, 2.0)
-    mirror: bool = True
-    color_jitter: float = 0.0  # relative strength of brightness, contrast, saturation and hue changes
-
-
-class TrainingSet(Dataset):
-    """Random scale, crop, mirror and colour jitter, seeded per (seed, epoch, index); returns CHW float, HW long."""
-
-    def __init__(
-        self, spec: DatasetSpec, augmentation: Augmentation, mean: tuple[float, ...], std: tuple[float, ...], seed: int
-    ) -> None:
-        self.spec = spec
-        self.augmentation = augmentation
-        self.mean = np.asarray(mean, dtype=np.float32)
-        self.std = np.asarray(std, dtype=np.float32)
-        self.seed = seed
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.spec.pairs)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rng = np.random.default_rng([self.seed, self.epoch, index])
-        image, label = self.spec.read(index)
-        image, label = augment(image, label, self.augmentation, self.spec.ignore_index, rng)
-        tensor = (image.astype(np.float32) - self.mean) / self.std
-        return torch.from_numpy(tensor.transpose(2, 0, 1).copy()), torch.from_numpy(label.astype(np.int64))
-
-
-def augment(
-    image: np.ndarray, label: np.ndarray, augmentation: Augmentation, ignore_index: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    scale = rng.uniform(*augmentation.scale_range)
-    height, width = label.shape
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
-    label = cv2.resize(label, size, interpolation=cv2.INTER_NEAREST)
-    crop_h, crop_w = augmentation.crop_size
-    pad_h, pad_w = max(0, crop_h - label.shape[0]), max(0, crop_w - label.shape[1])
-    if pad_h or pad_w:
-        # padded pixels are ignored by the loss; the image padding is the mean grey
-        image = cv2.copyMakeBorder(image, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=(124, 117, 104))
-        label = cv2.copyMakeBorder(label, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=ignore_index)
-    top = int(rng.integers(0, label.shape[0] - crop_h + 1))
-    left = int(rng.integers(0, label.shape[1] - crop_w + 1))
-    image = image[top : top + crop_h, left : left + crop_w]
-    label = label[top : top + crop_h, left : left + crop_w]
-    if augmentation.mirror and rng.random() < 0.5:
-        image, label = image[:, ::-1], label[:, ::-1]
-    if augmentation.color_jitter > 0:
-        image = jitter_colors(image, augmentation.color_jitter, rng)
-    return np.ascontiguousarray(image), np.ascontiguousarray(label)
-
-
-def jitter_colors(image: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
-    """Random brightness, contrast, saturation and hue (ContextNet's augmentation)."""
-    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV).astype(np.float32)
-    hsv[..., 0] = (hsv[..., 0] + rng.uniform(-18, 18) * strength) % 180  # OpenCV hue is 0..180
-    hsv[..., 1] *= 1 + rng.uniform(-1, 1) * strength
-    out = cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2RGB).astype(np.float32)
-    contrast = 1 + rng.uniform(-1, 1) * strength
-    brightness = rng.uniform(-1, 1) * strength * 64
-    out = (out - out.mean()) * contrast + out.mean() + brightness
-    return np.clip(out, 0, 255).astype(np.uint8)

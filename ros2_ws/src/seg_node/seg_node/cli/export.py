@@ -6,32 +6,34 @@ seg-export runs/cgnet_camvid/best.pt weights/cgnet_camvid.safetensors [--onnx ou
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..models.export import export_onnx
-from ..training.trainer import TrainingError, export_checkpoint
+from ..training.checkpoint import export_checkpoint
 from ..weights import load_weights
+from . import HelpFormatter, run
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="seg-export", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
+def _main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="seg-export", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("checkpoint", type=Path, help="a seg-train checkpoint (best.pt or last.pt)")
     parser.add_argument("weights", type=Path, help="output .safetensors; the .json is written beside it")
     parser.add_argument("--onnx", type=Path, help="also write ONNX at the weights' input size")
     args = parser.parse_args(argv)
-    try:
-        path = export_checkpoint(args.checkpoint, args.weights)
-    except TrainingError as error:
-        raise SystemExit(f"seg-export: {error}") from error
+    path = export_checkpoint(args.checkpoint, args.weights)
     model, info = load_weights(path)
     print(f"{path}: {info.describe()}, {info.epochs} epochs, splits {info.splits}, val mIoU {info.val_miou}")
     if args.onnx:
         export_onnx(model, args.onnx, *info.input_size)
         print(f"{args.onnx}: ONNX opset 17 at {info.input_size[0]}x{info.input_size[1]}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run("seg-export", _main, argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

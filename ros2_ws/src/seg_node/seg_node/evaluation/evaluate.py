@@ -160,14 +160,6 @@ class AugmentedPredictor:
         return scores[0].argmax(0).to(torch.uint8).cpu().numpy()
 
 
-class ModelPredictor(AugmentedPredictor):
-    """``AugmentedPredictor`` from a normalisation instead of a WeightsInfo (the trainer's former call)."""
-
-    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float],
-                 device: torch.device | str = "cpu", scales: Sequence[float] = (1.0,), flip: bool = False) -> None:
-        super().__init__(model, weights_info_for(model, mean, std), device, scales, flip)
-
-
 @dataclass
 class Evaluation:
     matrix: ConfusionMatrix

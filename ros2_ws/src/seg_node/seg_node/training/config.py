@@ -1,0 +1,171 @@
+"""``TrainingConfig``: every setting of a training run, typed, with its default and a help line.
+
+Each field is a ``seg-train --flag`` (``--crop-size "[360, 360]"``); YAML recipes in ``configs/``
+set them. Values are coerced to the field's type (a recipe's ``lr: 1e-3`` is a float even though
+YAML reads it as a string) and checked; an unknown key is an error that lists the known ones.
+Checkpoints store ``to_dict()`` (plain Python values) so that they load with
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from torch import nn
+
+from ..errors import SegNodeError
+from ..models import MODELS, build_model
+
+
+class TrainingError(SegNodeError, RuntimeError):
+    """A recipe or checkpoint that cannot be used."""
+
+
+def _option(default: Any, help: str) -> Any:  # noqa: A002 - argparse's word
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+CHOICES = {
+    "model": tuple(sorted(MODELS)),
+    "dataset": ("camvid", "cityscapes", "folder"),
+    "optimizer": ("adam", "rmsprop"),
+    "class_weighting": ("enet", "none"),
+}
+
+
+@dataclass
+class TrainingConfig:
+    model: str = _option("cgnet", "network: cgnet | contextnet")
+    variant: str | None = _option(None, "the paper's variant (CGNet M3N21, ContextNet 12, ...); none: the default")
+    dropout: float | None = _option(None, "dropout before the classifier; none: the model's default")
+    dataset: str = _option("camvid", "camvid | cityscapes | folder")
+    data: str = _option("../shared/datasets/camvid", "data set root")
+    train_list: list[str] = _option(["train.txt"], "CamVid list files, or Cityscapes split names")
+    val_list: str = _option("val.txt", "validation list or split; empty: no validation")
+    classes: str | None = _option(None, "class table (YAML/JSON) for the folder format")
+    input_size: tuple[int, int] = _option((360, 480), "(height, width) the weights are meant to run at")
+    crop_size: tuple[int, int] = _option((360, 360), "(height, width) of the training crops")
+    batch_size: int = _option(8, "images per optimizer step and process")
+    epochs: int = _option(100, "epochs (the poly schedule ends with the last)")
+    optimizer: str = _option("adam", "adam | rmsprop")
+    lr: float = _option(1.0e-3, "initial learning rate")
+    betas: tuple[float, float] = _option((0.9, 0.999), "Adam betas")
+    momentum: float = _option(0.9, "RMSprop momentum")
+    rms_decay: float = _option(0.9, "RMSprop decay (alpha)")
+    eps: float = _option(1.0e-8, "optimizer epsilon")
+    weight_decay: float = _option(5.0e-4, "L2 weight decay")
+    poly_power: float = _option(0.9, "poly learning-rate decay per iteration: (1 - step/total)^power")
+    scale_range: tuple[float, float] = _option((0.5, 2.0), "random scale range before cropping")
+    mirror: bool = _option(True, "random horizontal flips")
+    color_jitter: float = _option(0.0, "strength of random brightness, contrast, saturation and hue")
+    class_weighting: str = _option("enet", "enet (1/ln(1.10+p)) | none")
+    aux_weight: float = _option(0.0, "ContextNet's auxiliary loss on the deep branch")
+    workers: int = _option(2, "data loader processes (CPU data path)")
+    seed: int = _option(1, "seed of the initial weights, the shuffling and the augmentation")
+    val_every: int = _option(1, "validate every N epochs (and after the last); 0: never")
+    amp: bool = _option(True, "CUDA only: bfloat16 autocast")
+    channels_last: bool = _option(True, "channels-last tensors (faster convolutions on CPU and CUDA)")
+    threads: int | None = _option(None, "CPU threads for PyTorch; none: PyTorch's default")
+    device: str | None = _option(None, "cpu | cuda | cuda:N; none: cuda if available")
+    out: str = _option("runs/train", "output folder (checkpoints, history.csv, curves.png)")
+    max_steps: int | None = _option(None, "stop after this many optimizer steps (smoke tests)")
+    export: str | None = _option(None, "weights/<name>.safetensors written at the end")
+    init: str | None = _option(None, "start from these weights (.safetensors) with a fresh schedule")
+    cache_gb: float = _option(4.0, "decode the training images once and keep them in memory up to this size; 0: off")
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for item in dataclasses.fields(self):
+            setattr(self, item.name, _coerce(item.name, getattr(self, item.name), hints[item.name]))
+        for key, allowed in CHOICES.items():
+            if getattr(self, key) not in allowed:
+                raise TrainingError(f"{key} {getattr(self, key)!r} is not one of {', '.join(allowed)}")
+        for key in ("batch_size", "epochs"):
+            if getattr(self, key) < 1:
+                raise TrainingError(f"{key} must be at least 1, not {getattr(self, key)}")
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        return [item.name for item in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainingConfig:
+        unknown = set(values) - set(cls.keys())
+        if unknown:
+            raise TrainingError(f"{source}: unknown keys {sorted(unknown)}; known: {sorted(cls.keys())}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (str, int, float, bool, None, list, tuple) that ``torch.load(weights_only=True)`` reads."""
+        return dataclasses.asdict(self)
+
+    def updated(self, **values: Any) -> TrainingConfig:
+        """A copy with ``values`` changed (``None`` values leave a field as it is)."""
+        return self.from_dict({**self.to_dict(), **{k: v for k, v in values.items() if v is not None}})
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args:
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        (hint,) = [a for a in args if a is not type(None)]
+        args = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    try:
+        if origin is tuple:
+            if isinstance(value, str) or len(value) != len(args):
+                raise ValueError
+            return tuple(_coerce(key, v, a) for v, a in zip(value, args, strict=True))
+        if origin is list:
+            return [str(v) for v in ([value] if isinstance(value, str) else value)]
+        if hint is bool:
+            if isinstance(value, str) and value.lower() in ("true", "false"):
+                return value.lower() == "true"
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if hint is int:
+            if isinstance(value, bool) or float(value) != int(float(value)):
+                raise ValueError
+            return int(float(value))
+        if hint is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        return "" if value is None else str(value)
+    except (TypeError, ValueError):
+        name = getattr(hint, "__name__", None) or str(hint)
+        raise TrainingError(f"{key}: expected {name}, got {value!r}") from None
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainingConfig:
+    """The defaults, updated by the YAML recipe at ``path``, updated by ``overrides`` (``None`` values skipped)."""
+    values: dict[str, Any] = {}
+    if path:
+        try:
+            recipe = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise TrainingError(f"cannot read recipe {path}: {error}") from error
+        if not isinstance(recipe, dict):
+            raise TrainingError(f"{path}: a recipe is a mapping of keys to values")
+        TrainingConfig.from_dict(recipe, str(path))  # unknown keys and bad values, named by the file
+        values.update(recipe)
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return TrainingConfig.from_dict(values, str(path) if path else "options")
+
+
+def model_from_config(config: TrainingConfig, num_classes: int, training: bool) -> nn.Module:
+    """The recipe's network; in training, ContextNet gets the auxiliary head its aux loss needs."""
+    extra: dict[str, Any] = {"dropout": config.dropout} if config.dropout is not None else {}
+    if training and config.model == "contextnet" and config.aux_weight:
+        extra["aux_classifier"] = True
+    return build_model(config.model, num_classes, variant=config.variant, **extra)

@@ -1,0 +1,169 @@
+"""Training throughput of the original data path against the current one, in one run, steps interleaved.
+
+    python -m seg_node.training.speed [--config configs/cgnet_camvid.yaml] [--steps 2] [--json speed.json]
+
+``original``: each sample read from disk (cv2.imread) and augmented by resizing the whole image
+before cropping, NCHW tensors, no device-side augmentation. ``current``: the images decoded once
+into memory, crops computed directly (``augment_crop``), channels-last tensors (on CUDA: the data
+set on the device, augmented there, bfloat16 autocast). Both train the same model from the same
+initial weights with the same batch and crop; their steps alternate so that a machine's changing
+load hits both alike. Prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import cv2
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ..datasets import DatasetSpec
+from .augment import Augmentation
+from .config import TrainingConfig, load_config, model_from_config
+from .data import ImageCache, TrainingSet, dataset_spec, normalize
+from .device_augment import DeviceBatches
+
+
+class TimedPath:
+    """One data path with its own copy of the model and optimizer; ``step()`` times one optimizer step."""
+
+    def __init__(
+        self, name: str, config: TrainingConfig, source: DatasetSpec | ImageCache, device: torch.device, current: bool
+    ) -> None:
+        self.name, self.config, self.device, self.current = name, config, device, current
+        self.cuda = device.type == "cuda"
+        self.channels_last = current and config.channels_last
+        augmentation = Augmentation(config.crop_size, config.scale_range, config.mirror, config.color_jitter)
+        torch.manual_seed(config.seed)
+        model = model_from_config(config, source.num_classes, training=True).to(device).train()
+        self.model = model.to(memory_format=torch.channels_last) if self.channels_last else model
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.criterion = nn.CrossEntropyLoss(ignore_index=source.ignore_index)
+        self.mean = torch.tensor((124.0, 117.0, 104.0), device=device)
+        self.std = torch.tensor((60.0, 60.0, 60.0), device=device)
+        self.batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
+        if current and self.cuda and isinstance(source, ImageCache):
+            device_batches = DeviceBatches(
+                source, augmentation, self.mean.tolist(), self.std.tolist(), config.seed, device, self.channels_last
+            )
+            indices = list(torch.randperm(len(source), generator=torch.Generator().manual_seed(0)))
+            self.batches = device_batches.batches([int(i) for i in indices] * 100, config.batch_size)
+        else:
+            dataset = TrainingSet(source, augmentation, config.seed, fast=current)
+            loader = DataLoader(
+                dataset,
+                batch_size=config.batch_size,
+                shuffle=True,
+                num_workers=config.workers,
+                drop_last=True,
+                generator=torch.Generator().manual_seed(0),
+            )
+            self.batches = self._normalized(loader)
+        self.times: list[float] = []
+
+    def _normalized(self, loader: DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        while True:
+            for images, labels in loader:
+                images = normalize(images.to(self.device), self.mean, self.std, self.channels_last)
+                yield images, labels.to(self.device)
+
+    def step(self) -> float:
+        start = time.perf_counter()
+        images, labels = next(self.batches)
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.current and self.cuda and self.config.amp):
+            output = self.model(images)
+        logits = output[0] if isinstance(output, tuple) else output
+        self.criterion(logits.float(), labels).backward()
+        self.optimizer.step()
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+        elapsed = time.perf_counter() - start
+        self.times.append(elapsed)
+        return elapsed
+
+    def images_per_s(self, warmup: int) -> float:
+        timed = self.times[warmup:]
+        return self.config.batch_size / statistics.mean(timed)
+
+
+def data_only_rate(source: DatasetSpec | ImageCache, config: TrainingConfig, fast: bool, samples: int) -> float:
+    """Augmented samples per second of the data path alone, in this process."""
+    augmentation = Augmentation(config.crop_size, config.scale_range, config.mirror, config.color_jitter)
+    dataset = TrainingSet(source, augmentation, config.seed, fast=fast)
+    start = time.perf_counter()
+    for index in range(samples):
+        dataset[index % len(dataset)]
+    return samples / (time.perf_counter() - start)
+
+
+def benchmark(config: TrainingConfig, steps: int, warmup: int) -> dict:
+    cv2.setNumThreads(1)
+    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    spec = dataset_spec(config, config.train_list)
+    cache = ImageCache(spec, show_progress=False)
+    original = TimedPath("original", config, spec, device, current=False)
+    current = TimedPath("current", config, cache, device, current=True)
+    for number in range(warmup + steps):
+        for path in (original, current):
+            elapsed = path.step()
+            print(f"step {number + 1}/{warmup + steps} {path.name}: {elapsed:.2f} s", flush=True)
+    rows = {
+        path.name: {
+            "images_per_s": path.images_per_s(warmup),
+            "step_s": [round(t, 3) for t in path.times[warmup:]],
+            "data_only_images_per_s": data_only_rate(spec if path is original else cache, config, path.current, 16),
+        }
+        for path in (original, current)
+    }
+    return {
+        "model": config.model,
+        "variant": config.variant,
+        "batch_size": config.batch_size,
+        "crop_size": list(config.crop_size),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "workers": config.workers,
+        "steps": steps,
+        "warmup": warmup,
+        "paths": rows,
+        "speedup": rows["current"]["images_per_s"] / rows["original"]["images_per_s"],
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML recipe (default: the built-in defaults, CGNet on CamVid)")
+    parser.add_argument("--variant", help="model variant, e.g. M3N21")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--crop", type=int, nargs=2, default=[360, 360], metavar=("H", "W"))
+    parser.add_argument("--workers", type=int, help="data loader processes (default: the recipe's)")
+    parser.add_argument("--device", help="cpu or cuda (default: cuda if available)")
+    parser.add_argument("--steps", type=int, default=2, help="timed steps per path")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per path first")
+    parser.add_argument("--json", type=Path, default=Path("runs/speed.json"))
+    args = parser.parse_args(argv)
+    overrides = {"batch_size": args.batch_size, "crop_size": args.crop, "workers": args.workers}
+    config = load_config(args.config, overrides | {"variant": args.variant, "device": args.device})
+    result = benchmark(config, args.steps, args.warmup)
+    shown = f"{config.model} {config.variant or '(default variant)'}, batch {config.batch_size}"
+    print(f"\n{shown}, crop {config.crop_size[0]}x{config.crop_size[1]}, {result['device']}")
+    print(f"{'path':<10} {'images/s':>9} {'data only images/s':>19}")
+    for name, row in result["paths"].items():
+        print(f"{name:<10} {row['images_per_s']:>9.2f} {row['data_only_images_per_s']:>19.1f}")
+    print(f"speed-up {result['speedup']:.2f}x")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
