@@ -221,13 +221,3 @@ def write_outputs(evaluation: Evaluation, info: WeightsInfo, out: Path, title: s
         rows = [(image, colorize(t, lut), colorize(p, lut)) for image, t, p in evaluation.examples]
         save_image_grid(rows, ["image", "truth", "prediction"], out.with_suffix(".examples.png"))
     return report
-
-
-if __name__ == "__main__":
-    # ``python -m seg_node.evaluation.evaluate`` (tests/test_training.py) is the console script seg-eval,
-    # whose home is seg_node.cli.eval; this form can go once nothing calls it.
-    import sys
-
-    from ..cli.eval import main
-
-    sys.exit(main())
