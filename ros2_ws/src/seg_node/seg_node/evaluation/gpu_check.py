@@ -81,6 +81,7 @@ class Run:
             ok, detail = test(*args)
         except Exception as error:  # a check that crashes is a failed check; the run goes on
             ok, detail = False, describe_error(error)
+            self.say("".join(traceback.format_exception(type(error), error, error.__traceback__)).rstrip())
         self.checks.append(Check(name, bool(ok), detail))
         self.say(f"{'ok    ' if ok else 'FAILED'} {name}: {detail}")
         return bool(ok)
@@ -90,8 +91,9 @@ class Run:
 
 
 def describe_error(error: BaseException) -> str:
-    frames = traceback.extract_tb(error.__traceback__)
-    where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
+    frames = traceback.extract_tb(error.__traceback__)[1:]  # the first is where it was caught
+    ours = [frame for frame in frames if "seg_node" in frame.filename] or frames  # the innermost line of ours
+    where = f" (at {Path(ours[-1].filename).name}:{ours[-1].lineno} in {ours[-1].name})" if ours else ""
     return f"raised {type(error).__name__}: {error}{where}"
 
 
@@ -267,6 +269,13 @@ def numerics(device: str, tf32: bool, cudnn_benchmark: bool) -> Iterator[dict[st
             torch.backends.cudnn.benchmark = saved[2]
 
 
+def load(name: str, device: str, loaded: list[Any]) -> tuple[bool, str]:
+    """Load ``name`` (shipped weights, else random ones) and its eager fp32 copy on ``device`` into ``loaded``."""
+    model, info, source = gpu_models.load_model(name)
+    loaded += [model, info, gpu_models.eager_copy(model, device)]
+    return True, source
+
+
 def device_name(device: str) -> str:
     return torch.cuda.get_device_name() if device == "cuda" else "cpu"
 
@@ -284,13 +293,18 @@ def run_checks(device: str = "cuda", models: Sequence[str] = gpu_models.MODELS,
     with numerics(device, tf32, cudnn_benchmark) as settings:
         try:
             for name in models:
-                model, info, weights[name] = gpu_models.load_model(name)
-                run.say(f"{name}: weights {weights[name]}")
-                eager = gpu_models.eager_copy(model, device)
+                loaded: list[Any] = []
+                if not run.check(f"{name} weights load", load, name, device, loaded):
+                    continue
+                model, info, eager = loaded
+                weights[name] = run.checks[-1].detail
                 for size in sizes:
-                    check_model_size(run, name, model, info, eager, tuple(size), device, precisions, plan, timing,
-                                     threads)
-                del eager
+                    try:
+                        check_model_size(run, name, model, info, eager, tuple(size), device, precisions, plan,
+                                         timing, threads)
+                    except Exception as error:  # outside any one check (frames, reference): this size fails
+                        run.check(f"{name} {size_text(size)} runs", lambda error=error: (False, describe_error(error)))
+                del loaded, eager
         finally:
             torch.set_num_threads(saved_threads)
     settings.update(budget_s=budget_s, row_seconds=plan.rows.seconds)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 import threading
 import time
 import warnings
@@ -287,7 +288,8 @@ def check_no_hidden_sync(engine: SegmentationEngine, frames: Sequence[np.ndarray
         feeder.submit_seconds.clear()
         with warnings.catch_warnings(record=True) as caught:  # process-wide: the pipeline's threads report here
             warnings.simplefilter("always")
-            torch.cuda.set_sync_debug_mode("warn")
+            # where warnings are per thread context (Python 3.14 free-threaded), make a sync fail its frame
+            torch.cuda.set_sync_debug_mode("error" if getattr(sys.flags, "context_aware_warnings", False) else "warn")
             try:
                 feeder.run(cycle(frames, count))
             finally:
@@ -300,7 +302,8 @@ def check_no_hidden_sync(engine: SegmentationEngine, frames: Sequence[np.ndarray
     if syncs:
         problems.append(f"{len(syncs)} synchronising CUDA calls in {count} frames, e.g. {syncs[0]!r}")
     if failed:
-        problems.append(f"{failed} frames failed under the sync debug mode")
+        first = next(o.error for o in feeder.outcomes if o.error is not None)
+        problems.append(f"{failed} frames failed under the sync debug mode, the first: {first!r}")
     if median > SUBMIT_LIMIT_MS:
         problems.append(f"submit() took {median:.2f} ms (median) while the GPU was busy")
     return not problems, "; ".join(problems) or (
