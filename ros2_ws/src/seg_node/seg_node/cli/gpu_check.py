@@ -1,0 +1,23 @@
+"""``seg-gpu-check``: prove and measure the engine's CUDA path on an NVIDIA GPU (see seg_node.evaluation.gpu_check).
+
+seg-gpu-check [--out docs/gpu] [--quick]; exit status 0 all checks passed, 1 a check failed, 2 no CUDA device.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from functools import partial
+
+from ..evaluation import gpu_check
+from . import HelpFormatter, run
+
+PROG = "seg-gpu-check"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(PROG, partial(gpu_check.main, prog=PROG, formatter_class=HelpFormatter), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
