@@ -49,6 +49,7 @@ setup(
             "seg-make-bag = seg_node.cli.make_bag:main",
             "seg-demo = seg_node.cli.demo:main",
             "seg-bench = seg_node.cli.bench:main",
+            "seg-gpu-check = seg_node.cli.gpu_check:main",
         ],
     },
 )
