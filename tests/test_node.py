@@ -25,6 +25,8 @@ import torch
 import yaml
 from conftest import PACKAGE_ROOT
 from diagnostic_msgs.msg import DiagnosticArray
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState
 from rcl_interfaces.msg import Parameter as ParameterMessage
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
@@ -33,7 +35,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
 
 from seg_node.engine import ENGINE_OPTIONS, EngineConfig, EngineError, create_engine
@@ -479,6 +481,129 @@ def test_ctrl_c_stops_the_node_cleanly(node_process):
     print(f"stopped {time.monotonic() - started:.2f} s after SIGINT")
     log = node_process.log_path.read_text()
     assert "Traceback" not in log and "terminate called" not in log
+
+
+@pytest.mark.slow  # a node process over DDS
+def test_a_second_ctrl_c_during_shutdown_is_absorbed(probe, ros_env, weights, frames, tmp_path):
+    """ros2 launch forwards the terminal's Ctrl-C: the node's process group gets SIGINT twice, ~50 ms apart,
+    while frames are in flight; the node still stops cleanly (status 0, no traceback) within 2 s."""
+    command = node_command("-p", f"weights:={weights}", "-p", "backend:=torch", "-p", "threads:=1",
+                           "-r", "__ns:=/sigint", "-r", "image:=/sigint_camera")
+    log_path = tmp_path / "node.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, env=ros_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    streaming = threading.Event()
+    try:
+        probe.subscribe(Image, "/sigint/seg_node/image/overlay")  # makes the node blend as well
+        probe.subscribe(Image, "/sigint/seg_node/image/label")
+        probe.publishers["sigint"] = camera = probe.node.create_publisher(Image, "/sigint_camera", 10)
+        wait_until(lambda: camera.get_subscription_count() > 0 or process.poll() is not None, "the node's camera")
+        assert process.poll() is None, log_path.read_text()
+        send_and_receive(probe, "sigint", raw_message(probe, frames["front"], "sigint_0"),
+                         topic="/sigint/seg_node/image/label")
+
+        def stream() -> None:  # frames keep arriving while the node shuts down
+            while not streaming.wait(0.02):
+                camera.publish(raw_message(probe, frames["front"], "sigint_stream"))
+
+        threading.Thread(target=stream, daemon=True).start()
+        time.sleep(0.3)
+        started = time.monotonic()
+        os.killpg(process.pid, signal.SIGINT)
+        time.sleep(0.05)
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(timeout=2.0) == 0, log_path.read_text()
+        print(f"stopped {time.monotonic() - started:.2f} s after the first SIGINT")
+    finally:
+        streaming.set()
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    log = log_path.read_text()
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log and "terminate called" not in log
+
+
+def change_state(probe: Probe, node: str, transition: int) -> bool:
+    client = probe.node.create_client(ChangeState, f"{node}/change_state")
+    try:
+        assert client.wait_for_service(timeout_sec=WAIT_S)
+        future = client.call_async(ChangeState.Request(transition=Transition(id=transition)))
+        wait_until(future.done, f"transition {transition} of {node}", timeout=120)
+        return future.result().success
+    finally:
+        probe.node.destroy_client(client)
+
+
+def engine_status_of(probe: Probe, name: str, accept: Callable[[dict], bool]) -> dict[str, str]:
+    def matches(array: DiagnosticArray) -> bool:
+        return any(s.name == name and accept({kv.key: kv.value for kv in s.values} | {"": s.message})
+                   for s in array.status)
+
+    array = probe.wait_for("/diagnostics", matches)
+    (status,) = [s for s in array.status if s.name == name]
+    return {kv.key: kv.value for kv in status.values} | {"": status.message}
+
+
+@pytest.mark.slow  # a node process over DDS
+def test_managed_node_in_a_namespace_through_lifecycle_services_with_camera_info(probe, ros_env, weights, frames,
+                                                                                tmp_path):
+    """autostart false: unconfigured until a manager configures and activates it over lifecycle_msgs;
+    the remapped camera's CameraInfo comes back scaled to the labels' network size."""
+    node = "/perception/seg_node"
+    command = node_command("-p", f"weights:={weights}", "-p", "backend:=torch", "-p", "threads:=1",
+                           "-p", "autostart:=false", "-p", "output_resolution:=network",
+                           "-p", "diagnostics_period_s:=0.3", "-r", "__ns:=/perception",
+                           "-r", "image:=/cam/image_raw", "-r", "camera_info:=/cam/camera_info")
+    with open(tmp_path / "node.log", "w") as log:
+        process = subprocess.Popen(command, env=ros_env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        for output in ("label", "camera_info"):
+            probe.subscribe(CameraInfo if output == "camera_info" else Image, f"{node}/image/{output}")
+        camera = probe.node.create_publisher(Image, "/cam/image_raw", 10)
+        camera_info = probe.node.create_publisher(CameraInfo, "/cam/camera_info", 10)
+        status = engine_status_of(probe, f"{node}: engine", lambda v: v["lifecycle_state"] == "unconfigured")
+        assert status[""].startswith("unconfigured") and camera.get_subscription_count() == 0
+
+        assert change_state(probe, node, Transition.TRANSITION_CONFIGURE)
+        engine_status_of(probe, f"{node}: engine", lambda v: v["lifecycle_state"] == "inactive")
+        assert camera.get_subscription_count() == 0  # inactive: the engine is ready, nothing subscribed
+
+        assert change_state(probe, node, Transition.TRANSITION_ACTIVATE)
+        wait_until(lambda: camera.get_subscription_count() > 0 and camera_info.get_subscription_count() > 0,
+                   "the activated node's subscriptions")
+        wait_until(lambda: probe.node.count_publishers(f"{node}/image/camera_info") > 0, "the node's publishers")
+        height, width = frames["front"].shape[:2]
+        info = CameraInfo(width=width, height=height, distortion_model="plumb_bob")
+        info.k = [400.0, 0.0, width / 2, 0.0, 410.0, height / 2, 0.0, 0.0, 1.0]
+        info.p = [400.0, 0.0, width / 2, 0.0, 0.0, 410.0, height / 2, 0.0, 0.0, 0.0, 1.0, 0.0]
+        probe.publishers["managed"] = camera
+        deadline = time.monotonic() + WAIT_S
+        scaled = None
+        while scaled is None:
+            camera_info.publish(info)
+            time.sleep(0.05)
+            message = raw_message(probe, frames["front"], f"managed_{time.monotonic()}")
+            label = send_and_receive(probe, "managed", message, topic=f"{node}/image/label")
+            assert (label.height, label.width) == NETWORK_SIZE
+            try:
+                scaled = probe.wait_for(f"{node}/image/camera_info", with_frame_id(message.header.frame_id), 1.0)
+            except AssertionError:
+                assert time.monotonic() < deadline, "no camera_info beside the labels"
+        assert scaled.header.stamp == label.header.stamp and (scaled.height, scaled.width) == NETWORK_SIZE
+        sx, sy = NETWORK_SIZE[1] / width, NETWORK_SIZE[0] / height
+        assert np.allclose(scaled.k, [400 * sx, 0, width / 2 * sx, 0, 410 * sy, height / 2 * sy, 0, 0, 1])
+
+        assert change_state(probe, node, Transition.TRANSITION_DEACTIVATE)
+        wait_until(lambda: camera.get_subscription_count() == 0, "unsubscribing at deactivate")
+        assert change_state(probe, node, Transition.TRANSITION_CLEANUP)
+        engine_status_of(probe, f"{node}: engine", lambda v: v["lifecycle_state"] == "unconfigured")
+        assert change_state(probe, node, Transition.TRANSITION_UNCONFIGURED_SHUTDOWN)
+        engine_status_of(probe, f"{node}: engine", lambda v: v["lifecycle_state"] == "finalized")
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=WAIT_S) == 0
+    log = (tmp_path / "node.log").read_text()
+    assert "Traceback" not in log
 
 
 def mismatched_weights(folder: Path) -> Path:
