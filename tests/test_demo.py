@@ -23,7 +23,7 @@ def test_demo_runs_end_to_end_on_a_slice(tmp_path):
                "--out", str(out), "--domain-id", str(domain_id)]  # fmt: skip
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "[diagnostics] seg_node: camera camera/image_raw" in done.stdout  # printed live by the recorder
+    assert "[diagnostics] /seg_node: camera camera/image_raw" in done.stdout  # printed live by the recorder
     assert "mIoU" in done.stdout
     report = json.loads((out / "report.json").read_text())
     assert report["weights"] == str(weights)
@@ -31,7 +31,7 @@ def test_demo_runs_end_to_end_on_a_slice(tmp_path):
     assert 1 <= report["frames"]["segmented"] <= 8
     assert report["frames"]["scored"] == report["frames"]["segmented"]
     assert 0.0 <= report["accuracy"]["miou"] <= 1.0
-    assert report["diagnostics"]["seg_node: engine"]["input_resolution"] == "240x180"
+    assert report["diagnostics"]["/seg_node: engine"]["input_resolution"] == "240x180"
     assert report["latency_over_dds_ms"]["p50"] > 0
     assert (out / report["files"]["video"]).stat().st_size > 1000
     assert len(list((out / "overlays").glob("*.png"))) >= 1

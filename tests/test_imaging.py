@@ -91,6 +91,67 @@ def test_yuv422_layouts(rgb, padding):
             assert np.array_equal(to_rgb(image, order), expected), encoding
 
 
+BAYER_PATTERNS = {"bayer_rggb8": "RGGB", "bayer_bggr8": "BGGR", "bayer_gbrg8": "GBRG", "bayer_grbg8": "GRBG"}
+
+
+def mosaic(rgb: np.ndarray, pattern: str) -> np.ndarray:
+    """The HxW Bayer mosaic a sensor with ``pattern`` (ROS order: row 0 pixels 0,1 then row 1) records."""
+    channel = {"R": 0, "G": 1, "B": 2}
+    out = np.empty(rgb.shape[:2], np.uint8)
+    for index, colour in enumerate(pattern):
+        row, column = divmod(index, 2)
+        out[row::2, column::2] = rgb[row::2, column::2, channel[colour]]
+    return out
+
+
+@pytest.mark.parametrize("padding", [0, 5])
+@pytest.mark.parametrize("encoding", sorted(BAYER_PATTERNS))
+def test_bayer_mosaics_decode_to_the_colour_they_sampled(encoding, padding):
+    """A flat colour mosaicked in the encoding's pattern comes back as that colour (borders aside), and
+    a random image decodes exactly as OpenCV's own demosaicing of the pattern's OpenCV code."""
+    flat = np.empty((12, 16, 3), np.uint8)
+    flat[:] = (200, 90, 30)
+    data, step = padded(mosaic(flat, BAYER_PATTERNS[encoding]), padding)
+    image, order = decode_raw(encoding, 12, 16, step, data)
+    assert order == "rgb" and image.shape == (12, 16, 3)
+    assert np.array_equal(image[2:-2, 2:-2], flat[2:-2, 2:-2]), encoding
+    # OpenCV names the pattern by the second row's second and third pixels: ROS rggb is OpenCV's BG
+    opencv = {"bayer_rggb8": cv2.COLOR_BayerBG2RGB, "bayer_bggr8": cv2.COLOR_BayerRG2RGB,
+              "bayer_gbrg8": cv2.COLOR_BayerGR2RGB, "bayer_grbg8": cv2.COLOR_BayerGB2RGB}[encoding]
+    raw = mosaic(np.random.default_rng(1).integers(0, 256, (12, 16, 3), dtype=np.uint8), BAYER_PATTERNS[encoding])
+    data, step = padded(raw, padding)
+    assert np.array_equal(decode_raw(encoding, 12, 16, step, data)[0], cv2.cvtColor(raw, opencv))
+
+
+def nv12_from_rgb(rgb: np.ndarray) -> np.ndarray:
+    """(H + H/2) x W: the Y plane, then U,V interleaved at half resolution (OpenCV's I420, re-packed)."""
+    height, width = rgb.shape[:2]
+    i420 = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420).reshape(-1)
+    y = i420[: height * width].reshape(height, width)
+    u = i420[height * width: height * width * 5 // 4].reshape(height // 2, width // 2)
+    v = i420[height * width * 5 // 4:].reshape(height // 2, width // 2)
+    chroma = np.empty((height // 2, width), np.uint8)
+    chroma[:, 0::2], chroma[:, 1::2] = u, v
+    return np.concatenate([y, chroma])
+
+
+@pytest.mark.parametrize("padding", [0, 6])
+def test_nv12_and_nv21_with_padded_rows(rgb, padding):
+    nv12 = nv12_from_rgb(rgb)
+    expected = cv2.cvtColor(nv12, cv2.COLOR_YUV2RGB_NV12)
+    nv21 = nv12.copy()
+    nv21[HEIGHT:, 0::2], nv21[HEIGHT:, 1::2] = nv12[HEIGHT:, 1::2], nv12[HEIGHT:, 0::2]
+    for encoding, pixels in [("nv12", nv12), ("nv21", nv21)]:
+        data, step = padded(pixels, padding)
+        image, order = decode_raw(encoding, HEIGHT, WIDTH, step, data)
+        assert order == "rgb" and np.array_equal(image, expected), encoding
+    # a flat colour survives the round trip (on noise, 2x2 pixels sharing chroma would blur it)
+    flat = np.empty((8, 8, 3), np.uint8)
+    flat[:] = (40, 160, 220)
+    image, _ = decode_raw("nv12", 8, 8, 8, nv12_from_rgb(flat).tobytes())
+    assert np.abs(image.astype(int) - flat.astype(int)).max() <= 3
+
+
 @pytest.mark.parametrize(
     ("encoding", "height", "width", "step", "size", "reason"),
     [
@@ -101,6 +162,10 @@ def test_yuv422_layouts(rgb, padding):
         ("rgb8", HEIGHT, WIDTH, WIDTH * 3 + 8, HEIGHT * WIDTH * 3 + 8, "bytes"),  # padding claimed, not sent
         ("rgb8", HEIGHT, WIDTH, WIDTH * 3 - 1, HEIGHT * WIDTH * 3, "step"),
         ("yuv422", HEIGHT, WIDTH - 1, (WIDTH - 1) * 2, HEIGHT * (WIDTH - 1) * 2, "even width"),
+        ("nv12", HEIGHT, WIDTH - 1, WIDTH - 1, HEIGHT * (WIDTH - 1) * 3 // 2, "even width"),
+        ("nv12", HEIGHT - 1, WIDTH, WIDTH, HEIGHT * WIDTH * 3 // 2, "even height"),
+        ("nv12", HEIGHT, WIDTH, WIDTH, HEIGHT * WIDTH, "9 rows"),  # the chroma plane missing
+        ("bayer_rggb8", HEIGHT, WIDTH, WIDTH, HEIGHT * WIDTH - 1, "bytes"),
     ],
 )
 def test_bad_raw_frames_name_the_reason(encoding, height, width, step, size, reason):
@@ -110,7 +175,7 @@ def test_bad_raw_frames_name_the_reason(encoding, height, width, step, size, rea
 
 def test_supported_encodings_are_listed_in_the_error():
     with pytest.raises(ImageDecodeError) as error:
-        decode_raw("bayer_rggb8", HEIGHT, WIDTH, WIDTH, bytes(HEIGHT * WIDTH))
+        decode_raw("bayer_rggb16", HEIGHT, WIDTH, WIDTH * 2, bytes(HEIGHT * WIDTH * 2))
     assert all(encoding in str(error.value) for encoding in SUPPORTED_ENCODINGS)
 
 

@@ -25,17 +25,20 @@ import torch
 import yaml
 from conftest import PACKAGE_ROOT
 from diagnostic_msgs.msg import DiagnosticArray
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState
 from rcl_interfaces.msg import Parameter as ParameterMessage
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
 
-from seg_node.engine import ENGINE_OPTIONS, EngineConfig, create_engine
+from seg_node.engine import ENGINE_OPTIONS, EngineConfig, EngineError, create_engine
 from seg_node.imaging import blend, colorize
 from seg_node.models import build_model
 from seg_node.ros.diagnostics import ERROR, OK, WARN, CameraMonitor
@@ -177,7 +180,7 @@ def with_frame_id(frame_id: str) -> Callable[[object], bool]:
 
 
 def camera_status(array: DiagnosticArray, camera: str) -> tuple[bytes, str, dict[str, str]]:
-    (status,) = [s for s in array.status if s.name == f"seg_node: camera {camera}"]
+    (status,) = [s for s in array.status if s.name == f"/seg_node: camera {camera}"]
     return status.level, status.message, {kv.key: kv.value for kv in status.values}
 
 
@@ -306,8 +309,9 @@ def test_only_subscribed_outputs_are_published_and_diagnostics_are_complete(prob
         "/diagnostics", lambda array: (array.header.stamp.sec, array.header.stamp.nanosec) > (
             stamp_after.sec, stamp_after.nanosec)
     )
-    (engine,) = [s for s in diagnostics.status if s.name == "seg_node: engine"]
+    (engine,) = [s for s in diagnostics.status if s.name == "/seg_node: engine"]
     values = {kv.key: kv.value for kv in engine.values}
+    assert values["lifecycle_state"] == "active"
     assert values["backend"] == "torch" and values["device"] == "cpu" and values["precision"] == "fp32"
     assert values["model"].startswith("cgnet") and values["input_resolution"] == "128x96"
     _, _, front = camera_status(diagnostics, "front")
@@ -316,9 +320,11 @@ def test_only_subscribed_outputs_are_published_and_diagnostics_are_complete(prob
         assert key in front and key in rear, key
     assert int(front["published_color_mask"]) > 0 and int(front["published_overlay"]) > 0
     assert int(front["published_confidence"]) > 0
-    # nobody subscribes to the rear camera's mask, overlay or confidence
+    # nobody subscribes to the rear camera's mask, overlay, confidence or camera_info, and it sends no CameraInfo
     assert int(rear["published_label"]) >= 4
     assert rear["published_color_mask"] == rear["published_overlay"] == rear["published_confidence"] == "0"
+    assert rear["published_camera_info"] == "0" and rear["camera_info"] == "none received"
+    assert "camera rear: no CameraInfo on /camera_info yet" in node_process.log_path.read_text()
 
 
 @pytest.mark.slow  # a node process over DDS
@@ -343,7 +349,7 @@ def test_bad_frames_are_counted_and_the_node_keeps_serving(probe, node_process, 
     image = frames["front"]
     height, width = image.shape[:2]
     bad = [
-        raw_message(probe, image, "bad_encoding", encoding="bayer_rggb8"),
+        raw_message(probe, image, "bad_encoding", encoding="bayer_rggb16"),
         raw_message(probe, image, "bad_short", data=bytes(100)),
         raw_message(probe, image[:0], "bad_zero"),
         raw_message(probe, image, "bad_step", step=width * 3 - 1),
@@ -477,6 +483,129 @@ def test_ctrl_c_stops_the_node_cleanly(node_process):
     assert "Traceback" not in log and "terminate called" not in log
 
 
+@pytest.mark.slow  # a node process over DDS
+def test_a_second_ctrl_c_during_shutdown_is_absorbed(probe, ros_env, weights, frames, tmp_path):
+    """ros2 launch forwards the terminal's Ctrl-C: the node's process group gets SIGINT twice, ~50 ms apart,
+    while frames are in flight; the node still stops cleanly (status 0, no traceback) within 2 s."""
+    command = node_command("-p", f"weights:={weights}", "-p", "backend:=torch", "-p", "threads:=1",
+                           "-r", "__ns:=/sigint", "-r", "image:=/sigint_camera")
+    log_path = tmp_path / "node.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, env=ros_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    streaming = threading.Event()
+    try:
+        probe.subscribe(Image, "/sigint/seg_node/image/overlay")  # makes the node blend as well
+        probe.subscribe(Image, "/sigint/seg_node/image/label")
+        probe.publishers["sigint"] = camera = probe.node.create_publisher(Image, "/sigint_camera", 10)
+        wait_until(lambda: camera.get_subscription_count() > 0 or process.poll() is not None, "the node's camera")
+        assert process.poll() is None, log_path.read_text()
+        send_and_receive(probe, "sigint", raw_message(probe, frames["front"], "sigint_0"),
+                         topic="/sigint/seg_node/image/label")
+
+        def stream() -> None:  # frames keep arriving while the node shuts down
+            while not streaming.wait(0.02):
+                camera.publish(raw_message(probe, frames["front"], "sigint_stream"))
+
+        threading.Thread(target=stream, daemon=True).start()
+        time.sleep(0.3)
+        started = time.monotonic()
+        os.killpg(process.pid, signal.SIGINT)
+        time.sleep(0.05)
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(timeout=2.0) == 0, log_path.read_text()
+        print(f"stopped {time.monotonic() - started:.2f} s after the first SIGINT")
+    finally:
+        streaming.set()
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    log = log_path.read_text()
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log and "terminate called" not in log
+
+
+def change_state(probe: Probe, node: str, transition: int) -> bool:
+    client = probe.node.create_client(ChangeState, f"{node}/change_state")
+    try:
+        assert client.wait_for_service(timeout_sec=WAIT_S)
+        future = client.call_async(ChangeState.Request(transition=Transition(id=transition)))
+        wait_until(future.done, f"transition {transition} of {node}", timeout=120)
+        return future.result().success
+    finally:
+        probe.node.destroy_client(client)
+
+
+def engine_status_of(probe: Probe, name: str, accept: Callable[[dict], bool]) -> dict[str, str]:
+    def matches(array: DiagnosticArray) -> bool:
+        return any(s.name == name and accept({kv.key: kv.value for kv in s.values} | {"": s.message})
+                   for s in array.status)
+
+    array = probe.wait_for("/diagnostics", matches)
+    (status,) = [s for s in array.status if s.name == name]
+    return {kv.key: kv.value for kv in status.values} | {"": status.message}
+
+
+@pytest.mark.slow  # a node process over DDS
+def test_managed_node_in_a_namespace_through_lifecycle_services_with_camera_info(probe, ros_env, weights, frames,
+                                                                                tmp_path):
+    """autostart false: unconfigured until a manager configures and activates it over lifecycle_msgs;
+    the remapped camera's CameraInfo comes back scaled to the labels' network size."""
+    node = "/perception/seg_node"
+    command = node_command("-p", f"weights:={weights}", "-p", "backend:=torch", "-p", "threads:=1",
+                           "-p", "autostart:=false", "-p", "output_resolution:=network",
+                           "-p", "diagnostics_period_s:=0.3", "-r", "__ns:=/perception",
+                           "-r", "image:=/cam/image_raw", "-r", "camera_info:=/cam/camera_info")
+    with open(tmp_path / "node.log", "w") as log:
+        process = subprocess.Popen(command, env=ros_env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        for output in ("label", "camera_info"):
+            probe.subscribe(CameraInfo if output == "camera_info" else Image, f"{node}/image/{output}")
+        camera = probe.node.create_publisher(Image, "/cam/image_raw", 10)
+        camera_info = probe.node.create_publisher(CameraInfo, "/cam/camera_info", 10)
+        status = engine_status_of(probe, f"{node}: engine", lambda v: v["lifecycle_state"] == "unconfigured")
+        assert status[""].startswith("unconfigured") and camera.get_subscription_count() == 0
+
+        assert change_state(probe, node, Transition.TRANSITION_CONFIGURE)
+        engine_status_of(probe, f"{node}: engine", lambda v: v["lifecycle_state"] == "inactive")
+        assert camera.get_subscription_count() == 0  # inactive: the engine is ready, nothing subscribed
+
+        assert change_state(probe, node, Transition.TRANSITION_ACTIVATE)
+        wait_until(lambda: camera.get_subscription_count() > 0 and camera_info.get_subscription_count() > 0,
+                   "the activated node's subscriptions")
+        wait_until(lambda: probe.node.count_publishers(f"{node}/image/camera_info") > 0, "the node's publishers")
+        height, width = frames["front"].shape[:2]
+        info = CameraInfo(width=width, height=height, distortion_model="plumb_bob")
+        info.k = [400.0, 0.0, width / 2, 0.0, 410.0, height / 2, 0.0, 0.0, 1.0]
+        info.p = [400.0, 0.0, width / 2, 0.0, 0.0, 410.0, height / 2, 0.0, 0.0, 0.0, 1.0, 0.0]
+        probe.publishers["managed"] = camera
+        deadline = time.monotonic() + WAIT_S
+        scaled = None
+        while scaled is None:
+            camera_info.publish(info)
+            time.sleep(0.05)
+            message = raw_message(probe, frames["front"], f"managed_{time.monotonic()}")
+            label = send_and_receive(probe, "managed", message, topic=f"{node}/image/label")
+            assert (label.height, label.width) == NETWORK_SIZE
+            try:
+                scaled = probe.wait_for(f"{node}/image/camera_info", with_frame_id(message.header.frame_id), 1.0)
+            except AssertionError:
+                assert time.monotonic() < deadline, "no camera_info beside the labels"
+        assert scaled.header.stamp == label.header.stamp and (scaled.height, scaled.width) == NETWORK_SIZE
+        sx, sy = NETWORK_SIZE[1] / width, NETWORK_SIZE[0] / height
+        assert np.allclose(scaled.k, [400 * sx, 0, width / 2 * sx, 0, 410 * sy, height / 2 * sy, 0, 0, 1])
+
+        assert change_state(probe, node, Transition.TRANSITION_DEACTIVATE)
+        wait_until(lambda: camera.get_subscription_count() == 0, "unsubscribing at deactivate")
+        assert change_state(probe, node, Transition.TRANSITION_CLEANUP)
+        engine_status_of(probe, f"{node}: engine", lambda v: v["lifecycle_state"] == "unconfigured")
+        assert change_state(probe, node, Transition.TRANSITION_UNCONFIGURED_SHUTDOWN)
+        engine_status_of(probe, f"{node}: engine", lambda v: v["lifecycle_state"] == "finalized")
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=WAIT_S) == 0
+    log = (tmp_path / "node.log").read_text()
+    assert "Traceback" not in log
+
+
 def mismatched_weights(folder: Path) -> Path:
     """cgnet tensors under a JSON that promises contextnet."""
     path = tiny_weights(folder)
@@ -568,7 +697,26 @@ def test_the_engine_config_comes_from_the_parameters():
         engine_config_from_parameters({**values, "network_height": 8})
 
 
-def test_the_node_gives_its_engine_the_declared_options(ros_env, weights, monkeypatch):
+@pytest.fixture
+def in_process(ros_env):
+    """A context of this process's own for SegmentationNode instances (no executor: transitions by trigger_*)."""
+    context = Context()
+    rclpy.init(context=context, domain_id=int(os.environ["ROS_DOMAIN_ID"]))
+    nodes = []
+
+    def make(*overrides: Parameter, cli_args: list[str] | None = None) -> SegmentationNode:
+        node = SegmentationNode(context=context, parameter_overrides=list(overrides), cli_args=cli_args)
+        nodes.append(node)
+        return node
+
+    yield make
+    for node in nodes:
+        node.close()
+        node.destroy_node()
+    rclpy.try_shutdown(context=context)
+
+
+def test_the_node_gives_its_engine_the_declared_options(in_process, weights, monkeypatch):
     """In this process, with parameter overrides as from --ros-args; the engine itself is a plain CPU one."""
     asked = []
 
@@ -577,18 +725,73 @@ def test_the_node_gives_its_engine_the_declared_options(ros_env, weights, monkey
         return create_engine(path, EngineConfig(backend="torch", device="cpu", threads=1))
 
     monkeypatch.setattr("seg_node.ros.node.create_engine", create_cpu_engine)
-    context = Context()
-    rclpy.init(context=context, domain_id=int(os.environ["ROS_DOMAIN_ID"]))
-    try:
-        overrides = [Parameter("weights", value=str(weights)), Parameter("cuda_graphs", value=True),
-                     Parameter("int8_calibration_dir", value="/calibration"), Parameter("threads", value=3),
-                     Parameter("cameras", value=["in_process"])]
-        node = SegmentationNode(context=context, parameter_overrides=overrides)
-        try:
-            assert node.pipeline is not None and node.settings.engine is asked[0]
-        finally:
-            node.close()
-            node.destroy_node()
-    finally:
-        rclpy.try_shutdown(context=context)
+    node = in_process(Parameter("weights", value=str(weights)), Parameter("cuda_graphs", value=True),
+                      Parameter("int8_calibration_dir", value="/calibration"), Parameter("threads", value=3),
+                      Parameter("cameras", value=["in_process"]))
+    assert node.engine is None and not asked  # created unconfigured; autostart is run()'s business
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.pipeline is not None and node.settings.engine is asked[0]
     assert asked == [EngineConfig(cuda_graphs=True, int8_calibration_dir="/calibration", threads=3)]
+
+
+def subscriptions_of(node: SegmentationNode, topic: str) -> int:
+    return node.count_subscribers(topic)
+
+
+def test_lifecycle_transitions_in_a_namespace_with_a_remapped_camera(in_process, weights, monkeypatch):
+    """configure builds (diagnostics say so), activate subscribes, deactivate unsubscribes and keeps the
+    engine, cleanup frees it; outputs are ~/<camera as given>/..., status names carry the full node name."""
+    building = []
+
+    def reporting_engine(path, config, on_progress=None):
+        building.append(node._engine_status([]).message)
+        on_progress("compiling the network")
+        building.append(node._engine_status([]).message)
+        return create_engine(path, EngineConfig(backend="torch", device="cpu", threads=1))
+
+    monkeypatch.setattr("seg_node.ros.node.create_engine", reporting_engine)
+    node = in_process(Parameter("weights", value=str(weights)), Parameter("autostart", value=False),
+                      cli_args=["--ros-args", "-r", "__ns:=/perception", "-r", "image:=/cam/image_raw"])
+    unconfigured = node._engine_status([])
+    assert unconfigured.name == "/perception/seg_node: engine" and unconfigured.message.startswith("unconfigured")
+    assert {kv.key: kv.value for kv in unconfigured.values}["lifecycle_state"] == "unconfigured"
+
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert building == ["configuring: building engine (this can take minutes)", "configuring: compiling the network"]
+    assert node.lifecycle_state == "inactive" and node._engine_status([]).message.startswith("inactive: cgnet")
+    (outputs,) = node.cameras
+    assert [publisher.topic_name for publisher in outputs.publishers()] == [
+        f"/perception/seg_node/image/{output}" for output in ("label", "color_mask", "overlay", "camera_info")]
+    assert outputs.camera.resolved == "/cam/image_raw"
+    assert outputs.monitor.status_name == "/perception/seg_node: camera image"
+    assert subscriptions_of(node, "/cam/image_raw") == 0
+
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    assert subscriptions_of(node, "/cam/image_raw") == 1 and subscriptions_of(node, "/perception/camera_info") == 1
+    engine = node.engine
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert subscriptions_of(node, "/cam/image_raw") == 0 and node.engine is engine
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+    assert node.engine is None and node.pipeline is None and node.cameras == []
+    with pytest.raises(EngineError, match="closed"):
+        engine.infer(np.zeros((8, 8, 3), np.uint8))
+    assert node.count_publishers("/perception/seg_node/image/label") == 0
+    assert node.trigger_shutdown() == TransitionCallbackReturn.SUCCESS
+    assert node.lifecycle_state == "finalized"
+
+
+def test_configure_fails_with_the_reason_and_the_node_stays_unconfigured(in_process, weights, tmp_path):
+    node = in_process(Parameter("weights", value=str(tmp_path / "missing.safetensors")),
+                      Parameter("overlay_alpha", value=0.3))
+    assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+    assert node.lifecycle_state == "unconfigured" and "missing.safetensors does not exist" in node.failure
+    status = node._engine_status([])
+    assert status.level == ERROR and "configure failed" in status.message and "missing.safetensors" in status.message
+    # a value refused at start is reported by configure, not by an exception out of the constructor
+    node = in_process(Parameter("weights", value=str(weights)), Parameter("overlay_alpha", value=1.5))
+    assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+    assert node.failure.startswith("overlay_alpha:")
+    # an unconfigured node can still shut down
+    assert node.trigger_shutdown() == TransitionCallbackReturn.SUCCESS

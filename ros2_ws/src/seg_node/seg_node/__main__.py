@@ -1,5 +1,5 @@
 """``python -m seg_node [--ros-args ...]``: the ROS 2 node, as ``ros2 run seg_node seg_node`` starts it."""
 
-from seg_node.ros.node import main
+from seg_node.ros.process import main
 
 main()

@@ -4,6 +4,8 @@ The engine takes only uint8 HxWx3 RGB or BGR. ``decode_raw`` turns the pixel
 layouts cameras send (sensor_msgs/Image encodings, rows possibly padded) into
 that, copying only where a colour conversion has to produce new pixels:
 rgb8 and bgr8 come back as a row-strided view of the caller's buffer.
+Car cameras also send Bayer mosaics (demosaiced by OpenCV) and NV12/NV21 (YUV 4:2:0: a full-resolution
+Y plane, then interleaved chroma at half height, rows ``step`` bytes apart in both planes).
 """
 
 from __future__ import annotations
@@ -33,8 +35,16 @@ _RAW_ENCODINGS: dict[str, tuple[int, int | None, str]] = {
     "uyvy": (2, cv2.COLOR_YUV2RGB_UYVY, RGB),
     "yuv422_yuy2": (2, cv2.COLOR_YUV2RGB_YUY2, RGB),
     "yuyv": (2, cv2.COLOR_YUV2RGB_YUY2, RGB),
+    # ROS names a mosaic by its first row's first two pixels and the next row's (bayer_rggb8: R G / G B);
+    # OpenCV by the second row's second and third, so ROS rggb is OpenCV's BG (tests/test_imaging.py checks).
+    "bayer_rggb8": (1, cv2.COLOR_BayerBG2RGB, RGB),
+    "bayer_bggr8": (1, cv2.COLOR_BayerRG2RGB, RGB),
+    "bayer_gbrg8": (1, cv2.COLOR_BayerGR2RGB, RGB),
+    "bayer_grbg8": (1, cv2.COLOR_BayerGB2RGB, RGB),
 }
-SUPPORTED_ENCODINGS = tuple(_RAW_ENCODINGS)
+# YUV 4:2:0 semi-planar: H rows of Y, then H/2 rows of interleaved chroma (U,V for nv12; V,U for nv21).
+_SEMI_PLANAR: dict[str, int] = {"nv12": cv2.COLOR_YUV2RGB_NV12, "nv21": cv2.COLOR_YUV2RGB_NV21}
+SUPPORTED_ENCODINGS = (*_RAW_ENCODINGS, *_SEMI_PLANAR)
 
 
 class ImageDecodeError(SegNodeError, ValueError):
@@ -47,22 +57,28 @@ def decode_raw(encoding: str, height: int, width: int, step: int, data: Buffer) 
     ``data`` is any buffer (bytes, memoryview, the array.array rclpy hands out); rgb8 and bgr8
     frames come back as a view of it, so the caller keeps ``data`` alive while the view is used.
     """
-    layout = _RAW_ENCODINGS.get(encoding.lower())
+    key = encoding.lower()
+    semi_planar = key in _SEMI_PLANAR
+    layout = (1, _SEMI_PLANAR[key], RGB) if semi_planar else _RAW_ENCODINGS.get(key)
     if layout is None:
         raise ImageDecodeError(f"unsupported encoding {encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}")
     channels, conversion, color_order = layout
     if height <= 0 or width <= 0:
         raise ImageDecodeError(f"zero-size image ({width}x{height})")
-    if channels == 2 and width % 2:
+    if (channels == 2 or semi_planar) and width % 2:
         raise ImageDecodeError(f"{encoding} needs an even width (two pixels share chroma), got {width}")
+    if semi_planar and height % 2:
+        raise ImageDecodeError(f"{encoding} needs an even height (two rows share chroma), got {height}")
     row_bytes = width * channels
     if step < row_bytes:
         raise ImageDecodeError(f"step {step} is smaller than width x bytes per pixel = {row_bytes} for {encoding}")
+    rows_total = height + height // 2 if semi_planar else height  # the chroma rows follow the Y plane
     pixels = np.frombuffer(data, np.uint8)
-    if pixels.size < step * height:
-        raise ImageDecodeError(f"data holds {pixels.size} bytes, step x height = {step * height} expected")
+    if pixels.size < step * rows_total:
+        raise ImageDecodeError(f"data holds {pixels.size} bytes, step x {rows_total} rows = {step * rows_total} "
+                               f"expected for {encoding}")
     # A view: rows `step` bytes apart, padding at the end of each row left out.
-    rows = pixels[: step * height].reshape(height, step)[:, :row_bytes]
+    rows = pixels[: step * rows_total].reshape(rows_total, step)[:, :row_bytes]
     image = rows.reshape(height, width, channels) if channels > 1 else rows
     if conversion is None:
         return image, color_order

@@ -10,7 +10,7 @@ from __future__ import annotations
 import array
 
 import numpy as np
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from ..imaging import decode_compressed, decode_raw
@@ -39,3 +39,37 @@ def image_message(pixels: np.ndarray, header: Header, encoding: str | None = Non
     message.step = pixels.shape[1] * channels
     message.data = data
     return message
+
+
+def output_camera_info(info: CameraInfo, input_size: tuple[int, int], output_size: tuple[int, int],
+                       header: Header) -> CameraInfo:
+    """The CameraInfo of an output of ``output_size`` (H, W) made from a frame of ``input_size`` (H, W).
+
+    At the input's size (and without binning or a region of interest) it is ``info`` under ``header``;
+    otherwise K and P are those of the frame (the ROI offset and binning applied, as image_geometry does)
+    scaled to the output: fx, cx and Tx by the width ratio, fy, cy and Ty by the height ratio.
+    """
+    in_height, in_width = input_size
+    out_height, out_width = output_size
+    binning_x, binning_y = info.binning_x or 1, info.binning_y or 1
+    offset_x, offset_y = info.roi.x_offset, info.roi.y_offset
+    result = CameraInfo(header=header, distortion_model=info.distortion_model, d=info.d, r=info.r)
+    if (in_height, in_width) == (out_height, out_width) and binning_x == binning_y == 1 and not (offset_x or offset_y):
+        result.height, result.width, result.k, result.p = info.height, info.width, info.k, info.p
+        result.binning_x, result.binning_y, result.roi = info.binning_x, info.binning_y, info.roi
+        return result
+    scale_x = out_width / in_width / binning_x
+    scale_y = out_height / in_height / binning_y
+    k = np.array(info.k, dtype=np.float64).reshape(3, 3)
+    p = np.array(info.p, dtype=np.float64).reshape(3, 4)
+    k[0, 2] -= offset_x
+    k[1, 2] -= offset_y
+    p[0, 2] -= offset_x
+    p[1, 2] -= offset_y
+    k[0, :] *= scale_x
+    k[1, :] *= scale_y
+    p[0, :] *= scale_x  # fx, skew, cx, Tx = -fx B
+    p[1, :] *= scale_y  # fy, cy, Ty
+    result.height, result.width = out_height, out_width
+    result.k, result.p = k.ravel(), p.ravel()
+    return result

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
-OUTPUTS = ("label", "color_mask", "overlay", "confidence")
+from .topics import OUTPUTS, status_name
+
 OK = DiagnosticStatus.OK
 WARN = DiagnosticStatus.WARN
 ERROR = DiagnosticStatus.ERROR
@@ -34,9 +35,11 @@ class _Window:
 class CameraMonitor:
     """What one camera's frames did since the last report, and in total."""
 
-    def __init__(self, name: str, topic: str, started: float) -> None:
+    def __init__(self, name: str, topic: str, started: float, node_name: str = "/seg_node") -> None:
         self.name = name
         self.topic = topic
+        self.status_name = status_name(node_name, f"camera {name}")
+        self.camera_info = "none received"  # or the CameraInfo topic once one arrived
         self._lock = threading.Lock()
         self._window = _Window()
         self._window_start = started
@@ -97,6 +100,7 @@ class CameraMonitor:
                 "engine_errors": self.engine_errors,
                 "seconds_since_input": f"{since_input:.2f}" if self._last_input is not None else "never",
                 "last_problem": self.last_problem,
+                "camera_info": self.camera_info,
                 **{f"published_{output}": count for output, count in self.published.items()},
             }
         level, message = OK, "ok"
@@ -108,7 +112,7 @@ class CameraMonitor:
         elif expected_fps > 0 and output_fps < expected_fps:
             level, message = WARN, f"output {output_fps:.1f} fps is below expected_fps {expected_fps}"
         return DiagnosticStatus(
-            level=level, name=f"seg_node: camera {self.name}", message=message, values=key_values(values)
+            level=level, name=self.status_name, message=message, values=key_values(values)
         )
 
 

@@ -1,88 +1,52 @@
-"""seg_node: a thin rclpy adapter over the segmentation engine.
+"""seg_node: a managed (lifecycle) rclpy adapter over the segmentation engine.
+
+States: unconfigured (parameters declared, /diagnostics published) -> configure (parameters checked,
+weights loaded, engine built: minutes for TensorRT) -> inactive (engine ready, nothing subscribed) ->
+activate (camera and camera_info subscriptions, outputs published) -> active; deactivate unsubscribes and
+keeps the engine, cleanup frees it, shutdown works from any state. ``autostart`` (default true)
+configures and activates at start, so the node runs without a lifecycle manager.
 
 Threads: the executor thread decodes each camera message (a view for rgb8/bgr8) and submits it to the
 engine's FramePipeline, which never blocks and keeps only the newest waiting frame per camera. The
-pipeline's result callback colourises, blends and publishes; inference never runs on the executor.
+pipeline's result callback colourises, blends and publishes (ros/outputs.py); inference never runs on
+the executor.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
-import os
-import sys
-import threading
 import time
-from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.executors import ExternalShutdownException
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from rclpy.publisher import Publisher
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import Header, String
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import String
 
 from ..engine import EngineError, FrameError, SegmentationEngine, SegResult, create_engine
 from ..errors import SegNodeError
-from ..imaging import ImageDecodeError, blend, colorize, palette_lut, to_rgb
+from ..imaging import ImageDecodeError, palette_lut
 from ..weights import WeightsError, find_weights, read_info
-from .conversions import frame_from_message, image_message
-from .diagnostics import ERROR, OK, CameraMonitor, key_values
-from .parameters import Camera, NodeSettings, ParameterError, check_runtime_change, declare_parameters
+from .conversions import frame_from_message
+from .diagnostics import ERROR, OK, WARN, CameraMonitor, key_values
+from .outputs import CameraOutputs, FrameTag, RateLimitedLog, publish_outputs
+from .parameters import SPECS, Camera, NodeSettings, check_runtime_change, declare_parameters, read_settings
+from .topics import output_topic, status_name
 
 NODE_NAME = "seg_node"
 LOG_EVERY_S = 5.0  # the same problem on the same camera is logged at most this often
+BUILDING = "building engine (this can take minutes)"
+SUCCESS = TransitionCallbackReturn.SUCCESS
 
 
 class StartupError(SegNodeError, RuntimeError):
     """The node cannot start: bad parameters, missing or mismatched weights, an unavailable backend."""
-
-
-@dataclass
-class CameraOutputs:
-    camera: Camera
-    monitor: CameraMonitor
-    label: Publisher
-    color_mask: Publisher
-    overlay: Publisher
-    confidence: Publisher | None
-
-
-@dataclass(frozen=True)
-class FrameTag:
-    """What travels with a frame through the pipeline: where it came from and what the outputs need."""
-
-    outputs: CameraOutputs
-    header: Header
-    image: np.ndarray | None  # the decoded input, kept only while someone watches the overlay
-    color_order: str
-
-
-class RateLimitedLog:
-    """Log a recurring problem once per period and per key, with how many were left out."""
-
-    def __init__(self, node: Node, period_s: float) -> None:
-        self._node = node
-        self._period_s = period_s
-        self._lock = threading.Lock()
-        self._last: dict[tuple[str, str], float] = {}
-        self._suppressed: dict[tuple[str, str], int] = {}
-
-    def warn(self, key: tuple[str, str], message: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            if now - self._last.get(key, -np.inf) < self._period_s:
-                self._suppressed[key] = self._suppressed.get(key, 0) + 1
-                return
-            self._last[key] = now
-            suppressed = self._suppressed.pop(key, 0)
-        more = f" ({suppressed} more like it in the last {self._period_s:.0f} s)" if suppressed else ""
-        self._node.get_logger().warning(message + more)
 
 
 def sensor_qos(settings: NodeSettings) -> QoSProfile:
@@ -97,45 +61,135 @@ def output_qos(settings: NodeSettings) -> QoSProfile:
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=settings.qos_depth, reliability=ReliabilityPolicy.RELIABLE)
 
 
-class SegmentationNode(Node):
+def free_cuda_memory() -> None:
+    """Give the caching allocator's free blocks back to the driver (after the engine's tensors are gone)."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+class SegmentationNode(LifecycleNode):
     def __init__(self, **node_kwargs: Any) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
-        try:
-            self.settings = declare_parameters(self)
-            self.weights_path = find_weights(self.settings.weights)
-            self.engine = self._create_engine()
-        except (ParameterError, WeightsError, EngineError) as error:
-            raise StartupError(str(error)) from error
+        self._problems = declare_parameters(self)  # values refused at start: reported by configure
+        self.autostart = bool(self.get_parameter("autostart").value)
+        self.settings: NodeSettings | None = None
+        self.weights_path = None
+        self.engine: SegmentationEngine | None = None
+        self.pipeline = None
+        self.cameras: list[CameraOutputs] = []
+        self._camera_subscriptions: list = []
+        self._classes = None
+        self._palette_lut = palette_lut([])
+        self._overlay_alpha = float(self.get_parameter("overlay_alpha").value)
+        self.lifecycle_state = "unconfigured"
+        self.building = ""  # while configure builds the engine: what it is doing
+        self.failure = ""  # why the last configure failed
+        self._autostarting = False
         self._log = RateLimitedLog(self, LOG_EVERY_S)
-        self._palette_lut = palette_lut(self.settings.palette or np.asarray(self.engine.info.palette).ravel())
-        self._overlay_alpha = self.settings.overlay_alpha
-        started = time.monotonic()
-        self.cameras = [self._camera_outputs(camera, started) for camera in self.settings.cameras]
-        self._classes = self.create_publisher(
-            String, "~/classes", QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        )
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.pipeline = self.engine.pipeline(on_result=self._on_result)
+        period = self.get_parameter("diagnostics_period_s").value
+        if "diagnostics_period_s" in self._problems:
+            period = SPECS["diagnostics_period_s"].default
+        self.create_timer(period, self.publish_diagnostics)  # in every state
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    # --- lifecycle transitions ------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._configure()
+        except SegNodeError as error:  # parameters, weights, backend: the reason is the message
+            return self._failed(str(error), TransitionCallbackReturn.FAILURE)
+        except Exception as error:  # noqa: BLE001 - anything else: ERROR, and on_error frees what was made
+            return self._failed(f"unexpected {error!r}", TransitionCallbackReturn.ERROR)
+        finally:
+            self.building = ""
+        self.failure = ""
+        self.lifecycle_state = "inactive"
+        self.get_logger().info(f"configured: {self.engine.describe()}")
+        return super().on_configure(state)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        result = super().on_activate(state)  # enables the lifecycle publishers
+        if result != SUCCESS:
+            return result
         for outputs in self.cameras:
-            message_type = CompressedImage if outputs.camera.compressed else Image
-            self.create_subscription(
-                message_type,
-                outputs.camera.topic,
-                lambda message, outputs=outputs: self._on_frame(outputs, message),
-                sensor_qos(self.settings),
-            )
-        self.add_on_set_parameters_callback(check_runtime_change)
-        self.add_post_set_parameters_callback(self._apply_runtime_change)
-        self.create_timer(self.settings.diagnostics_period_s, self._publish_diagnostics)
+            self._subscribe(outputs)
+        self.lifecycle_state = "active"
         self._publish_classes()
         self.get_logger().info(
-            f"segmenting {', '.join(c.resolved for c in self.settings.cameras)} with "
-            f"{self.engine.describe()}; outputs under {self.get_fully_qualified_name()}/<camera>/"
+            f"active: segmenting {', '.join(c.resolved for c in self.settings.cameras)}; "
+            f"outputs under {self.get_fully_qualified_name()}/<camera>/"
         )
+        return SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._unsubscribe()
+        self.lifecycle_state = "inactive"
+        self.get_logger().info("inactive: cameras unsubscribed, engine kept")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        result = super().on_cleanup(state)
+        self._release()
+        self.lifecycle_state = "unconfigured"
+        self.get_logger().info("unconfigured: engine freed")
+        return result
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        super().on_shutdown(state)
+        self._release()
+        self.lifecycle_state = "finalized"
+        return SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        self.lifecycle_state = "unconfigured"
+        return SUCCESS
+
+    def start(self) -> bool:
+        """autostart: configure, then activate; False, with ``failure`` saying why, when either fails."""
+        self._autostarting = True
+        try:
+            if self.trigger_configure() != SUCCESS:
+                return False
+            if self.trigger_activate() != SUCCESS:
+                self.failure = self.failure or "the activate transition failed"
+                return False
+            return True
+        finally:
+            self._autostarting = False
+
+    def close(self) -> None:
+        """Shut down from any state and free everything; safe after ROS has shut down, and twice."""
+        if self.lifecycle_state != "finalized":
+            try:
+                self.trigger_shutdown()
+            except Exception:  # noqa: BLE001 - mid-transition (an interrupted configure) has no shutdown
+                pass
+        self._release()
+
+    # --- configure and release ------------------------------------------------------------------------
+    def _configure(self) -> None:
+        self.settings = settings = read_settings(self, self._problems)
+        self.weights_path = find_weights(settings.weights)
+        self._set_building(BUILDING)
+        self.engine = self._create_engine()
+        self._palette_lut = palette_lut(settings.palette or np.asarray(self.engine.info.palette).ravel())
+        self._overlay_alpha = settings.overlay_alpha
+        started = time.monotonic()
+        self.cameras = [self._camera_outputs(camera, started) for camera in settings.cameras]
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._classes = self.create_lifecycle_publisher(String, "~/classes", latched)
+        self.pipeline = self.engine.pipeline(on_result=self._on_result)
 
     def _create_engine(self) -> SegmentationEngine:
+        progress = {}
+        if "on_progress" in inspect.signature(create_engine).parameters:  # the engine reports its build steps
+            progress["on_progress"] = self._set_building
         try:
-            return create_engine(self.weights_path, self.settings.engine)
+            return create_engine(self.weights_path, self.settings.engine, **progress)
         except RuntimeError as error:
             if isinstance(error, (WeightsError, EngineError)):
                 raise
@@ -143,22 +197,81 @@ class SegmentationNode(Node):
             expected = read_info(self.weights_path).describe()
             raise StartupError(f"cannot load {self.weights_path} (its JSON describes {expected}): {error}") from error
 
+    def _set_building(self, message: str) -> None:
+        """Log and publish what the engine build is doing now (the executor is busy meanwhile)."""
+        self.building = message
+        self.get_logger().info(message)
+        self.publish_diagnostics()
+
+    def _failed(self, reason: str, code: TransitionCallbackReturn) -> TransitionCallbackReturn:
+        self.failure = reason
+        if not self._autostarting:  # under autostart, run() says it once: "cannot start: ..."
+            self.get_logger().error(f"configure failed: {reason}")
+        if code == TransitionCallbackReturn.FAILURE:  # ERROR goes through on_error, which releases
+            self._release()
+        return code
+
     def _camera_outputs(self, camera: Camera, started: float) -> CameraOutputs:
         qos = output_qos(self.settings)
-        prefix = f"~/{camera.name}"
+
+        def publisher(output: str, message_type: type = Image) -> Any:
+            return self.create_lifecycle_publisher(message_type, output_topic(camera.name, output), qos)
+
         return CameraOutputs(
             camera=camera,
-            monitor=CameraMonitor(camera.name, camera.resolved, started),
-            label=self.create_publisher(Image, f"{prefix}/label", qos),
-            color_mask=self.create_publisher(Image, f"{prefix}/color_mask", qos),
-            overlay=self.create_publisher(Image, f"{prefix}/overlay", qos),
-            confidence=(
-                self.create_publisher(Image, f"{prefix}/confidence", qos) if self.settings.engine.confidence else None
-            ),
+            monitor=CameraMonitor(camera.name, camera.resolved, started, self.get_fully_qualified_name()),
+            label=publisher("label"),
+            color_mask=publisher("color_mask"),
+            overlay=publisher("overlay"),
+            confidence=publisher("confidence") if self.settings.engine.confidence else None,
+            camera_info=publisher("camera_info", CameraInfo),
         )
+
+    def _subscribe(self, outputs: CameraOutputs) -> None:
+        camera = outputs.camera
+        self._camera_subscriptions += [
+            self.create_subscription(
+                CompressedImage if camera.compressed else Image,
+                camera.topic,
+                lambda message, outputs=outputs: self._on_frame(outputs, message),
+                sensor_qos(self.settings),
+            ),
+            # best effort matches both reliable and best-effort camera drivers; only the newest matters
+            self.create_subscription(
+                CameraInfo, camera.info_topic, lambda info, outputs=outputs: self._on_camera_info(outputs, info),
+                qos_profile_sensor_data,
+            ),
+        ]
+
+    def _unsubscribe(self) -> None:
+        for subscription in self._camera_subscriptions:
+            self.destroy_subscription(subscription)
+        self._camera_subscriptions = []
+
+    def _release(self) -> None:
+        """Unsubscribe, stop the pipeline (joins its threads), free the engine and its GPU memory."""
+        self._unsubscribe()
+        if self.pipeline is not None:
+            self.pipeline.close(timeout=1.0)
+            self.pipeline = None
+        if self.engine is not None:
+            on_cuda = str(self.engine.device).startswith("cuda")
+            self.engine.close()
+            self.engine = None
+            if on_cuda:
+                free_cuda_memory()
+        for outputs in self.cameras:
+            for publisher in outputs.publishers():
+                self.destroy_lifecycle_publisher(publisher)
+        self.cameras = []
+        if self._classes is not None:
+            self.destroy_lifecycle_publisher(self._classes)
+            self._classes = None
 
     # --- executor thread: decode and hand over -------------------------------------------------------
     def _on_frame(self, outputs: CameraOutputs, message: Image | CompressedImage) -> None:
+        if self.pipeline is None:
+            return
         outputs.monitor.input(time.monotonic())
         try:
             frame, color_order = frame_from_message(message)
@@ -167,14 +280,21 @@ class SegmentationNode(Node):
             self._log.warn((outputs.camera.name, "decode"), f"camera {outputs.camera.name}: bad frame: {error}")
             return
         keep_image = outputs.overlay.get_subscription_count() > 0
-        tag = FrameTag(outputs, message.header, frame if keep_image else None, color_order)
+        tag = FrameTag(outputs, message.header, frame if keep_image else None, color_order, frame.shape[:2])
         self.pipeline.submit(frame, tag=tag, stream=outputs.camera.name, color_order=color_order)
+
+    def _on_camera_info(self, outputs: CameraOutputs, info: CameraInfo) -> None:
+        if outputs.info is None:
+            outputs.monitor.camera_info = self.resolve_topic_name(outputs.camera.info_topic)
+        outputs.info = info
 
     # --- pipeline thread: colourise, blend, publish ---------------------------------------------------
     def _on_result(self, result: SegResult) -> None:
         tag: FrameTag = result.tag
         outputs = tag.outputs
         name = outputs.camera.name
+        if self.lifecycle_state != "active":
+            return  # a frame in flight at deactivate
         if result.error is not None:
             if isinstance(result.error, FrameError):
                 outputs.monitor.bad_frame(str(result.error))
@@ -183,31 +303,18 @@ class SegmentationNode(Node):
                 outputs.monitor.engine_error(str(result.error))
                 self._log.warn((name, "engine"), f"camera {name}: engine failure: {result.error!r}")
             return
+        if outputs.info is None and not outputs.info_missing_logged:
+            outputs.info_missing_logged = True
+            self.get_logger().info(
+                f"camera {name}: no CameraInfo on {self.resolve_topic_name(outputs.camera.info_topic)} yet; "
+                f"segmenting without it, {output_topic(name, 'camera_info')} follows once one arrives"
+            )
         try:
-            self._publish_outputs(tag, result)
+            published = publish_outputs(tag, result, self._palette_lut, self._overlay_alpha)
         except Exception as error:  # a failed publish must not end the pipeline's thread
             if rclpy.ok(context=self.context):
                 self._log.warn((name, "publish"), f"camera {name}: publishing failed: {error!r}")
-
-    def _publish_outputs(self, tag: FrameTag, result: SegResult) -> None:
-        outputs = tag.outputs
-        outputs.label.publish(image_message(result.labels, tag.header))
-        published = ["label"]
-        want_mask = outputs.color_mask.get_subscription_count() > 0
-        want_overlay = tag.image is not None and outputs.overlay.get_subscription_count() > 0
-        if want_mask or want_overlay:
-            mask = colorize(result.labels, self._palette_lut)
-            if want_mask:
-                outputs.color_mask.publish(image_message(mask, tag.header))
-                published.append("color_mask")
-            if want_overlay:
-                overlay = blend(to_rgb(tag.image, tag.color_order), mask, self._overlay_alpha)
-                outputs.overlay.publish(image_message(overlay, tag.header))
-                published.append("overlay")
-        confidence = outputs.confidence
-        if confidence is not None and result.confidence is not None and confidence.get_subscription_count() > 0:
-            confidence.publish(image_message(result.confidence, tag.header))
-            published.append("confidence")
+            return
         stamp = tag.header.stamp
         latency_s = None  # an unstamped input has no end-to-end latency
         if stamp.sec or stamp.nanosec:
@@ -215,46 +322,61 @@ class SegmentationNode(Node):
         outputs.monitor.output(published, latency_s)
 
     # --- timers and parameters ------------------------------------------------------------------------
-    def _publish_diagnostics(self) -> None:
+    def publish_diagnostics(self) -> None:
+        """The engine's status in every state, and each camera's while active."""
         now = time.monotonic()
         cameras = []
-        for outputs in self.cameras:
-            status = outputs.monitor.report(
-                now,
-                dropped=self.pipeline.stats(outputs.camera.name).dropped,
-                expected_fps=self.settings.expected_fps,
-                input_timeout_s=self.settings.input_timeout_s,
-            )
-            status.hardware_id = self.get_fully_qualified_name()
-            cameras.append(status)
+        if self.lifecycle_state == "active" and self.pipeline is not None:
+            for outputs in self.cameras:
+                status = outputs.monitor.report(
+                    now,
+                    dropped=self.pipeline.stats(outputs.camera.name).dropped,
+                    expected_fps=self.settings.expected_fps,
+                    input_timeout_s=self.settings.input_timeout_s,
+                )
+                status.hardware_id = self.get_fully_qualified_name()
+                cameras.append(status)
         failed = [status.message for status in cameras if status.level == ERROR]
         array = DiagnosticArray(status=[self._engine_status(failed), *cameras])
         array.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics.publish(array)
 
     def _engine_status(self, failures: list[str]) -> DiagnosticStatus:
-        """The node's engine: what runs, and ERROR while it fails on frames."""
+        """The node's engine: its lifecycle state, what runs, and ERROR while it fails on frames."""
+        state = self.lifecycle_state
+        values: dict[str, object] = {"lifecycle_state": state}
         engine = self.engine
-        height, width = engine.network_size
-        values = {
-            "backend": engine.backend_name,
-            "precision": engine.precision,
-            "device": engine.device,
-            "model": engine.info.describe(),
-            "weights": str(self.weights_path),
-            "input_resolution": f"{width}x{height}",
-            "output_resolution": self.settings.engine.output_resolution,
-            "cameras": ", ".join(outputs.camera.name for outputs in self.cameras),
-        }
+        if self.building:
+            level, message = OK, f"configuring: {self.building}"
+        elif engine is None:
+            level = ERROR if self.failure else WARN
+            message = f"{state}: configure failed: {self.failure}" if self.failure else f"{state}: no engine"
+        else:
+            height, width = engine.network_size
+            values.update({
+                "backend": engine.backend_name,
+                "precision": engine.precision,
+                "device": engine.device,
+                "model": engine.info.describe(),
+                "weights": str(self.weights_path),
+                "input_resolution": f"{width}x{height}",
+                "output_resolution": self.settings.engine.output_resolution,
+                "cameras": ", ".join(outputs.camera.name for outputs in self.cameras),
+            })
+            level = ERROR if failures else OK
+            message = "; ".join(failures) if failures else engine.describe()
+            message = message if state == "active" else f"{state}: {message}"
         return DiagnosticStatus(
-            level=ERROR if failures else OK,
-            name="seg_node: engine",
-            message="; ".join(failures) if failures else engine.describe(),
+            level=level,
+            name=status_name(self.get_fully_qualified_name(), "engine"),
+            message=message,
             hardware_id=self.get_fully_qualified_name(),
             values=key_values(values),
         )
 
     def _publish_classes(self) -> None:
+        if self.engine is None or self._classes is None:
+            return
         info = self.engine.info
         classes = [
             {"id": c.id, "name": c.name, "color": self._palette_lut[c.id].tolist()} for c in info.classes
@@ -262,51 +384,23 @@ class SegmentationNode(Node):
         document = {"model": info.describe(), "dataset": info.dataset, "ignore_index": info.ignore_index}
         self._classes.publish(String(data=json.dumps({**document, "classes": classes})))
 
-    def _apply_runtime_change(self, parameters: list[Parameter]) -> SetParametersResult:
+    def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        """Check a run-time change (ranges and read-only rclpy checks first), then apply it."""
+        result = check_runtime_change(parameters)
+        if not result.successful:
+            return result
         for parameter in parameters:
             if parameter.name == "overlay_alpha":
                 self._overlay_alpha = float(parameter.value)
-            elif parameter.name == "palette":
+            elif parameter.name == "palette" and self.engine is not None:  # else configure reads it
                 colors = list(parameter.value or []) or np.asarray(self.engine.info.palette).ravel()
                 self._palette_lut = palette_lut(colors)
                 self._publish_classes()
-        return SetParametersResult(successful=True)
-
-    def close(self) -> None:
-        """Stop the pipeline (joins its threads) and free the engine; safe after ROS has shut down."""
-        self.pipeline.close(timeout=1.0)
-        self.engine.close()
-
-
-def run(args: list[str] | None = None) -> int:
-    """Run the node until Ctrl-C (0) or report why it cannot start (1)."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = SegmentationNode()
-        rclpy.spin(node)
-    except StartupError as error:
-        rclpy.logging.get_logger(NODE_NAME).error(f"cannot start: {error}")
-        return 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+        return result
 
 
 def main() -> NoReturn:
-    """``ros2 run seg_node seg_node`` and ``python -m seg_node``."""
-    code = run()
-    # Everything the node owns is closed; the interpreter's own teardown (torch's above all) takes about
-    # a second more, which would make Ctrl-C feel slow, so the process ends here.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    """``ros2 run seg_node seg_node`` (setup.py's entry point): see seg_node.ros.process."""
+    from .process import main as process_main
 
-
-if __name__ == "__main__":
-    main()
+    process_main()

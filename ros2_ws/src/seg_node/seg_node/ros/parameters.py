@@ -1,8 +1,10 @@
 """Every seg_node parameter, declared in one place with its description, range and whether it may change.
 
 config/seg_node.yaml holds the same defaults for ``ros2 launch``; a test keeps the two equal.
-Invalid values are rejected when the node starts (``ParameterError``, non-zero exit) and, for the
-parameters that may change at run time (overlay_alpha, palette), by the set-parameters callback.
+Parameters are declared when the node is created (``declare_parameters``, which keeps the problems of
+values given at start instead of raising) and checked when it is configured (``read_settings``:
+``ParameterError``, so the configure transition fails with the reason). The parameters that may change
+at run time (overlay_alpha, palette) are checked by the set-parameters callback (``check_runtime_change``).
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from ..engine.errors import EngineConfigError
 from ..engine.options import ENGINE_OPTIONS, EngineConfig, EngineOption
 from ..errors import SegNodeError
 from ..imaging import palette_lut
+from .topics import COMPRESSED_SUFFIX, camera_info_topic, camera_name
 
-COMPRESSED_SUFFIX = "/compressed"
 INT64_MAX = 2**63 - 1
 
 
@@ -76,6 +78,11 @@ def engine_specs() -> dict[str, Spec]:
 
 
 SPECS: dict[str, Spec] = {
+    "autostart": Spec(
+        True,
+        "configure and activate right after start; false: stay unconfigured for a lifecycle manager "
+        "(ros2 lifecycle set /seg_node configure)",
+    ),
     "weights": Spec("", "weights .safetensors (.json beside it) or a shipped model name; empty: cgnet_camvid"),
     "cameras": Spec(
         ["image"],
@@ -105,6 +112,11 @@ class Camera:
     @property
     def compressed(self) -> bool:
         return self.resolved.endswith(COMPRESSED_SUFFIX)
+
+    @property
+    def info_topic(self) -> str:
+        """Its sensor_msgs/CameraInfo input, the sibling camera_info of the given topic (remappable)."""
+        return camera_info_topic(self.topic)
 
 
 @dataclass(frozen=True)
@@ -164,7 +176,7 @@ def cameras_from_topics(topics: list[str], resolve: Callable[[str], str]) -> tup
     cameras = []
     for topic in topics:
         topic = topic.strip()
-        name = topic.removesuffix(COMPRESSED_SUFFIX).lstrip("~").strip("/")
+        name = camera_name(topic)
         try:
             resolved = resolve(topic)
         except Exception as error:  # rclpy raises its own errors for invalid names
@@ -189,14 +201,25 @@ def check_palette(values: list[int] | None) -> tuple[int, ...]:
     return tuple(values)
 
 
-def declare_parameters(node: Node) -> NodeSettings:
-    """Declare every parameter on ``node`` and return the checked values; ParameterError names a bad one."""
-    values = {}
+def declare_parameters(node: Node) -> dict[str, str]:
+    """Declare every parameter on ``node``; a value given at start that its declaration refuses (out of
+    range, wrong type) is left at the default and returned as a problem (name -> message) for configure."""
+    problems = {}
     for name, spec in SPECS.items():
         try:
-            values[name] = node.declare_parameter(name, spec.default, descriptor(name, spec)).value
+            node.declare_parameter(name, spec.default, descriptor(name, spec))
         except (InvalidParameterValueException, InvalidParameterTypeException) as error:
-            raise ParameterError(f"{name}: {error}") from error
+            problems[name] = f"{name}: {error}"
+            node.declare_parameter(name, spec.default, descriptor(name, spec), ignore_override=True)
+    return problems
+
+
+def read_settings(node: Node, problems: Mapping[str, str] | None = None) -> NodeSettings:
+    """The checked values of the declared parameters; ParameterError names a bad one (or the ``problems``)."""
+    if problems:
+        raise ParameterError("; ".join(problems.values()))
+    values = {name: node.get_parameter_or(name, Parameter(name, value=None)).value for name in SPECS}
+    for name, spec in SPECS.items():
         if spec.choices and values[name] not in spec.choices:
             raise ParameterError(f"{name}: {values[name]!r} is not one of {', '.join(spec.choices)}")
     return NodeSettings(

@@ -32,7 +32,8 @@ def wait_for_status(node: Node, topic: str, name_prefix: str, timeout_s: float) 
     found: list[DiagnosticStatus] = []
 
     def on_array(array: DiagnosticArray) -> None:
-        found.extend(status for status in array.status if status.name.startswith(name_prefix))
+        found.extend(status for status in array.status if status.name.startswith(name_prefix)  # or, past the node's
+                     or status.name.partition(": ")[0].rsplit("/", 1)[-1].startswith(name_prefix))  # namespace
 
     # Best effort matches both reliable and best-effort publishers of /diagnostics.
     subscription = node.create_subscription(DiagnosticArray, topic, on_array, qos_profile_sensor_data)

@@ -171,9 +171,9 @@ def measure_node(args: argparse.Namespace) -> dict:
     span = arrivals[-1] - arrivals[0] if received > 1 else float("nan")
     # the node's own view while frames were flowing
     camera = [{kv.key: kv.value for kv in s.values} for a in diagnostics for s in a.status
-              if s.name == "seg_node: camera camera"]
+              if s.name.endswith("seg_node: camera camera")]
     camera = [values for values in camera if float(values["input_fps"]) > 0]
-    engine = [s for a in diagnostics for s in a.status if s.name == "seg_node: engine"]
+    engine = [s for a in diagnostics for s in a.status if s.name.endswith("seg_node: engine")]
     return {
         "mode": "node",
         "rate_hz": args.rate if args.rate > 0 else f"flat out, {args.in_flight} in flight",
