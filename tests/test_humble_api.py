@@ -975,7 +975,7 @@ def test_the_data_is_what_the_generator_writes(tmp_path: Path) -> None:
 
 
 def test_the_package_uses_only_humble_rclpy_api() -> None:
-    """Expected to fail while ros/node.py calls Node.add_post_set_parameters_callback (Iron and newer)."""
+    """The node and its tools, as they are: no rclpy name outside Humble's API unless behind a feature check."""
     sources = package_sources()
     assert any("rclpy" in path.read_text() for path in sources), "no rclpy user found: has the package moved?"
     violations = check_package()
