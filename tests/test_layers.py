@@ -9,6 +9,9 @@
     weights, datasets, ...   the shared base (errors, imaging, metrics, plots)
     models                   pure PyTorch
 
+One exception reaches sideways: the engine reads rosbag2 recordings (recording, itself ROS-free and not
+importing the engine) for int8 calibration frames, imported inside the function that needs them.
+
 Each module's imports of other seg_node modules are read from its source (absolute and relative,
 including imports inside functions and ``python -m seg_node...`` strings that start other modules).
 """
@@ -35,7 +38,7 @@ ALLOWED: dict[str, set[str]] = {
     "models": {"errors"},
     "weights": {"errors", "models"},
     "datasets": BASE | {"weights"},
-    "engine": BASE | {"models", "weights"},
+    "engine": BASE | {"models", "weights", "recording"},  # recording: int8 calibration frames from a bag, lazily
     "recording": BASE | {"models", "weights", "datasets"},  # seg-make-bag reads data-set lists
     "evaluation": BASE | {"models", "weights", "datasets", "engine", "recording", "evaluation"},
     "training": BASE | {"models", "weights", "datasets", "engine", "evaluation", "training"},

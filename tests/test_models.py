@@ -76,6 +76,35 @@ def test_no_relu6_modules_for_tensorrt():
         assert not any(isinstance(m, torch.nn.ReLU6) for m in build_model(name, 11).modules())
 
 
+def test_cgnet_global_context_is_a_mean_equal_to_the_old_adaptive_pool():
+    # TensorRT turns AdaptiveAvgPool2d(1) into a pooling layer whose window is the whole feature map (over its
+    # limit at 1024x2048); the mean over H and W is a reduce layer and gives the same numbers.
+    from seg_node.models.cgnet import GlobalContext
+
+    model = build_model("cgnet", 11).eval()
+    assert not any(isinstance(m, torch.nn.AdaptiveAvgPool2d) for m in model.modules())
+    torch.manual_seed(0)
+    block = GlobalContext(64, 8).eval()
+    x = torch.randn(2, 64, 45, 61)
+    with torch.no_grad():
+        old_weights = block.mlp(torch.nn.AdaptiveAvgPool2d(1)(x).flatten(1))
+        assert torch.allclose(block(x), x * old_weights.view(2, 64, 1, 1), atol=1e-6)
+    assert torch.allclose(x.mean((2, 3), keepdim=True), torch.nn.AdaptiveAvgPool2d(1)(x), atol=1e-6)
+    assert set(block.state_dict()) == {"mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias"}
+
+
+def test_shipped_cgnet_weights_load_strictly():
+    from safetensors.torch import load_file
+
+    from seg_node.weights import find_weights, load_weights
+
+    path = find_weights("cgnet_camvid")
+    model, info = load_weights(path)  # raises WeightsMismatchError on any missing or unexpected key
+    assert info.architecture == "cgnet"
+    assert set(model.state_dict()) == set(load_file(str(path)))
+    model.load_state_dict(load_file(str(path)), strict=True)
+
+
 def test_macs_match_the_paper_flops():
     # Table 9: 6.0 GFLOPs (2 x MACs) for CGNet_M3N21 at 640x360.
     assert count_macs(build_model("cgnet", 19), 360, 640) * 2 / 1e9 == pytest.approx(6.0, abs=0.1)

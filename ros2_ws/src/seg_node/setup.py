@@ -50,6 +50,7 @@ setup(
             "seg-demo = seg_node.cli.demo:main",
             "seg-bench = seg_node.cli.bench:main",
             "seg-gpu-check = seg_node.cli.gpu_check:main",
+            "seg-prebuild = seg_node.cli.prebuild:main",
         ],
     },
 )

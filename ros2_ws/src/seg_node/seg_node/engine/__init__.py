@@ -2,6 +2,8 @@
 
 ``create_engine`` picks a backend (torch2trt, torch on CUDA or CPU,
 ONNX Runtime) from an ``EngineConfig`` (``resolve.choose_backend`` decides);
+``create_engine(weights, config, on_progress)`` reports what takes time
+(TensorRT builds, int8 calibration, cache loads) to ``on_progress``;
 ``SegmentationEngine.infer`` runs one frame synchronously;
 ``SegmentationEngine.pipeline`` gives a ``FramePipeline`` that overlaps
 consecutive frames and drops stale ones. The options themselves are named
@@ -11,6 +13,7 @@ once, in ``options``.
 from .engine import SegmentationEngine, create_engine, create_engine_from_model
 from .errors import (
     BackendUnavailableError,
+    EngineBuildError,
     EngineConfigError,
     EngineError,
     FrameError,
@@ -24,6 +27,7 @@ from .result import SegResult
 __all__ = [
     "ENGINE_OPTIONS",
     "BackendUnavailableError",
+    "EngineBuildError",
     "EngineConfig",
     "EngineConfigError",
     "EngineError",

@@ -24,10 +24,11 @@ from torch import nn
 
 from ..weights import WeightsInfo, find_weights, load_weights
 from .backends.base import Backend, Maps
-from .errors import EngineError
+from .cache import Progress, no_progress
+from .errors import EngineBuildError, EngineError
 from .options import EngineConfig
 from .pipeline import FramePipeline
-from .resolve import choose_backend
+from .resolve import Resolution, choose_backend
 from .result import SegResult
 
 log = logging.getLogger(__name__)
@@ -149,33 +150,72 @@ class SegmentationEngine:
         self.close()
 
 
-def create_engine_from_model(model: nn.Module, info: WeightsInfo, config: EngineConfig) -> SegmentationEngine:
-    """An engine running ``model`` (described by ``info``) as ``config`` asks; raises EngineError subclasses."""
-    backend_name, device, precision = choose_backend(config)
-    network_size = tuple(config.network_size or info.input_size)
+def _build_backend(model: nn.Module, info: WeightsInfo, config: EngineConfig, choice: Resolution,
+                   network_size: tuple[int, int], progress: Progress) -> Backend:
+    backend_name, device, precision = choice
     output_at_input = config.output_resolution == "input"
-    model = model.eval()
     if backend_name == "torch2trt":
         from .backends.torch2trt_backend import Torch2TrtBackend
 
-        backend: Backend = Torch2TrtBackend(model, info, network_size, precision, config.confidence, output_at_input,
-                                            config.engine_cache_dir, config.int8_calibration_dir)
-    elif backend_name == "onnxruntime":
+        return Torch2TrtBackend(model, info, network_size, precision, config.confidence, output_at_input,
+                                config.engine_cache_dir, config.int8_calibration_dir, on_progress=progress)
+    if backend_name == "onnxruntime":
         from .backends.onnxruntime_backend import OnnxRuntimeBackend
 
-        backend = OnnxRuntimeBackend(model, info, network_size, device, precision, config.confidence,
-                                     output_at_input, config.threads, config.engine_cache_dir)
-    else:
-        from .backends.torch_backend import TorchBackend
+        return OnnxRuntimeBackend(model, info, network_size, device, precision, config.confidence,
+                                  output_at_input, config.threads, config.engine_cache_dir, on_progress=progress)
+    from .backends.torch_backend import TorchBackend
 
-        backend = TorchBackend(model, info, network_size, device, precision, config.confidence, output_at_input,
-                               config.threads, config.cuda_graphs)
+    if device == "cuda" and config.cuda_graphs:
+        progress("capturing the network as a CUDA graph")
+    return TorchBackend(model, info, network_size, device, precision, config.confidence, output_at_input,
+                        config.threads, config.cuda_graphs)
+
+
+def fallback_resolution(choice: Resolution) -> Resolution:
+    """What backend auto runs when the TensorRT build of ``choice`` fails: torch on the same device.
+
+    int8 runs only in TensorRT, so it becomes fp16.
+    """
+    return Resolution("torch", choice.device, "fp16" if choice.precision == "int8" else choice.precision)
+
+
+def create_engine_from_model(model: nn.Module, info: WeightsInfo, config: EngineConfig,
+                             on_progress: Progress | None = None) -> SegmentationEngine:
+    """An engine running ``model`` (described by ``info``) as ``config`` asks; raises EngineError subclasses.
+
+    ``on_progress`` (optional) is called with short messages while the engine is made: "building TensorRT
+    fp16 engine at 512x1024 (this can take minutes)", "calibrating int8: 12/64", "TensorRT engine cached
+    at ...", "loading cached TensorRT engine ...", and the fallback when a TensorRT build fails.
+    With backend auto, a failed TensorRT build (EngineBuildError) falls back to the torch backend on CUDA
+    with a logged warning; with backend torch2trt asked for explicitly, the error is raised.
+    """
+    progress = on_progress or no_progress
+    choice = choose_backend(config)
+    network_size = tuple(config.network_size or info.input_size)
+    model = model.eval()
+    try:
+        backend = _build_backend(model, info, config, choice, network_size, progress)
+    except EngineBuildError as error:
+        if config.backend != "auto" or choice.backend != "torch2trt":
+            raise
+        fallback = fallback_resolution(choice)
+        reason = str(error).splitlines()[0]
+        log.warning("TensorRT engine build failed (%s); backend auto falls back to %s on %s at %s. TensorRT's "
+                    "log:\n%s", reason, *fallback, "\n".join(error.tensorrt_log) or "(empty)")
+        progress(f"TensorRT build failed ({reason}); falling back to {fallback.backend} on {fallback.device} "
+                 f"at {fallback.precision}")
+        backend = _build_backend(model, info, config, fallback, network_size, progress)
     engine = SegmentationEngine(backend, info, config)
     log.info("engine ready: %s", engine.describe())
     return engine
 
 
-def create_engine(weights: str | Path, config: EngineConfig) -> SegmentationEngine:
-    """Load ``weights`` (a path or a shipped model's name, see seg_node.weights.find_weights) into an engine."""
+def create_engine(weights: str | Path, config: EngineConfig,
+                  on_progress: Progress | None = None) -> SegmentationEngine:
+    """Load ``weights`` (a path or a shipped model's name, see seg_node.weights.find_weights) into an engine.
+
+    ``on_progress``: as for ``create_engine_from_model``.
+    """
     model, info = load_weights(find_weights(str(weights)))
-    return create_engine_from_model(model, info, config)
+    return create_engine_from_model(model, info, config, on_progress)

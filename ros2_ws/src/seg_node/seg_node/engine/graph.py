@@ -64,7 +64,10 @@ class Preprocess(nn.Module):
 
     Usable on its own: ``Preprocess(info, size)(frames_uint8_nhwc)`` is the
     engine's whole pre-processing, ``Preprocess(info, size).normalize(image)``
-    only its normalisation (no resize).
+    only its normalisation (no resize). With ``out`` (a float N x 3 x h x w
+    tensor, e.g. a persistent contiguous NCHW buffer that TensorRT reads) the
+    last step writes there, in whatever memory format ``out`` has, so no
+    separate ``.contiguous()`` copy is needed.
     """
 
     def __init__(self, info: WeightsInfo, network_size: tuple[int, int]) -> None:
@@ -75,17 +78,20 @@ class Preprocess(nn.Module):
         self.register_buffer("scale", (1.0 / std).view(1, 3, 1, 1))
         self.register_buffer("shift", (-torch.tensor(info.mean, dtype=torch.float32) / std).view(1, 3, 1, 1))
 
-    def forward(self, frame: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, frame: torch.Tensor, order: torch.Tensor | None = None,
+                out: torch.Tensor | None = None) -> torch.Tensor:
         if order is not None:
             frame = frame.index_select(3, order)  # on uint8, before the 4x larger float exists
         image = frame.permute(0, 3, 1, 2).float()
         if tuple(image.shape[2:]) != self.network_size:
             image = F.interpolate(image, size=self.network_size, mode="bilinear", align_corners=False)
-        return self.normalize(image)
+        return self.normalize(image, out)
 
-    def normalize(self, image: torch.Tensor) -> torch.Tensor:
+    def normalize(self, image: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """Float RGB N x 3 x h x w in 0..255 -> ``(image - mean) / std``, as one multiply-add (any h x w)."""
-        return torch.addcmul(self.shift, image, self.scale)
+        if out is None:
+            return torch.addcmul(self.shift, image, self.scale)
+        return torch.addcmul(self.shift, image, self.scale, out=out)
 
 
 def normalize(image: torch.Tensor, info: WeightsInfo) -> torch.Tensor:

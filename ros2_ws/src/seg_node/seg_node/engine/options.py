@@ -51,7 +51,8 @@ ENGINE_OPTIONS: tuple[EngineOption, ...] = (
     EngineOption("engine_cache_dir", None, "folder for built TensorRT / ONNX Runtime engines; "
                  "unset: ~/.cache/seg_node/engines"),
     EngineOption("cuda_graphs", False, "replay the network as a CUDA graph (torch backend on CUDA)"),
-    EngineOption("int8_calibration_dir", None, "folder of images for int8 calibration (precision int8)"),
+    EngineOption("int8_calibration_dir", None, "int8 calibration data (precision int8): a folder of images, "
+                 "or a rosbag2 recording as PATH:TOPIC"),
 )
 OPTIONS_BY_NAME: dict[str, EngineOption] = {option.name: option for option in ENGINE_OPTIONS}
 

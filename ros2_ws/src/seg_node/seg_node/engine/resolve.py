@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 import torch
 
+from .calibration import parse_calibration_source
 from .errors import BackendUnavailableError, EngineConfigError, UnsupportedCombinationError
 from .options import EngineConfig
 
@@ -79,8 +80,9 @@ def check_combination(config: EngineConfig, choice: Resolution, why: str = "") -
                 f"precision int8 runs only on the torch2trt backend (TensorRT calibration), not on {backend}{chosen}; "
                 "use backend torch2trt on a CUDA GPU, or precision fp16 / fp32")
         if not config.int8_calibration_dir:
-            raise EngineConfigError("precision int8 needs int8_calibration_dir: a folder of frames like the ones "
-                                    "the engine will see")
+            raise EngineConfigError("precision int8 needs int8_calibration_dir: a folder of images, or a rosbag2 "
+                                    "recording as PATH:TOPIC, of frames like the ones the engine will see")
+        parse_calibration_source(config.int8_calibration_dir)  # EngineConfigError before anything is built
     if precision == "fp16" and device == "cpu":
         if backend == "onnxruntime":
             raise UnsupportedCombinationError(

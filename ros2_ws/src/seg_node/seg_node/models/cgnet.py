@@ -57,11 +57,16 @@ def channel_wise_conv(channels: int, dilation: int = 1) -> nn.Conv2d:
 
 
 class GlobalContext(nn.Module):
-    """f_glo: global average pool, two-layer MLP, sigmoid, channel-wise re-weighting."""
+    """f_glo: global average pool, two-layer MLP, sigmoid, channel-wise re-weighting.
+
+    The pool is a mean over height and width, not ``nn.AdaptiveAvgPool2d(1)``: the same numbers, but
+    TensorRT turns it into a reduce layer, where the adaptive pool became a pooling layer whose window
+    is the whole feature map (131,072 at 1024x2048), over TensorRT's pooling window limit. The pool has
+    no parameters, so the state_dict keys (and the shipped weights) are unchanged.
+    """
 
     def __init__(self, channels: int, reduction: int) -> None:
         super().__init__()
-        self.pool = nn.AdaptiveAvgPool2d(1)
         self.mlp = nn.Sequential(
             nn.Linear(channels, channels // reduction),
             nn.ReLU(inplace=True),
@@ -70,7 +75,7 @@ class GlobalContext(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weights = self.mlp(self.pool(x).flatten(1))
+        weights = self.mlp(x.mean((2, 3), keepdim=True).flatten(1))
         return x * weights.view(weights.shape[0], weights.shape[1], 1, 1)
 
 

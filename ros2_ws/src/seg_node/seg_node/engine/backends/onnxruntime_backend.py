@@ -3,7 +3,12 @@
 The exported graph contains the channel order, normalisation, resize,
 network, argmax (and max softmax) and the nearest resize back, so only uint8
 crosses the session boundary in either direction. The export is cached on
-disk, keyed like the TensorRT engines.
+disk, keyed like the TensorRT engines. With the TensorRT execution provider
+(onnxruntime-gpu), its engines and timing cache go to a folder of the engine
+cache named after the graph and precision, and its optimisation profile
+covers frames from 2x2 up to 4096x4096 with the network size as the optimum
+(``tensorrt_provider_options``), so it builds once, not at every start or new
+frame size.
 """
 
 from __future__ import annotations
@@ -11,8 +16,10 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,9 +27,10 @@ from torch import nn
 
 from ...models.export import ONNX_OPSET
 from ...weights import WeightsInfo
-from ..cache import EngineCache, state_hash
+from ..cache import EngineCache, no_progress, state_hash
 from ..errors import BackendUnavailableError, UnsupportedCombinationError
 from ..graph import EndToEnd, channel_order, check_frame
+from ..options import MAX_NETWORK_SIDE
 from .base import Backend, Maps
 
 log = logging.getLogger(__name__)
@@ -30,6 +38,9 @@ log = logging.getLogger(__name__)
 FRAME_INPUT = "frame"
 ORDER_INPUT = "channel_order"
 MAPS_OUTPUT = "maps"
+TENSORRT_PROVIDER = "TensorrtExecutionProvider"
+MIN_FRAME_SIDE = 2  # graph.check_frame's smallest frame
+MAX_FRAME_SIDE = MAX_NETWORK_SIDE
 
 
 def import_onnxruntime():  # noqa: ANN201 (the module)
@@ -62,6 +73,26 @@ def export_end_to_end(graph: EndToEnd, path: Path, network_size: tuple[int, int]
         )
 
 
+def tensorrt_provider_options(cache_folder: Path, precision: str, network_size: tuple[int, int]) -> dict[str, Any]:
+    """Options of ONNX Runtime's TensorRT execution provider for the end-to-end graph.
+
+    Engines and the timing cache persist in ``cache_folder`` (ONNX Runtime does not notice changed
+    settings in its cache, so the caller gives each graph and precision its own folder); the one
+    profile spans every frame size the engine takes, optimal at the network size.
+    """
+    height, width = network_size
+    return {
+        "trt_fp16_enable": precision == "fp16",
+        "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": str(cache_folder),
+        "trt_timing_cache_enable": True,
+        "trt_timing_cache_path": str(cache_folder),
+        "trt_profile_min_shapes": f"{FRAME_INPUT}:1x{MIN_FRAME_SIDE}x{MIN_FRAME_SIDE}x3",
+        "trt_profile_opt_shapes": f"{FRAME_INPUT}:1x{height}x{width}x3",
+        "trt_profile_max_shapes": f"{FRAME_INPUT}:1x{MAX_FRAME_SIDE}x{MAX_FRAME_SIDE}x3",
+    }
+
+
 @dataclass
 class OrtInput:
     frame: np.ndarray | None = None
@@ -78,17 +109,18 @@ class OnnxRuntimeBackend(Backend):
 
     def __init__(self, model: nn.Module, info: WeightsInfo, network_size: tuple[int, int], device: str,
                  precision: str, confidence: bool, output_at_input: bool, threads: int | None,
-                 cache_dir: str | None) -> None:
+                 cache_dir: str | None, on_progress: Callable[[str], None] | None = None) -> None:
+        progress = on_progress or no_progress
         ort = import_onnxruntime()
         available = ort.get_available_providers()
         if device == "cuda":
-            providers = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available]
+            providers = [p for p in (TENSORRT_PROVIDER, "CUDAExecutionProvider") if p in available]
             if not providers:
                 raise BackendUnavailableError(
                     f"onnxruntime here has only {available}; for device cuda install onnxruntime-gpu")
         else:
             providers = []
-        if precision == "int8" or (precision == "fp16" and "TensorrtExecutionProvider" not in providers):
+        if precision == "int8" or (precision == "fp16" and TENSORRT_PROVIDER not in providers):
             raise UnsupportedCombinationError(f"the onnxruntime backend runs {precision} only through its TensorRT "
                                               "execution provider; use fp32, or the torch2trt backend")
         self.device = device
@@ -107,9 +139,15 @@ class OnnxRuntimeBackend(Backend):
             "torch": torch.__version__,
         }
         graph = EndToEnd(model, info, self.network_size, confidence, output_at_input).eval()
-        self.onnx_path = EngineCache(cache_dir).get_or_build(
-            key, f"{info.architecture}_{network_size[0]}x{network_size[1]}", ".onnx",
-            lambda path: export_end_to_end(graph, path, self.network_size))
+        cache = EngineCache(cache_dir)
+
+        def export(path: Path) -> None:
+            progress("exporting the ONNX graph")
+            export_end_to_end(graph, path, self.network_size)
+
+        self.onnx_path = cache.get_or_build(key, f"{info.architecture}_{network_size[0]}x{network_size[1]}", ".onnx",
+                                            export, progress, "ONNX graph")
+        self.tensorrt_cache: Path | None = None
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -119,8 +157,15 @@ class OnnxRuntimeBackend(Backend):
         # Spinning workers win a little on an idle machine and lose a lot when other processes (the rest of
         # the robot) share the cores: measured 18 ms vs 23 ms (ContextNet 360x480, 1 thread) here.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        provider_options = [{"trt_fp16_enable": precision == "fp16"} if p == "TensorrtExecutionProvider" else {}
-                            for p in providers]
+        provider_options: list[dict[str, Any]] = [{} for _ in providers]
+        if TENSORRT_PROVIDER in providers:
+            self.tensorrt_cache = cache.folder / f"onnxruntime-trt_{self.onnx_path.stem}_{precision}"
+            self.tensorrt_cache.mkdir(parents=True, exist_ok=True)
+            provider_options[providers.index(TENSORRT_PROVIDER)] = tensorrt_provider_options(
+                self.tensorrt_cache, precision, self.network_size)
+            fresh = not any(self.tensorrt_cache.iterdir())
+            progress(f"{'building' if fresh else 'loading'} ONNX Runtime's TensorRT engine in {self.tensorrt_cache}"
+                     + (" (this can take minutes)" if fresh else ""))
         self.session = ort.InferenceSession(str(self.onnx_path), options,
                                             providers=providers + ["CPUExecutionProvider"],
                                             provider_options=provider_options + [{}])

@@ -1,15 +1,21 @@
 """torch2trt backend: the network as a TensorRT engine, pre/post-processing in torch on the same GPU.
 
 The engine is built once per key (weights hash, input shape, precision, GPU
-name, TensorRT and torch2trt versions) and cached on disk as TensorRT's own
-serialised plan, so the second start loads it in seconds. int8 is calibrated
-on a folder of frames, pre-processed exactly as at run time.
+name, TensorRT version and torch2trt's exact commit) and cached on disk as
+TensorRT's own serialised plan, so the second start loads it in seconds. int8
+is calibrated on a folder of images or a rosbag2 topic (see ..calibration),
+pre-processed exactly as at run time; the calibration table is cached too.
+A failed build raises EngineBuildError quoting TensorRT's log (see
+tensorrt_build); with backend auto the engine then falls back to torch.
+
+The pre-processing writes straight into one persistent contiguous NCHW buffer,
+the layout TensorRT reads, so no per-frame ``.contiguous()`` copy is made.
 """
 
 from __future__ import annotations
 
 import logging
-from importlib.metadata import PackageNotFoundError, version
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,14 +23,19 @@ import torch
 from torch import nn
 
 from ...weights import WeightsInfo
-from ..cache import EngineCache, state_hash
-from ..errors import BackendUnavailableError, EngineConfigError, EngineError
+from ..cache import EngineCache, no_progress, state_hash, torch2trt_identity
+from ..calibration import (
+    CalibrationDataset,
+    CalibrationSource,
+    calibration_table_key,
+    load_calibration_frames,
+    parse_calibration_source,
+)
+from ..errors import BackendUnavailableError, EngineConfigError
+from . import tensorrt_build
 from .torch_backend import TorchBackend, fold_batchnorm
 
 log = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
-CALIBRATION_FRAMES = 64
 
 
 def import_torch2trt():  # noqa: ANN201 (the modules)
@@ -42,80 +53,92 @@ def import_torch2trt():  # noqa: ANN201 (the modules)
     return tensorrt, torch2trt
 
 
-def package_version(name: str) -> str:
-    try:
-        return version(name)
-    except PackageNotFoundError:  # a source checkout on PYTHONPATH, as some Jetson set-ups have
-        return "unknown"
-
-
 class Torch2TrtBackend(TorchBackend):
     name = "torch2trt"
 
     def __init__(self, model: nn.Module, info: WeightsInfo, network_size: tuple[int, int], precision: str,
                  confidence: bool, output_at_input: bool, cache_dir: str | None,
-                 int8_calibration_dir: str | None) -> None:
+                 int8_calibration_dir: str | None, on_progress: Callable[[str], None] | None = None) -> None:
         if precision == "int8" and not int8_calibration_dir:
-            raise EngineConfigError("int8 needs int8_calibration_dir: a folder of frames like the ones it will see")
+            raise EngineConfigError("int8 needs int8_calibration_dir: a folder of images, or a rosbag2 recording "
+                                    "as PATH:TOPIC, of frames like the ones it will see")
         self._tensorrt, self._torch2trt = import_torch2trt()
         self._info = info
-        self._cache_dir = cache_dir
+        self._cache = EngineCache(cache_dir)
         self._trt_precision = precision
-        self._calibration_dir = int8_calibration_dir
+        self._calibration: CalibrationSource | None = (
+            parse_calibration_source(int8_calibration_dir) if precision == "int8" else None)
+        self._progress = on_progress or no_progress
+        self.engine_path: Path | None = None
+        self.calibration_table: Path | None = None
+        self._input: torch.Tensor | None = None
         # The torch half of the work (pre/post-processing) runs in fp32; TensorRT picks its own precision.
         super().__init__(model, info, network_size, "cuda", "fp32", confidence, output_at_input)
         self.precision = precision
+        self._input = torch.empty(1, 3, *self.network_size, device="cuda")  # contiguous NCHW, what TensorRT reads
 
-    def build_network(self, model: nn.Module) -> nn.Module:
-        trt, torch2trt = self._tensorrt, self._torch2trt
+    def describe(self) -> str:
+        return f"{super().describe()}, engine {self.engine_path}"
+
+    def engine_key(self, weights_sha256: str) -> dict[str, object]:
         height, width = self.network_size
-        key = {
+        return {
             "kind": "tensorrt-engine",
             "architecture": self._info.architecture,
-            "weights_sha256": state_hash(model),
+            "weights_sha256": weights_sha256,
             "input_shape": [1, 3, height, width],
             "precision": self._trt_precision,
             "gpu": torch.cuda.get_device_name(),
-            "tensorrt": trt.__version__,
-            "torch2trt": package_version("torch2trt"),
-            "calibration_dir": str(Path(self._calibration_dir).resolve()) if self._calibration_dir else None,
+            "tensorrt": self._tensorrt.__version__,
+            "torch2trt": torch2trt_identity(),
+            "calibration_data": self._calibration.identity() if self._calibration else None,
         }
+
+    def build_network(self, model: nn.Module) -> nn.Module:
+        height, width = self.network_size
+        weights_sha256 = state_hash(model)
+        stem = f"{self._info.architecture}_{height}x{width}_{self._trt_precision}"
+        key = self.engine_key(weights_sha256)
+        if self._calibration is not None:
+            self.calibration_table = self._cache.path_for(
+                calibration_table_key(self._calibration, self._info.architecture, weights_sha256,
+                                      self.network_size, self._tensorrt.__version__), stem, ".calib")
+        if not self._cache.path_for(key, stem, ".engine").is_file():
+            self._progress(f"building TensorRT {self._trt_precision} engine at {height}x{width} "
+                           "(this can take minutes)")
         network = fold_batchnorm(model).cuda()
-        path = EngineCache(self._cache_dir).get_or_build(
-            key, f"{self._info.architecture}_{height}x{width}_{self._trt_precision}", ".engine",
-            lambda target: target.write_bytes(bytes(self._convert(network).engine.serialize())))
-        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        engine = runtime.deserialize_cuda_engine(path.read_bytes())
-        if engine is None:
-            raise EngineError(f"TensorRT could not load {path}; delete it to rebuild")
-        return torch2trt.TRTModule(engine=engine, input_names=["image"], output_names=["logits"])
+        self.engine_path = self._cache.get_or_build(
+            key, stem, ".engine", lambda target: target.write_bytes(self._build_plan(network)),
+            self._progress, "TensorRT engine")
+        engine = tensorrt_build.deserialize(self._tensorrt, self.engine_path)
+        return self._torch2trt.TRTModule(engine=engine, input_names=["image"], output_names=["logits"])
+
+    def preprocess_frame(self, frame: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
+        # Written into the persistent NCHW buffer: every write and the network's read of it are on the compute
+        # stream under the engine's execute lock, so one buffer serves every slot.
+        return self.preprocess(frame, order, out=self._input)
 
     def run_network(self, image: torch.Tensor) -> torch.Tensor:
-        return self.network(image.contiguous())  # TensorRT reads plain NCHW
+        return self.network(image)  # contiguous NCHW already: TRTModule's own .contiguous() is a no-op
 
-    def _convert(self, network: nn.Module) -> nn.Module:
+    def _build_plan(self, network: nn.Module) -> bytes:
         height, width = self.network_size
         example = torch.zeros(1, 3, height, width, device="cuda")
         options = {"fp16_mode": self._trt_precision == "fp16", "input_names": ["image"], "output_names": ["logits"]}
-        if self._trt_precision == "int8":
-            options.update(int8_mode=True, int8_calib_dataset=self._calibration_inputs())
+        if self._calibration is not None:
+            options.update(int8_mode=True, int8_calib_dataset=self._calibration_dataset())
         log.info("building a TensorRT %s engine at %dx%d (minutes on a Jetson)", self._trt_precision, height, width)
         with torch.no_grad():
-            return self._torch2trt.torch2trt(network, [example], **options)
+            module = tensorrt_build.convert(self._tensorrt, tensorrt_build.torch2trt_module(), network, [example],
+                                            options, self.calibration_table)
+        return tensorrt_build.serialize(module)
 
-    def _calibration_inputs(self) -> list[list[torch.Tensor]]:
-        import cv2
-
-        files = sorted(p for p in Path(self._calibration_dir).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-        if not files:
-            raise EngineError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {self._calibration_dir} to calibrate int8")
-        step = max(1, len(files) // CALIBRATION_FRAMES)
-        inputs = []
-        with torch.no_grad():
-            for path in files[::step][:CALIBRATION_FRAMES]:
-                frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
-                if frame is None:
-                    raise EngineError(f"{path} is not a readable image")
-                frame = torch.from_numpy(np.ascontiguousarray(frame[:, :, ::-1])).cuda()[None]
-                inputs.append([self.preprocess(frame).contiguous()])
-        return inputs
+    def _calibration_dataset(self) -> CalibrationDataset:
+        if self.calibration_table is not None and self.calibration_table.is_file():
+            # TensorRT reads the scales from the table and asks for no batch; torch2trt looks at item 0 only.
+            self._progress(f"int8 calibration table cached at {self.calibration_table}: no recalibration")
+            frames = [np.zeros((*self.network_size, 3), np.uint8)]
+        else:
+            self._progress(f"reading int8 calibration frames from {self._calibration.describe()}")
+            frames = load_calibration_frames(self._calibration)
+        return CalibrationDataset(frames, self.preprocess, self.network_size, "cuda", self._progress)
