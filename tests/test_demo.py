@@ -36,3 +36,7 @@ def test_demo_runs_end_to_end_on_a_slice(tmp_path):
     assert (out / report["files"]["video"]).stat().st_size > 1000
     assert len(list((out / "overlays").glob("*.png"))) >= 1
     assert "mIoU" in (out / "report.md").read_text()
+    # the bundled recording is CamVid val: the report says whether the weights saw those frames
+    training = report["weights_training"]
+    assert training["saw_these_frames"] == ("val" in training["splits"])
+    assert training["note"] in done.stdout and training["note"].capitalize() in (out / "report.md").read_text()

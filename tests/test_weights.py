@@ -17,6 +17,7 @@ from seg_node.weights import (
     load_state,
     load_weights,
     save_weights,
+    training_note,
 )
 
 
@@ -84,3 +85,14 @@ def test_tensors_of_another_model_than_the_json_says_are_a_mismatch(tmp_path):
     path.with_suffix(".json").write_text(json.dumps(fewer))
     with pytest.raises(WeightsMismatchError, match=r"w.safetensors does not fit cgnet \(m=3, n=21\) with 5 classes"):
         load_weights(path)
+
+
+def test_training_note_says_whether_the_scored_frames_were_seen():
+    info = _info("cgnet", {"m": 3, "n": 21}, 11)
+    info.dataset, info.splits = "camvid", ["train"]
+    assert training_note(info, "val")["saw_these_frames"] is False
+    assert "unseen" in training_note(info, "val")["note"]
+    info.splits = ["train", "val"]
+    seen = training_note(info, "val")
+    assert seen["saw_these_frames"] is True and "not a figure on unseen frames" in seen["note"]
+    assert training_note(info, None)["saw_these_frames"] is None

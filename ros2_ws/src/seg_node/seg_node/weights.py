@@ -229,3 +229,18 @@ def find_weights(name_or_path: str = "") -> Path:
         if path.is_file():
             return path
     raise WeightsError(f"no weights named {name!r}; looked for {name}.safetensors in " + ", ".join(map(str, searched)))
+
+
+def training_note(info: WeightsInfo, scored_split: str | None) -> dict[str, Any]:
+    """What ``info``'s weights were trained on, and whether that includes the frames scored (from
+    ``scored_split`` of the same data set; None: unknown), with a sentence for reports beside an mIoU."""
+    splits = "+".join(info.splits) or "?"
+    seen = None if scored_split is None else scored_split in info.splits
+    if seen is None:
+        note = f"weights trained on {info.dataset} {splits}"
+    elif seen:
+        note = (f"weights trained on {info.dataset} {splits}, which includes these {scored_split} frames: "
+                "this mIoU is not a figure on unseen frames")
+    else:
+        note = f"weights trained on {info.dataset} {splits} only: these {scored_split} frames were unseen"
+    return {"dataset": info.dataset, "splits": list(info.splits), "saw_these_frames": seen, "note": note}

@@ -69,7 +69,8 @@ def _main(argv: Sequence[str] | None) -> int:
     )
     if report["accuracy"] is not None:
         print(format_iou_table(report["accuracy"]))
-        print(f"seg-demo: mIoU {100 * report['accuracy']['miou']:.2f}% on {frames['scored']} frames")
+        print(f"seg-demo: mIoU {100 * report['accuracy']['miou']:.2f}% on {frames['scored']} frames "
+              f"({report['weights_training']['note']})")
     print(f"seg-demo: wrote {args.out}/report.md, report.json, {report['files'].get('video', 'no video')}, overlays/")
     return 0
 

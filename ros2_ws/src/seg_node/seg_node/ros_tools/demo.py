@@ -49,7 +49,7 @@ from ..recording.rosbag import (
     decode_label,
     stamp_ns,
 )
-from ..weights import WeightsInfo, find_weights, read_info
+from ..weights import WeightsInfo, find_weights, read_info, training_note
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # ros2_ws/src/seg_node in a checkout
 DEFAULT_BAG = PACKAGE_ROOT.parents[2] / "demo" / "camvid_val_0016E5"
@@ -362,6 +362,9 @@ def analyse(options: DemoOptions, out: Path, recorded: Path, weights: Path, info
         "latency_over_dds_ms": percentiles_ms(latencies),
         "diagnostics": diagnostics_summary(recorded),
         "accuracy": accuracy,
+        # the bundled recording holds CamVid val frames: weights trained on val have seen them
+        "weights_training": training_note(info, "val" if not options.camera_topic and options.bag.resolve()
+                                          == DEFAULT_BAG.resolve() else None),
         "errors": errors,
         "files": files,
     }
@@ -402,6 +405,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     if accuracy is not None:
         lines += [
             f"## Accuracy on the {frames['scored']} segmented frames",
+            "",
+            f"{report['weights_training']['note'].capitalize()}.",
             "",
             "```",
             format_iou_table(accuracy),
