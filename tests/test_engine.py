@@ -316,17 +316,21 @@ def test_options_and_engine_config_fields_agree():
     defaults.validate()
 
 
-def test_add_engine_arguments_shows_every_option_with_its_default():
-    parser = argparse.ArgumentParser(prog="tool")
+def test_add_engine_arguments_shows_every_option_with_its_default_once():
+    from seg_node.cli import HelpFormatter  # the console scripts' formatter shows the defaults
+
+    parser = argparse.ArgumentParser(prog="tool", formatter_class=HelpFormatter)
     add_engine_arguments(parser)
     text = " ".join(parser.format_help().split())  # argparse wraps lines
     for option in ENGINE_OPTIONS:
         flag = "--" + option.name.replace("_", "-")
         assert flag in text, flag
         shown = "unset" if option.default is None else option.default
-        assert f"{option.help} (default: {shown})" in " ".join(text.split()), option.name
+        assert f"{option.help} (default: {shown})" in text, option.name
+        assert f"{option.help} (default: {shown}) (default:" not in text, option.name
         for choice in option.choices:
             assert choice in text
+    assert "(default: None)" not in text
     assert engine_config_from_args(parser.parse_args([])) == EngineConfig()
     args = parser.parse_args(["--backend", "torch", "--network-size", "64", "96", "--cuda-graphs", "--threads", "2",
                               "--int8-calibration-dir", "/frames"])
