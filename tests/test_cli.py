@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -44,6 +45,8 @@ def test_help_lists_every_option_with_its_default(prog, capsys):
     assert f"usage: {prog}" in text
     for needle in expected:
         assert needle in text, f"{prog} --help lacks {needle!r}"
+    assert not re.search(r"\(default: [^)]*\) \(default: ", text), f"{prog} --help shows a default twice"
+    assert "(default: None)" not in text  # None is shown as unset
 
 
 def test_console_scripts_point_at_the_cli_modules():

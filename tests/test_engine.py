@@ -26,7 +26,7 @@ from seg_node.engine import (
     engine_config_from_args,
 )
 from seg_node.engine import options as engine_options
-from seg_node.engine.graph import Preprocess, normalize
+from seg_node.engine.graph import Postprocess, Preprocess, normalize
 from seg_node.weights import load_weights, read_info
 
 NETWORK_SIZE = (96, 128)  # the training size of conftest's make_weights
@@ -101,6 +101,53 @@ def test_bgr_and_strided_views_give_the_same_labels(weights_path, cache_dir, bac
         padded = np.zeros((130, 200, 3), np.uint8)
         padded[5:125, 10:170] = frame
         assert np.array_equal(engine.infer(padded[5:125, 10:170]).labels, expected)  # row-strided view
+
+
+def count_max_softmax(monkeypatch) -> list[int]:
+    """Count the calls of Postprocess.max_softmax (the confidence's softmax) from now on, in any thread."""
+    calls = []
+    original = Postprocess.max_softmax
+
+    def counted(self, logits):
+        calls.append(1)
+        return original(self, logits)
+
+    monkeypatch.setattr(Postprocess, "max_softmax", counted)
+    return calls
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_confidence_per_frame_is_skipped_when_not_wanted(weights_path, cache_dir, backend, make_frames, monkeypatch):
+    frames = make_frames(2, seed=4)
+    config = EngineConfig(backend=backend, device="cpu", engine_cache_dir=str(cache_dir), confidence=True)
+    with create_engine(weights_path("cgnet"), config) as engine:
+        calls = count_max_softmax(monkeypatch)  # after the build: the ONNX export traced it
+        for frame in frames:
+            full = engine.infer(frame)  # None: as configured
+            asked = engine.infer(frame, confidence=True)
+            with_confidence = len(calls)
+            labels_only = engine.infer(frame, confidence=False)
+            assert len(calls) == with_confidence  # no softmax for this frame (or, ONNX Runtime, not in torch)
+            assert labels_only.confidence is None and labels_only.error is None
+            assert np.array_equal(labels_only.labels, full.labels)  # bit-identical
+            assert np.array_equal(asked.labels, full.labels) and np.array_equal(asked.confidence, full.confidence)
+            assert full.confidence.shape == full.labels.shape
+    # torch: the softmax ran for exactly the frames that wanted it; ONNX Runtime runs its exported graph
+    # (which computes it for every frame, see onnxruntime_backend), never Postprocess
+    assert len(calls) == (2 * len(frames) if backend == "torch" else 0)
+
+
+def test_confidence_for_a_frame_needs_an_engine_built_with_it(torch_engine, make_frames):
+    frame = make_frames(1)[0]
+    assert not torch_engine.config.confidence
+    with pytest.raises(EngineConfigError, match="built without confidence.*confidence=True"):
+        torch_engine.infer(frame, confidence=True)
+    with torch_engine.pipeline() as pipeline:
+        with pytest.raises(EngineConfigError, match="built without confidence"):
+            pipeline.submit(frame, confidence=True)
+        assert pipeline.stats().submitted == 0  # refused before it was queued
+    result = torch_engine.infer(frame, confidence=False)
+    assert result.confidence is None and np.array_equal(result.labels, torch_engine.infer(frame).labels)
 
 
 @pytest.mark.parametrize(
@@ -269,17 +316,21 @@ def test_options_and_engine_config_fields_agree():
     defaults.validate()
 
 
-def test_add_engine_arguments_shows_every_option_with_its_default():
-    parser = argparse.ArgumentParser(prog="tool")
+def test_add_engine_arguments_shows_every_option_with_its_default_once():
+    from seg_node.cli import HelpFormatter  # the console scripts' formatter shows the defaults
+
+    parser = argparse.ArgumentParser(prog="tool", formatter_class=HelpFormatter)
     add_engine_arguments(parser)
     text = " ".join(parser.format_help().split())  # argparse wraps lines
     for option in ENGINE_OPTIONS:
         flag = "--" + option.name.replace("_", "-")
         assert flag in text, flag
         shown = "unset" if option.default is None else option.default
-        assert f"{option.help} (default: {shown})" in " ".join(text.split()), option.name
+        assert f"{option.help} (default: {shown})" in text, option.name
+        assert f"{option.help} (default: {shown}) (default:" not in text, option.name
         for choice in option.choices:
             assert choice in text
+    assert "(default: None)" not in text
     assert engine_config_from_args(parser.parse_args([])) == EngineConfig()
     args = parser.parse_args(["--backend", "torch", "--network-size", "64", "96", "--cuda-graphs", "--threads", "2",
                               "--int8-calibration-dir", "/frames"])

@@ -795,3 +795,43 @@ def test_configure_fails_with_the_reason_and_the_node_stays_unconfigured(in_proc
     assert node.failure.startswith("overlay_alpha:")
     # an unconfigured node can still shut down
     assert node.trigger_shutdown() == TransitionCallbackReturn.SUCCESS
+
+
+def test_the_confidence_is_computed_only_while_someone_subscribes(in_process, weights, monkeypatch):
+    """publish_confidence builds the engine with confidence; each frame asks for it only while subscribed."""
+    monkeypatch.setattr("seg_node.ros.node.create_engine", lambda path, config, on_progress=None: create_engine(
+        path, EngineConfig(backend="torch", device="cpu", threads=1, confidence=config.confidence)))
+    node = in_process(Parameter("weights", value=str(weights)), Parameter("publish_confidence", value=True),
+                      Parameter("cameras", value=["conf"]), Parameter("autostart", value=False))
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    engine, (outputs,) = node.engine, node.cameras
+    assert engine.config.confidence and outputs.confidence is not None
+    asked = []  # the confidence argument of each network run, as the pipeline hands it to the engine
+    execute = engine.execute
+    monkeypatch.setattr(engine, "execute", lambda source, target, confidence=None: (
+        asked.append(confidence), execute(source, target, confidence))[1])
+    rgb = np.random.default_rng(5).integers(0, 256, (48, 64, 3), np.uint8)
+    message = Image(height=48, width=64, encoding="rgb8", step=64 * 3, data=rgb.tobytes())
+
+    node._on_frame(outputs, message)  # nobody subscribes to ~/conf/confidence
+    wait_until(lambda: asked, "the network run of the first frame")
+    assert asked == [False]
+
+    listener = rclpy.create_node("confidence_listener", context=node.context)
+    received = []
+    listener.create_subscription(Image, outputs.confidence.topic_name, received.append, 10)
+    executor = SingleThreadedExecutor(context=node.context)
+    executor.add_node(listener)
+    try:
+        wait_until(lambda: outputs.confidence.get_subscription_count() > 0, "the confidence subscription")
+        deadline = time.monotonic() + WAIT_S
+        while not received and time.monotonic() < deadline:
+            node._on_frame(outputs, message)
+            executor.spin_once(timeout_sec=0.2)
+    finally:
+        executor.shutdown()
+        listener.destroy_node()
+    assert received, "no confidence arrived while subscribed"
+    assert asked[0] is False and True in asked and set(asked) <= {False, True}
+    assert np.array_equal(pixels(received[0]), engine.infer(rgb).confidence)

@@ -184,6 +184,24 @@ def test_infer_while_a_pipeline_runs_on_the_same_engine(engine, make_frames):
         assert np.array_equal(result.labels, want.labels) and np.array_equal(result.confidence, want.confidence)
 
 
+def test_confidence_is_asked_per_frame(engine, make_frames):
+    """Frames that do not want the confidence get None and the same labels, in any mix with frames that do."""
+    frames = make_frames(4, seed=12)
+    expected = [engine.infer(frame) for frame in frames]
+    with engine.pipeline() as pipeline:
+        for index, frame in enumerate(frames):
+            pipeline.submit(frame, tag=index, stream=f"camera{index}", confidence=index % 2 == 0)
+        results = drain(pipeline, len(frames))  # one frame per stream: none dropped
+    assert sorted(result.tag for result in results) == list(range(len(frames)))
+    for result in results:
+        want = expected[result.tag]
+        assert result.error is None and np.array_equal(result.labels, want.labels)
+        if result.tag % 2 == 0:
+            assert np.array_equal(result.confidence, want.confidence)
+        else:
+            assert result.confidence is None
+
+
 def test_closing_the_engine_closes_its_pipelines(weights_path, make_frames):
     frame = make_frames(1, seed=10)[0]
     engine = create_engine(weights_path("contextnet"), EngineConfig(backend="torch", device="cpu"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from seg_node.cli import prebuild
@@ -16,6 +18,10 @@ def test_help_names_the_options_once_each(capsys):
     for flag in ("--network-size", "--backend", "--precision", "--engine-cache-dir", "--int8-calibration-dir"):
         assert flag in text
     assert "PATH:TOPIC" in text and "(default: auto) (default: auto)" not in text
+    # each default once, from the shared formatter; None reads "unset"; --network-size keeps its own wording
+    assert not re.search(r"\(default: [^)]*\) \(default: ", text) and "(default: None)" not in text
+    assert text.count("(default: auto)") == 3 and "all cores (default: unset)" in text
+    assert "(default: the weights' training size)" in text
 
 
 def test_cpu_prebuild_caches_the_onnx_graph_then_reuses_it(weights_path, tmp_path, capsys):

@@ -20,7 +20,25 @@ EXIT_INTERRUPTED = 130
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """--help shows the module docstring as written and every option's default."""
+    """--help shows the module docstring as written and every option's default, once.
+
+    The default is added here, not in the help texts (``add_engine_arguments`` leaves it to the formatter):
+    ``(default: auto)``, and ``(default: unset)`` for None, whose meaning the help text says ("unset: all
+    cores"). A help text that states its own default, ``(default: the weights' training size)``, keeps it
+    and gets no second one.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "(default: " in text:  # its own wording (or BooleanOptionalAction's own "%(default)s", Python < 3.13)
+            return text
+        text = super()._get_help_string(action) or ""
+        if action.default is None and text.endswith(AUTOMATIC_DEFAULT):
+            text = text.removesuffix(AUTOMATIC_DEFAULT) + " (default: unset)"
+        return text
+
+
+AUTOMATIC_DEFAULT = " (default: %(default)s)"  # what ArgumentDefaultsHelpFormatter appends
 
 
 def run(prog: str, main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:

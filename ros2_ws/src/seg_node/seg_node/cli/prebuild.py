@@ -32,16 +32,8 @@ CPU_NOTE = ("on CPU nothing needs building: the ONNX graph ONNX Runtime runs is 
             "which saves the export at the node's start")
 
 
-class _HelpFormatter(HelpFormatter):
-    """HelpFormatter, without a second "(default: ...)" on the engine options, whose help already shows it."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help or ""
-        return text if "(default: " in text else super()._get_help_string(action)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=_HelpFormatter)
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("weights", nargs="+", help="weights files, or shipped models' names (cgnet_camvid, ...)")
     parser.add_argument("--network-size", type=int, nargs=2, action="append", metavar=("HEIGHT", "WIDTH"),
                         help="network input size; repeat for several (default: the weights' training size)")

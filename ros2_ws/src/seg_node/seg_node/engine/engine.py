@@ -25,7 +25,7 @@ from torch import nn
 from ..weights import WeightsInfo, find_weights, load_weights
 from .backends.base import Backend, Maps
 from .cache import Progress, no_progress
-from .errors import EngineBuildError, EngineError
+from .errors import EngineBuildError, EngineConfigError, EngineError
 from .options import EngineConfig
 from .pipeline import FramePipeline
 from .resolve import Resolution, choose_backend
@@ -73,15 +73,19 @@ class SegmentationEngine:
 
     # ---- the two ways to run frames
 
-    def infer(self, frame: np.ndarray, color_order: str = "rgb", tag: Any = None, stream: str = "default"
-              ) -> SegResult:
-        """Segment one frame now; raises FrameError for a frame the engine cannot take."""
+    def infer(self, frame: np.ndarray, color_order: str = "rgb", tag: Any = None, stream: str = "default",
+              confidence: bool | None = None) -> SegResult:
+        """Segment one frame now; raises FrameError for a frame the engine cannot take.
+
+        ``confidence``: compute this frame's confidence map (see ``wants_confidence``); None: as configured.
+        """
+        confidence = self.wants_confidence(confidence)
         with self._lock:
             self._check_open()
             start = time.perf_counter()
             self.prepare(self._input_slot, frame, color_order)
             prepared = time.perf_counter()
-            self.execute(self._input_slot, self._output_slot)
+            self.execute(self._input_slot, self._output_slot, confidence)
             executed = time.perf_counter()
             maps = self.collect(self._output_slot)
             done = time.perf_counter()
@@ -92,6 +96,21 @@ class SegmentationEngine:
     def pipeline(self, on_result: Callable[[SegResult], None] | None = None) -> FramePipeline:
         """A new FramePipeline on this engine (see seg_node.engine.pipeline); close it, or close the engine."""
         return FramePipeline(self, on_result)
+
+    def wants_confidence(self, confidence: bool | None) -> bool:
+        """Whether a frame asked with ``confidence`` gets a confidence map: None means ``config.confidence``.
+
+        False on an engine built with confidence skips the max softmax where the backend can (torch and
+        torch2trt; a CUDA graph and ONNX Runtime compute it, but do not hand it on); ``SegResult.confidence``
+        is None then. True on an engine built without it raises EngineConfigError: the engine's graphs were
+        made without the confidence, so it would have to be rebuilt with ``EngineConfig.confidence``.
+        """
+        if confidence is None:
+            return self.config.confidence
+        if confidence and not self.config.confidence:
+            raise EngineConfigError("confidence=True for a frame, but this engine was built without confidence; "
+                                    "create it with EngineConfig(confidence=True) (node: publish_confidence)")
+        return bool(confidence)
 
     # ---- stages, for FramePipeline (and infer): slots belong to their caller, the backend to the engine
 
@@ -110,11 +129,15 @@ class SegmentationEngine:
         self._check_open()
         self._backend.prepare(slot, frame, color_order)
 
-    def execute(self, source: Any, target: Any) -> None:
-        """Network + argmax from input slot ``source`` into output slot ``target``; one caller at a time."""
+    def execute(self, source: Any, target: Any, confidence: bool | None = None) -> None:
+        """Network + argmax from input slot ``source`` into output slot ``target``; one caller at a time.
+
+        ``confidence``: as for ``infer`` (checked by ``wants_confidence``).
+        """
+        confidence = self.wants_confidence(confidence)
         with self._execute_lock:
             self._check_open()
-            self._backend.execute(source, target)
+            self._backend.execute(source, target, confidence)
 
     def collect(self, slot: Any) -> Maps:
         """Wait for the output ``slot``'s maps and return them as host arrays."""

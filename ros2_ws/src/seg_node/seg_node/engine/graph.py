@@ -100,21 +100,30 @@ def normalize(image: torch.Tensor, info: WeightsInfo) -> torch.Tensor:
 
 
 class Postprocess(nn.Module):
-    """Logits N x C x h x w -> uint8 N x K x H x W: labels, then (with confidence) max softmax x 255."""
+    """Logits N x C x h x w -> uint8 N x K x H x W: labels, then (with confidence) max softmax x 255.
+
+    ``confidence`` is the default; ``forward(..., confidence=False)`` leaves out the max softmax for one
+    call (K = 1), so a frame nobody wants the confidence of does not pay for it. The labels are the same.
+    """
 
     def __init__(self, confidence: bool) -> None:
         super().__init__()
         self.confidence = confidence
 
-    def forward(self, logits: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, size: tuple[int, int] | None = None,
+                confidence: bool | None = None) -> torch.Tensor:
         labels = logits.argmax(1, keepdim=True).to(torch.uint8)
-        if self.confidence:
-            logits = logits.float()
-            # max softmax = 1 / sum(exp(l - max l)), without the C-channel softmax tensor
-            peak = logits.amax(1, keepdim=True)
-            probability = 1.0 / torch.exp(logits - peak).sum(1, keepdim=True)
-            labels = torch.cat([labels, torch.round(probability * 255.0).to(torch.uint8)], 1)
+        if self.confidence if confidence is None else confidence:
+            labels = torch.cat([labels, self.max_softmax(logits)], 1)
         return resize_maps(labels, size)
+
+    def max_softmax(self, logits: torch.Tensor) -> torch.Tensor:
+        """uint8 N x 1 x h x w: round(255 x max softmax) of float logits N x C x h x w."""
+        logits = logits.float()
+        # max softmax = 1 / sum(exp(l - max l)), without the C-channel softmax tensor
+        peak = logits.amax(1, keepdim=True)
+        probability = 1.0 / torch.exp(logits - peak).sum(1, keepdim=True)
+        return torch.round(probability * 255.0).to(torch.uint8)
 
 
 class EndToEnd(nn.Module):

@@ -105,14 +105,17 @@ def _flag(name: str) -> str:
 
 def add_engine_arguments(parser: argparse.ArgumentParser, names: Iterable[str] | None = None,
                          defaults: dict[str, Any] | None = None) -> None:
-    """Add ``--backend``, ``--precision``, ... (all options, or ``names``) with their help, choices and defaults."""
+    """Add ``--backend``, ``--precision``, ... (all options, or ``names``) with their help, choices and defaults.
+
+    The help texts do not repeat the default: the parser's formatter shows it (seg_node.cli.HelpFormatter,
+    with "unset" for None; each option's help says what unset means).
+    """
     group = parser.add_argument_group("engine")
     overrides = defaults or {}
     for name in names if names is not None else OPTIONS_BY_NAME:
         option = OPTIONS_BY_NAME[name]
         default = overrides.get(name, option.default)
-        shown = "unset" if default is None else default
-        text = f"{option.help} (default: {shown})"
+        text = option.help
         if name == "network_size":
             group.add_argument(_flag(name), type=int, nargs=2, metavar=("HEIGHT", "WIDTH"), default=default,
                                help=text)

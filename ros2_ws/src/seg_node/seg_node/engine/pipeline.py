@@ -58,6 +58,7 @@ class _Job:
     stream: str
     color_order: str
     submitted: float
+    confidence: bool  # compute this frame's confidence map (resolved by the engine at submit)
     input_slot: Any = None
     output_slot: Any = None
     error: Exception | None = None
@@ -98,11 +99,16 @@ class FramePipeline:
 
     # ---- caller side
 
-    def submit(self, frame: np.ndarray, tag: Any = None, stream: str = "default", color_order: str = "rgb") -> None:
-        """Queue ``frame`` for ``stream``, replacing (dropping) that stream's frame still waiting, if any."""
+    def submit(self, frame: np.ndarray, tag: Any = None, stream: str = "default", color_order: str = "rgb",
+               confidence: bool | None = None) -> None:
+        """Queue ``frame`` for ``stream``, replacing (dropping) that stream's frame still waiting, if any.
+
+        ``confidence``: compute this frame's confidence map; None: as the engine is configured. True on an
+        engine built without confidence raises EngineConfigError here (SegmentationEngine.wants_confidence).
+        """
         if self._closed.is_set():
             raise EngineError("submit() on a closed FramePipeline")
-        job = _Job(frame, tag, stream, color_order, time.perf_counter())
+        job = _Job(frame, tag, stream, color_order, time.perf_counter(), self._engine.wants_confidence(confidence))
         with self._waiting_changed:
             stats = self._stats[stream]
             stats.submitted += 1
@@ -199,7 +205,7 @@ class FramePipeline:
                     return
                 start = time.perf_counter()
                 try:
-                    self._engine.execute(job.input_slot, slot)
+                    self._engine.execute(job.input_slot, slot, job.confidence)
                     job.output_slot = slot
                 except Exception as error:
                     job.error = error

@@ -281,7 +281,8 @@ class SegmentationNode(LifecycleNode):
             return
         keep_image = outputs.overlay.get_subscription_count() > 0
         tag = FrameTag(outputs, message.header, frame if keep_image else None, color_order, frame.shape[:2])
-        self.pipeline.submit(frame, tag=tag, stream=outputs.camera.name, color_order=color_order)
+        self.pipeline.submit(frame, tag=tag, stream=outputs.camera.name, color_order=color_order,
+                             confidence=outputs.wants_confidence())
 
     def _on_camera_info(self, outputs: CameraOutputs, info: CameraInfo) -> None:
         if outputs.info is None:

@@ -1,7 +1,8 @@
 """What the node publishes per camera, and how one engine result becomes those messages.
 
 Runs on the pipeline's result thread. Only the label is always published; the colour mask, overlay,
-confidence and camera_info are made only while someone subscribes to them.
+confidence and camera_info are made only while someone subscribes to them. The confidence is not even
+computed otherwise: the node asks the engine for it per frame (``CameraOutputs.wants_confidence``).
 """
 
 from __future__ import annotations
@@ -32,10 +33,14 @@ class CameraOutputs:
     label: Publisher
     color_mask: Publisher
     overlay: Publisher
-    confidence: Publisher | None  # only with publish_confidence (the engine computes it then)
+    confidence: Publisher | None  # only with publish_confidence (the engine can compute it then)
     camera_info: Publisher
     info: CameraInfo | None = None  # the newest CameraInfo of the input camera
     info_missing_logged: bool = field(default=False)
+
+    def wants_confidence(self) -> bool:
+        """Whether the engine should compute the confidence of this camera's next frame: only while subscribed."""
+        return self.confidence is not None and self.confidence.get_subscription_count() > 0
 
     def publishers(self) -> list[Publisher]:
         found = [self.label, self.color_mask, self.overlay, self.confidence, self.camera_info]

@@ -21,7 +21,7 @@ import numpy as np
 @dataclass
 class Maps:
     labels: np.ndarray  # uint8 H x W
-    confidence: np.ndarray | None  # uint8 H x W
+    confidence: np.ndarray | None  # uint8 H x W; None when not computed for this frame
     network_seconds: float | None = None  # device-timed network time where the device can time it
 
 
@@ -44,10 +44,12 @@ class Backend(ABC):
         """Validate ``frame`` (raise FrameError) and bring it, pre-processed, into ``slot``."""
 
     @abstractmethod
-    def execute(self, source: Any, target: Any) -> None:
+    def execute(self, source: Any, target: Any, confidence: bool) -> None:
         """Run the network and the argmax on ``source``; leave the uint8 maps in ``target``.
 
-        ``source`` may be reused as soon as this returns.
+        ``confidence``: this frame's confidence map is wanted; the engine passes True only to a backend built
+        with confidence. With False, ``collect`` gives ``Maps.confidence`` None and the backend skips what
+        it can of the max softmax (at least its copy back). ``source`` may be reused as soon as this returns.
         """
 
     @abstractmethod

@@ -9,6 +9,15 @@ cache named after the graph and precision, and its optimisation profile
 covers frames from 2x2 up to 4096x4096 with the network size as the optimum
 (``tensorrt_provider_options``), so it builds once, not at every start or new
 frame size.
+
+A per-frame ``confidence=False`` on an engine built with confidence skips less
+here than in the torch backends: labels and confidence are the two channels of
+the graph's one output, so the graph still computes the max softmax, and with
+a GPU execution provider ``session.run`` still copies both uint8 channels to
+the host. Only the label channel is handed on (``Maps.confidence`` None).
+Skipping the softmax would take a second graph (a second export and, with the
+TensorRT provider, a second engine build) or control flow in the graph, and
+ONNX Runtime runs every node of a graph whatever outputs are fetched.
 """
 
 from __future__ import annotations
@@ -184,8 +193,11 @@ class OnnxRuntimeBackend(Backend):
         slot.frame = np.ascontiguousarray(check_frame(frame))[None]
         slot.order = np.asarray(channel_order(color_order), dtype=np.int64)
 
-    def execute(self, source: OrtInput, target: OrtOutput) -> None:
-        target.maps = self.session.run([MAPS_OUTPUT], {FRAME_INPUT: source.frame, ORDER_INPUT: source.order})[0]
+    def execute(self, source: OrtInput, target: OrtOutput, confidence: bool) -> None:
+        # See the module's docstring: a graph exported with confidence computes it for every frame; a frame
+        # that does not want it keeps only the label channel (a view: nothing is copied).
+        maps = self.session.run([MAPS_OUTPUT], {FRAME_INPUT: source.frame, ORDER_INPUT: source.order})[0]
+        target.maps = maps if confidence else maps[:, :1]
         source.frame = None
 
     def collect(self, slot: OrtOutput) -> Maps:

@@ -168,11 +168,11 @@ class TorchBackend(Backend):
         slot.order = self._orders[channel_order(color_order)]
         slot.used = True
 
-    def execute(self, source: CpuInput | CudaInput, target: CpuOutput | CudaOutput) -> None:
+    def execute(self, source: CpuInput | CudaInput, target: CpuOutput | CudaOutput, confidence: bool) -> None:
         with torch.inference_mode():
             if self.device == "cpu":
                 logits = self.run_network(source.image)
-                target.maps = self.postprocess(logits, source.size)
+                target.maps = self.postprocess(logits, source.size, confidence)
                 source.image = None
                 return
             with torch.cuda.stream(self.compute_stream):
@@ -182,14 +182,15 @@ class TorchBackend(Backend):
                 source.consumed.record(self.compute_stream)
                 size = tuple(source.frame.shape[:2]) if self.output_at_input else None
                 if self._graph is None:
-                    maps = self.postprocess(self.run_network(image), size)
+                    maps = self.postprocess(self.run_network(image), size, confidence)
                 else:
                     graph, static_image, static_maps = self._graph
                     static_image.copy_(image)
-                    graph.replay()
+                    graph.replay()  # the captured graph computes the confidence whenever it was built with it
+                    wanted = static_maps if confidence else static_maps[:, :1]  # labels only: not downloaded
                     # static_maps is overwritten by the next replay: resize or clone it out
-                    maps = resize_maps(static_maps, size)
-                    maps = maps.clone() if maps is static_maps else maps
+                    maps = resize_maps(wanted, size)
+                    maps = maps.clone() if maps is wanted else maps
                 target.finished.record(self.compute_stream)
                 maps.record_stream(self.download_stream)  # read by the download on the download stream
                 target.maps = maps
