@@ -14,7 +14,9 @@ that shows this launch's input and outputs, or warns and goes on without it wher
 import os
 import posixpath
 import shutil
+import signal
 import tempfile
+import threading
 
 import yaml
 from ament_index_python.packages import PackageNotFoundError, get_package_prefix, get_package_share_directory
@@ -148,6 +150,15 @@ def rviz(context: LaunchContext, config_folder: str) -> list:
     ]
 
 
+def ignore_further_interrupts(event: object, context: LaunchContext) -> None:
+    """Once launch shuts down, ``ros2 launch`` ignores further Ctrl-C: launch itself only logs and ignores them
+    while its event loop runs, but one that lands after the loop has ended (the node already gone) finds the
+    default action restored by Python's finalization and kills the process (exit status -2). SIG_IGN is the
+    one disposition finalization keeps."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def generate_launch_description() -> LaunchDescription:
     share = get_package_share_directory(PACKAGE)
     config = os.path.join(share, "config")
@@ -178,4 +189,5 @@ def generate_launch_description() -> LaunchDescription:
         SetEnvironmentVariable(PROFILE_VARIABLE, profile),
         OpaqueFunction(function=segmentation_node),
         OpaqueFunction(function=rviz, args=[config]),
+        RegisterEventHandler(OnShutdown(on_shutdown=ignore_further_interrupts)),
     ])

@@ -85,6 +85,7 @@ class Probe:
         self.node = rclpy.create_node(name, context=self.context)
         self._received: dict[str, list] = defaultdict(list)
         self._arrived = threading.Condition()
+        self._clients: dict[tuple[type, str], object] = {}
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._spinner = threading.Thread(target=self.executor.spin, daemon=True)
@@ -126,6 +127,15 @@ class Probe:
     def wait_for_publisher(self, topic: str, timeout: float = START_S) -> None:
         wait_until(lambda: self.publishers(topic) > 0, timeout, f"a publisher of {topic}")
 
+    def wait_for_node(self, name: str, timeout: float = START_S) -> None:
+        """Until a node of that fully qualified name is in the graph (it exists, whatever its lifecycle state)."""
+
+        def present() -> bool:
+            names = self.node.get_node_names_and_namespaces()
+            return name in {f"{namespace.rstrip('/')}/{node}" for node, namespace in names}
+
+        wait_until(present, timeout, f"the node {name}")
+
     def subscribers(self, topic: str) -> list[str]:
         """Fully qualified names of the nodes subscribed to a topic."""
         return [
@@ -138,18 +148,24 @@ class Probe:
         return self.node.create_publisher(Image, topic, qos).publish
 
     def call(self, service_type: type, name: str, request: object, timeout: float = WAIT_S) -> object:
-        client = self.node.create_client(service_type, name)
-        try:
-            if not client.wait_for_service(timeout_sec=timeout):
-                raise TimeoutError(f"no service {name} in {timeout:.0f} s")
+        """A service call, sent again every 2 s until answered: a request sent while the client and a just
+        discovered server are not yet matched is lost, although wait_for_service already said yes."""
+        key = (service_type, name)
+        if key not in self._clients:
+            self._clients[key] = self.node.create_client(service_type, name)
+        client = self._clients[key]
+        deadline = time.monotonic() + timeout
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise TimeoutError(f"no service {name} in {timeout:.0f} s")
+        while True:
             done = threading.Event()
             future = client.call_async(request)
-            future.add_done_callback(lambda _: done.set())
-            if not done.wait(timeout):
+            future.add_done_callback(lambda _, done=done: done.set())
+            if done.wait(max(0.0, min(2.0, deadline - time.monotonic()))):
+                return future.result()
+            client.remove_pending_request(future)
+            if time.monotonic() > deadline:
                 raise TimeoutError(f"{name} did not answer in {timeout:.0f} s")
-            return future.result()
-        finally:
-            self.node.destroy_client(client)
 
     def lifecycle_state(self, node: str = "/seg_node", timeout: float = WAIT_S) -> str:
         """The node's lifecycle state (``unconfigured``, ``inactive``, ``active``, ...), waiting for its service."""
@@ -158,11 +174,19 @@ class Probe:
         return self.call(GetState, f"{node}/get_state", GetState.Request(), timeout).current_state.label
 
     def change_state(self, transition_id: int, node: str = "/seg_node") -> bool:
+        """A lifecycle transition; True when it succeeded (also when a repeated request found it done)."""
+        from lifecycle_msgs.msg import Transition
         from lifecycle_msgs.srv import ChangeState
 
+        goals = {
+            Transition.TRANSITION_CONFIGURE: "inactive", Transition.TRANSITION_ACTIVATE: "active",
+            Transition.TRANSITION_DEACTIVATE: "inactive", Transition.TRANSITION_CLEANUP: "unconfigured",
+        }
         request = ChangeState.Request()
         request.transition.id = transition_id
-        return self.call(ChangeState, f"{node}/change_state", request).success
+        if self.call(ChangeState, f"{node}/change_state", request).success:
+            return True
+        return self.lifecycle_state(node) == goals.get(transition_id)
 
     def close(self) -> None:
         self.executor.shutdown()

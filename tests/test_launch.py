@@ -253,3 +253,14 @@ def test_rviz_gets_a_config_with_this_launchs_topics(launch_module, monkeypatch,
     assert config == template  # only the topics differ
     on_shutdown.event_handler.handle(None, context)
     assert not Path(path).exists()
+
+
+def test_after_shutdown_began_ctrl_c_is_ignored(launch_module):
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        launch_module.ignore_further_interrupts(None, None)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # the one disposition finalization keeps
+    finally:
+        signal.signal(signal.SIGINT, before)

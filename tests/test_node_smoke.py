@@ -105,7 +105,8 @@ def test_without_autostart_the_node_waits_unconfigured_for_a_manager(probe, tmp_
 
     process, log = start_node(tmp_path, "-p", "autostart:=false")
     try:
-        assert probe.lifecycle_state(timeout=START_S) == "unconfigured"
+        probe.wait_for_node("/seg_node", START_S)
+        assert probe.lifecycle_state() == "unconfigured", log.read_text()[-3000:]
         assert probe.publishers(LABEL) == 0
         assert probe.change_state(Transition.TRANSITION_CONFIGURE)
         assert probe.lifecycle_state() == "inactive"

