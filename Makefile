@@ -36,20 +36,20 @@ $(ROS_TOOLS): $(INSTALLED) requirements-ros-tools.txt $(wildcard $(ROS_TOOLS_WHE
 
 ros-tools: $(ROS_TOOLS)
 
-# Where PyPI has no ros-kilted-rclpy for this Python (or machine), .venv-kilted/.unavailable says so and
-# test-kilted skips with that reason; any other install failure fails.
+# Where PyPI's ROS 2 Kilted wheels (with their binary dependencies) do not resolve for this Python or machine,
+# .venv-kilted/.unavailable says why and test-kilted skips with that reason; any other install failure fails.
 $(KILTED): requirements-kilted.txt ros2_ws/src/seg_node/setup.py ros2_ws/src/seg_node/package.xml
 	rm -f $(KILTED_VENV)/.unavailable
 	test -x $(KILTED_PY) || $(PYTHON) -m venv $(KILTED_VENV)
 	$(KILTED_PY) -m pip install --quiet --upgrade pip
-	@if $(KILTED_PY) -m pip install --quiet --dry-run --no-deps "ros-kilted-rclpy[fastrtps]" \
+	@if $(KILTED_PY) -m pip install --quiet --dry-run $$(grep '^ros-kilted-' requirements-kilted.txt) \
 			>$(KILTED_VENV)/.probe 2>&1; then \
 		echo "$(KILTED_PY) -m pip install --quiet -r requirements-kilted.txt"; \
 		$(KILTED_PY) -m pip install --quiet -r requirements-kilted.txt && \
 		$(KILTED_PY) -m pip install --quiet --no-deps --no-build-isolation -e ros2_ws/src/seg_node; \
 	else \
 		echo "no ROS 2 Kilted wheels on PyPI for $$($(KILTED_PY) -V) on $$(uname -m):" \
-			"$$(grep -m1 -E 'ERROR' $(KILTED_VENV)/.probe)" > $(KILTED_VENV)/.unavailable; \
+			"$$(grep -m1 -E '^ERROR' $(KILTED_VENV)/.probe)" > $(KILTED_VENV)/.unavailable; \
 	fi
 	touch $@
 
