@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ast
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ElementTree
 import zipfile
+from pathlib import Path
 
 import pytest
 from conftest import PACKAGE_ROOT, REPO_ROOT
@@ -74,3 +77,125 @@ def test_ci_runs_the_readme_test_command():
         pytest.skip(f"{ci} is not in this checkout")
     commands = [line.strip() for line in ci.read_text().splitlines() if line.strip() and not line.startswith("#")]
     assert "make test" in commands, f"{ci} must run the README's test command, runs {commands}"
+
+
+# Imported top-level modules that are not ROS packages: Python libraries with their rosdep key, or None for
+# those without one (pip or the Docker images provide them; package.xml says so in a comment).
+PYTHON_LIBRARIES = {
+    "numpy": "python3-numpy",
+    "cv2": "python3-opencv",
+    "yaml": "python3-yaml",
+    "tqdm": "python3-tqdm",
+    "matplotlib": "python3-matplotlib",
+    "PIL": "python3-pil",
+    "torch": None,
+    "safetensors": None,
+    "onnx": None,
+    "onnxruntime": None,
+    "rosbags": None,
+    "torch2trt": None,  # Jetson image only
+    "tensorrt": None,  # Jetson image only
+}
+# ROS packages imported as modules of the same name. A module ending in _msgs/_srvs/_interfaces is a ROS
+# message package too and needs no entry here.
+ROS_PACKAGES = {"rclpy", "launch", "launch_ros", "ament_index_python", "rosidl_runtime_py"}
+# Keys of rosdep's python.yaml (ros/rosdistro), checked there by name.
+ROSDEP_KEYS = {"python3-numpy", "python3-opencv", "python3-yaml", "python3-tqdm", "python3-matplotlib", "python3-pil",
+               "python3-pytest"}
+LAUNCH_FILES = sorted((REPO_ROOT / "launch").glob("*.launch.py"))
+
+
+def manifest_dependencies(*tags: str) -> set[str]:
+    manifest = ElementTree.parse(PACKAGE_ROOT / "package.xml").getroot()
+    return {element.text.strip() for tag in tags for element in manifest.iter(tag)}
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Top-level names of every absolute import in a file, at module level or inside functions."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def is_ros_package(module: str) -> bool:
+    return module in ROS_PACKAGES or module.endswith(("_msgs", "_srvs", "_interfaces"))
+
+
+def test_package_xml_declares_every_ros_package_the_code_imports():
+    sources = sorted((PACKAGE_ROOT / "seg_node").rglob("*.py")) + LAUNCH_FILES
+    assert len(sources) > 20 and LAUNCH_FILES
+    declared = manifest_dependencies("exec_depend", "depend")
+    missing, unknown = {}, {}
+    for source in sources:
+        for module in imported_modules(source) - set(sys.stdlib_module_names) - {"seg_node"}:
+            where = str(source.relative_to(REPO_ROOT))
+            if is_ros_package(module):
+                if module not in declared:
+                    missing.setdefault(module, where)
+            elif module not in PYTHON_LIBRARIES:
+                unknown.setdefault(module, where)
+            elif PYTHON_LIBRARIES[module] is not None and PYTHON_LIBRARIES[module] not in declared:
+                missing.setdefault(PYTHON_LIBRARIES[module], where)
+    assert not missing, f"package.xml lacks <exec_depend> for (key: first importer) {missing}"
+    assert not unknown, f"classify these imports in tests/test_package.py (ROS package or library?): {unknown}"
+
+
+def test_package_xml_declares_every_package_the_launch_files_start():
+    declared = manifest_dependencies("exec_depend", "depend")
+    for launch_file in LAUNCH_FILES:
+        tree = ast.parse(launch_file.read_text())
+        constants = {
+            target.id: statement.value.value
+            for statement in tree.body
+            if isinstance(statement, ast.Assign) and isinstance(statement.value, ast.Constant)
+            for target in statement.targets
+            if isinstance(target, ast.Name)
+        }
+        started = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call):
+                for keyword in node.keywords:
+                    if keyword.arg == "package":
+                        value = keyword.value
+                        started.add(constants[value.id] if isinstance(value, ast.Name) else ast.literal_eval(value))
+        assert "rviz2" in started, launch_file.name
+        undeclared = started - declared - {"seg_node"}
+        assert not undeclared, f"{launch_file.name} starts {undeclared}, not in package.xml"
+
+
+def test_non_ros_dependencies_use_valid_rosdep_keys():
+    declared = manifest_dependencies("exec_depend", "depend", "test_depend", "build_depend")
+    python_keys = {key for key in declared if key.startswith("python")}
+    assert python_keys <= ROSDEP_KEYS, f"not a rosdep key checked here: {python_keys - ROSDEP_KEYS}"
+    assert set(filter(None, PYTHON_LIBRARIES.values())) <= ROSDEP_KEYS
+
+
+def test_setup_py_fails_loudly_when_the_share_links_do_not_resolve(tmp_path):
+    """A copy of the package without the repository around it: launch/ and weights/ lead nowhere."""
+    copy = tmp_path / "seg_node"
+    copy.mkdir()
+    for name in ("setup.py", "setup.cfg", "package.xml", "resource", "config", "launch", "weights"):
+        source = PACKAGE_ROOT / name
+        if source.is_symlink():
+            (copy / name).symlink_to(source.readlink())  # relative: dangling outside the repository
+        elif source.is_dir():
+            shutil.copytree(source, copy / name)
+        else:
+            shutil.copy(source, copy / name)
+    for folder in ("launch", "weights"):
+        assert (PACKAGE_ROOT / folder).is_symlink() and not (copy / folder).exists()
+    result = subprocess.run(
+        [sys.executable, "setup.py", "--name"], cwd=copy, capture_output=True, text=True, check=False
+    )
+    assert result.returncode != 0
+    assert "ShareFolderError" in result.stderr and "launch" in result.stderr and "../../../launch" in result.stderr
+    (copy / "launch").unlink()
+    (copy / "launch").symlink_to(REPO_ROOT / "launch")
+    result = subprocess.run(
+        [sys.executable, "setup.py", "--name"], cwd=copy, capture_output=True, text=True, check=False
+    )
+    assert result.returncode != 0 and "weights" in result.stderr and "ShareFolderError" in result.stderr

@@ -14,9 +14,25 @@ PACKAGE_NAME = MANIFEST.findtext("name")
 SHARE = f"share/{PACKAGE_NAME}"
 
 
+# launch/ and weights/ are links to the repository's top-level folders, which the design fixes.
+LINKED_FOLDERS = {"launch": "*.launch.py", "weights": "*.safetensors"}
+
+
+class ShareFolderError(RuntimeError):
+    """A linked share folder is missing: installing without it would give a package that cannot start."""
+
+
 def share_files(folder: str, pattern: str) -> list[str]:
-    # launch/ and weights/ are links to the repository's top-level folders, which the design fixes.
-    return sorted(str(path.relative_to(HERE)) for path in (HERE / folder).glob(pattern) if path.is_file())
+    files = sorted(str(path.relative_to(HERE)) for path in (HERE / folder).glob(pattern) if path.is_file())
+    if folder in LINKED_FOLDERS and not list((HERE / folder).glob(LINKED_FOLDERS[folder])):
+        link = HERE / folder
+        target = f" -> {link.readlink()}" if link.is_symlink() else ""
+        raise ShareFolderError(
+            f"{link}{target} does not lead to the repository's {folder}/ folder with {LINKED_FOLDERS[folder]} files, "
+            f"so the package would install without them. It must be a symbolic link to ../../../{folder} "
+            "(a copy of this folder without its repository, or a checkout with core.symlinks=false, breaks it)."
+        )
+    return files
 
 
 setup(
