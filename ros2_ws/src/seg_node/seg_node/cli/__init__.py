@@ -54,3 +54,12 @@ def run(prog: str, main: Callable[[Sequence[str] | None], int | None], argv: Seq
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def entry_point(prog: str, main: Callable[[Sequence[str] | None], int | None]) -> Callable[..., int]:
+    """The console script ``prog``: ``main`` started through ``run``; ``argv`` None means sys.argv."""
+
+    def script(argv: Sequence[str] | None = None) -> int:
+        return run(prog, main, argv)
+
+    return script

@@ -26,7 +26,7 @@ from ..evaluation.bench import (
     plot_latencies,
     run_benchmark,
 )
-from . import HelpFormatter, run
+from . import HelpFormatter, entry_point
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -87,8 +87,7 @@ def _main(argv: Sequence[str] | None) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return run("seg-bench", _main, argv)
+main = entry_point("seg-bench", _main)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from ..engine.options import add_engine_arguments
 from ..metrics import format_iou_table
 from ..models import MODELS
 from ..ros_tools.demo import DEFAULT_BAG, DEFAULT_IMAGE_TOPIC, DEFAULT_LABEL_TOPIC, DemoOptions, run_demo
-from . import HelpFormatter, run
+from . import HelpFormatter, entry_point
 
 # the engine options the node takes as parameters
 ENGINE_FLAGS = ("backend", "precision", "device", "network_size", "threads")
@@ -75,8 +75,7 @@ def _main(argv: Sequence[str] | None) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return run("seg-demo", _main, argv)
+main = entry_point("seg-demo", _main)
 
 
 if __name__ == "__main__":

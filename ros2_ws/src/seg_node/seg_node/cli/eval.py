@@ -23,7 +23,7 @@ from ..errors import UsageError
 from ..evaluation.evaluate import AugmentedPredictor, EnginePredictor, evaluate, write_outputs
 from ..metrics import format_iou_table
 from ..weights import WeightsInfo, find_weights, load_weights
-from . import HelpFormatter, run
+from . import HelpFormatter, entry_point
 
 FORMATS = ("camvid", "cityscapes", "folder")
 MULTI_SCALES = (0.75, 1.0, 1.25, 1.5)
@@ -106,8 +106,7 @@ def _main(argv: Sequence[str] | None) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return run("seg-eval", _main, argv)
+main = entry_point("seg-eval", _main)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..models.export import export_onnx
 from ..training.checkpoint import export_checkpoint
 from ..weights import load_weights
-from . import HelpFormatter, run
+from . import HelpFormatter, entry_point
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
@@ -31,8 +31,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return run("seg-export", _main, argv)
+main = entry_point("seg-export", _main)
 
 
 if __name__ == "__main__":

@@ -6,17 +6,15 @@ seg-gpu-check [--out docs/gpu] [--quick]; exit status 0 all checks passed, 1 a c
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from functools import partial
 
 from ..evaluation import gpu_check
-from . import HelpFormatter, run
+from . import HelpFormatter, entry_point
 
 PROG = "seg-gpu-check"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return run(PROG, partial(gpu_check.main, prog=PROG, formatter_class=HelpFormatter), argv)
+main = entry_point(PROG, partial(gpu_check.main, prog=PROG, formatter_class=HelpFormatter))
 
 
 if __name__ == "__main__":

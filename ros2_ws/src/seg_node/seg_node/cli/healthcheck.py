@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import UsageError
-from . import EXIT_FAILURE, HelpFormatter, run
+from . import EXIT_FAILURE, HelpFormatter, entry_point
 
 
 def parser() -> argparse.ArgumentParser:
@@ -37,8 +37,7 @@ def _main(argv: Sequence[str] | None) -> int:
     return 0 if healthy else EXIT_FAILURE
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return run("seg-healthcheck", _main, argv)
+main = entry_point("seg-healthcheck", _main)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from ..datasets import read_pair_list
 from ..errors import UsageError
 from ..recording.make_bag import DEFAULT_IMAGE_TOPIC, DEFAULT_LABEL_TOPIC, DEFAULT_START_NS, IMAGE_FORMATS, make_bag
 from ..recording.rosbag import STORAGES
-from . import HelpFormatter, run
+from . import HelpFormatter, entry_point
 
 
 def parser() -> argparse.ArgumentParser:
@@ -70,8 +70,7 @@ def _main(argv: Sequence[str] | None) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return run("seg-make-bag", _main, argv)
+main = entry_point("seg-make-bag", _main)
 
 
 if __name__ == "__main__":

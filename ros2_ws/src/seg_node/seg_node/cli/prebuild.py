@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..engine import ENGINE_OPTIONS, add_engine_arguments, create_engine, engine_config_from_args
-from . import HelpFormatter, run
+from . import HelpFormatter, entry_point
 
 PROG = "seg-prebuild"
 NOTHING_TO_CACHE = {
@@ -76,8 +76,7 @@ def _main(argv: Sequence[str] | None) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return run(PROG, _main, argv)
+main = entry_point(PROG, _main)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from ..evaluation.replay import check_bag, replay
 from ..evaluation.report import fmt
 from ..metrics import format_iou_table
 from ..weights import find_weights, read_info
-from . import EXIT_FAILURE, HelpFormatter, run
+from . import EXIT_FAILURE, HelpFormatter, entry_point
 
 ENGINE_FLAGS = ("backend", "precision", "device", "network_size", "threads", "engine_cache_dir", "cuda_graphs",
                 "int8_calibration_dir")
@@ -88,8 +88,7 @@ def _main(argv: Sequence[str] | None) -> int:
     return EXIT_FAILURE if report["read_error"] or report["warnings"] else 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return run("seg-replay", _main, argv)
+main = entry_point("seg-replay", _main)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from ..errors import UsageError
 from ..training.checkpoint import config_of, export_checkpoint, load_checkpoint
 from ..training.config import TrainingConfig, load_config
 from ..training.trainer import Trainer
-from . import HelpFormatter, run
+from . import HelpFormatter, entry_point
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,8 +84,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return run("seg-train", _main, argv)
+main = entry_point("seg-train", _main)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..imaging import ImageDecodeError, to_rgb
 from .errors import EngineConfigError, EngineError
 
 log = logging.getLogger(__name__)
@@ -101,7 +100,10 @@ def _spread(total: int, count: int) -> int:
 
 
 def _folder_frames(source: CalibrationSource, count: int) -> list[np.ndarray]:
+    # OpenCV only where calibration images are read: the engine itself runs without it (seg-gpu-check)
     import cv2
+
+    from ..imaging import to_rgb
 
     files = source.files()
     if not files:
@@ -116,6 +118,7 @@ def _folder_frames(source: CalibrationSource, count: int) -> list[np.ndarray]:
 
 
 def _bag_frames(source: CalibrationSource, count: int) -> list[np.ndarray]:
+    from ..imaging import ImageDecodeError, to_rgb
     from ..recording.rosbag import IMAGE_TYPES, BagError, BagReader, decode_image
 
     try:
