@@ -24,9 +24,12 @@ DEFAULTS = {"rviz": "false", "camera_topic": "image", "use_sim_time": "false", "
 
 
 def ros_module_present(name: str) -> bool:
-    """The ROS package ``name``, not the repository's launch/ folder that shadows it on sys.path."""
+    """The ROS package ``name``, not the repository's launch/ folder that shadows it on sys.path.
+
+    Only that folder is excluded: a virtual environment inside the checkout (.venv) holds the real package.
+    """
     spec = importlib.util.find_spec(name)
-    return spec is not None and spec.origin is not None and REPO_ROOT not in Path(spec.origin).parents
+    return spec is not None and spec.origin is not None and REPO_ROOT / "launch" not in Path(spec.origin).parents
 
 
 LAUNCH_PRESENT = ros_module_present("launch") and ros_module_present("launch_ros")
