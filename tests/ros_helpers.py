@@ -1,8 +1,10 @@
-"""Helpers of the tests that run seg_node as ROS users do (tests/test_node_smoke.py, tests/test_ros2_cli.py).
+"""Helpers of the tests that run seg_node in its own process (tests/test_node.py, test_node_smoke.py,
+test_ros2_cli.py).
 
 A Probe is an rclpy node of the test process in its own context: it publishes camera frames, records what
-arrives, and calls the node's lifecycle services. ``stop_group`` sends Ctrl-C (SIGINT) to a whole process group,
-twice, as an impatient user does, and reports how the processes ended.
+arrives, and calls the node's lifecycle services. ``running_group`` starts a command in its own process group
+and kills what is left of it when the test ends; ``assert_clean_stop`` sends Ctrl-C (SIGINT) to the whole
+group, twice, as an impatient user does, and checks that everything ended cleanly.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import subprocess
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +49,15 @@ def ros_environment(domain: int) -> dict[str, str]:
     }
 
 
-def wait_until(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.1) -> object:
+def node_environment(domain: int) -> dict[str, str]:
+    """The whole environment of a node process started with ``python -m seg_node`` from this checkout."""
+    env = dict(os.environ, **ros_environment(domain))
+    env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")])
+    return env
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = WAIT_S, interval: float = 0.1) -> object:
+    """``condition()`` once it is true; TimeoutError naming ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
@@ -125,7 +136,7 @@ class Probe:
         return self.node.count_publishers(topic)
 
     def wait_for_publisher(self, topic: str, timeout: float = START_S) -> None:
-        wait_until(lambda: self.publishers(topic) > 0, timeout, f"a publisher of {topic}")
+        wait_until(lambda: self.publishers(topic) > 0, f"a publisher of {topic}", timeout)
 
     def wait_for_node(self, name: str, timeout: float = START_S) -> None:
         """Until a node of that fully qualified name is in the graph (it exists, whatever its lifecycle state)."""
@@ -134,7 +145,7 @@ class Probe:
             names = self.node.get_node_names_and_namespaces()
             return name in {f"{namespace.rstrip('/')}/{node}" for node, namespace in names}
 
-        wait_until(present, timeout, f"the node {name}")
+        wait_until(present, f"the node {name}", timeout)
 
     def subscribers(self, topic: str) -> list[str]:
         """Fully qualified names of the nodes subscribed to a topic."""
@@ -146,6 +157,27 @@ class Probe:
     def image_publisher(self, topic: str) -> Callable[[Image], None]:
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)  # serves best-effort subscribers too
         return self.node.create_publisher(Image, topic, qos).publish
+
+    def send_until_labelled(self, camera: str, label_topic: str, frame_id: str, timeout: float = WAIT_S
+                            ) -> tuple[Image, Image]:
+        """Publish rgb8 frames to ``camera`` (one per 0.2 s) until a label with one of their headers arrives on
+        ``label_topic``; (the frame, its label). Best-effort delivery may lose a frame or two."""
+        self.record(Image, label_topic)
+        publish = self.image_publisher(camera)
+        frame = rgb_frame(seed=len(frame_id))
+        sent: dict[tuple[int, int], Image] = {}
+
+        def labelled() -> tuple[Image, Image] | None:
+            message = image_message(frame, frame_id, 2000 + len(sent), 7 * len(sent))
+            sent[(message.header.stamp.sec, message.header.stamp.nanosec)] = message
+            publish(message)
+            for label in self.received(label_topic):
+                key = (label.header.stamp.sec, label.header.stamp.nanosec)
+                if label.header.frame_id == frame_id and key in sent:
+                    return sent[key], label
+            return None
+
+        return wait_until(labelled, f"a label on {label_topic} for frames sent to {camera}", timeout, interval=0.2)
 
     def call(self, service_type: type, name: str, request: object, timeout: float = WAIT_S) -> object:
         """A service call, sent again every 2 s until answered: a request sent while the client and a just
@@ -201,6 +233,29 @@ def start_group(command: list[str], env: dict[str, str], log: Path, cwd: Path | 
         return subprocess.Popen(
             command, env=env, cwd=cwd, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
         )
+
+
+@contextmanager
+def running_group(command: list[str], env: dict[str, str], log: Path, cwd: Path | None = None
+                  ) -> Iterator[subprocess.Popen]:
+    """``start_group`` for the length of a ``with`` block; nothing of the group outlives it, even on failure."""
+    process = start_group(command, env, log, cwd)
+    try:
+        yield process
+    finally:
+        kill_group(process)
+
+
+def assert_clean_stop(process: subprocess.Popen, log: Path) -> str:
+    """Ctrl-C twice to the group: gone within 2 s, exit 0, no traceback, no [ERROR] line; the log's text."""
+    code, elapsed = stop_group(process)
+    output = log.read_text(errors="replace")
+    assert "Traceback" not in output, output[-4000:]
+    errors = [line for line in output.splitlines() if "[ERROR]" in line]
+    assert not errors, "\n".join(errors)
+    assert elapsed < STOP_S, f"still running {elapsed:.1f} s after Ctrl-C\n{output[-3000:]}"
+    assert code == 0, f"exit status {code}\n{output[-3000:]}"
+    return output
 
 
 def group_alive(pgid: int) -> bool:

@@ -55,6 +55,7 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+from python_source import resolve_from, runtime_statements, self_stores
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_ROOT = REPO_ROOT / "ros2_ws" / "src" / "seg_node"
@@ -212,14 +213,6 @@ class LocalModule:
     classes: dict[str, ast.ClassDef] = field(default_factory=dict)
 
 
-def resolve_relative(module: str, is_package: bool, node: ast.ImportFrom) -> str:
-    if not node.level:
-        return node.module or ""
-    package = module.split(".") if is_package else module.split(".")[:-1]
-    base = package[: len(package) - (node.level - 1)]
-    return ".".join([*base, *([node.module] if node.module else [])])
-
-
 def annotation_expr(node: ast.expr | None) -> ast.expr | None:
     """The class in an annotation: ``X``, ``X | None``, ``Optional[X]``, ``'X'``; None otherwise."""
     if node is None:
@@ -262,7 +255,7 @@ class Package:
                         first = alias.name.split(".")[0]
                         module.bindings[first] = ("import", first)
             elif isinstance(statement, ast.ImportFrom):
-                source = resolve_relative(module.name, module.is_package, statement)
+                source = resolve_from(module.name, module.is_package, statement)
                 for alias in statement.names:
                     module.bindings[alias.asname or alias.name] = ("import", f"{source}:{alias.name}")
             elif isinstance(statement, ast.ClassDef):
@@ -324,38 +317,16 @@ class Package:
                 for target in statement.targets if isinstance(statement, ast.Assign) else [statement.target]:
                     members.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
         for method in node.body:
-            if not isinstance(method, (ast.FunctionDef, ast.AsyncFunctionDef)) or not method.args.args:
+            if not isinstance(method, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 continue
-            me = method.args.args[0].arg
-            for sub in ast.walk(method):
-                if isinstance(sub, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
-                    targets = sub.targets if isinstance(sub, ast.Assign) else [sub.target]
-                    for target in targets:
-                        for element in ast.walk(target):
-                            if (
-                                isinstance(element, ast.Attribute)
-                                and isinstance(element.value, ast.Name)
-                                and element.value.id == me
-                                and isinstance(element.ctx, ast.Store)
-                            ):
-                                members.add(element.attr)
-                                if isinstance(sub, ast.AnnAssign) and target is element:
-                                    typed = self.instance_of(module, annotation_expr(sub.annotation))
-                                elif isinstance(sub, ast.Assign) and target is element:
-                                    typed = self.constructed(module, sub.value)
-                                else:
-                                    typed = None
-                                merge_type(attr_types, element.attr, typed)
-                elif isinstance(sub, (ast.For, ast.AsyncFor, ast.With, ast.AsyncWith, ast.NamedExpr)):
-                    for element in ast.walk(sub.target if hasattr(sub, "target") else sub):
-                        if (
-                            isinstance(element, ast.Attribute)
-                            and isinstance(element.ctx, ast.Store)
-                            and isinstance(element.value, ast.Name)
-                            and element.value.id == me
-                        ):
-                            members.add(element.attr)
-                            merge_type(attr_types, element.attr, None)
+            for attribute, statement, target in self_stores(method):
+                members.add(attribute.attr)
+                typed = None
+                if isinstance(statement, ast.AnnAssign) and target is attribute:
+                    typed = self.instance_of(module, annotation_expr(statement.annotation))
+                elif isinstance(statement, ast.Assign) and target is attribute:
+                    typed = self.constructed(module, statement.value)
+                merge_type(attr_types, attribute.attr, typed)
         self.local_classes[ref] = LocalClass(ref, bases, members, attr_types)
 
     def expression_value(self, module: LocalModule, node: ast.expr) -> Value | None:
@@ -426,24 +397,6 @@ def merge_type(types: dict[str, Value | None], name: str, typed: Value | None) -
         types[name] = None
     else:
         types[name] = typed
-
-
-def runtime_statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
-    """The statements of a module body, through if/try/with blocks (both branches of an if)."""
-    for statement in body:
-        if isinstance(statement, ast.If):
-            yield from runtime_statements(statement.body)
-            yield from runtime_statements(statement.orelse)
-        elif isinstance(statement, ast.Try):
-            yield from runtime_statements(statement.body)
-            for handler in statement.handlers:
-                yield from runtime_statements(handler.body)
-            yield from runtime_statements(statement.orelse)
-            yield from runtime_statements(statement.finalbody)
-        elif isinstance(statement, ast.With):
-            yield from runtime_statements(statement.body)
-        else:
-            yield statement
 
 
 def bound_names(node: ast.AST) -> set[str]:
@@ -600,7 +553,7 @@ class Checker(ast.NodeVisitor):
                     break
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
-        source = resolve_relative(self.module.name, self.module.is_package, node)
+        source = resolve_from(self.module.name, self.module.is_package, node)
         if (source != "rclpy" and not source.startswith("rclpy.")) or self.import_guard:
             return
         if source not in self.api.modules:
@@ -756,7 +709,7 @@ class Checker(ast.NodeVisitor):
                     name = alias.asname or alias.name.split(".")[0]
                     merge_type(types, name, self.package.follow(alias.name if alias.asname else name))
             elif isinstance(node, ast.ImportFrom):
-                source = resolve_relative(self.module.name, self.module.is_package, node)
+                source = resolve_from(self.module.name, self.module.is_package, node)
                 for alias in node.names:
                     merge_type(types, alias.asname or alias.name, self.package.follow(f"{source}:{alias.name}"))
             elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,12 +20,12 @@ import cv2
 import numpy as np
 import pytest
 import rclpy
+import ros_helpers as ros
 import torch
 import yaml
 from conftest import PACKAGE_ROOT
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
-from lifecycle_msgs.srv import ChangeState
 from rcl_interfaces.msg import Parameter as ParameterMessage
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
@@ -51,14 +50,14 @@ from seg_node.ros.parameters import (
 )
 from seg_node.weights import SegClass, WeightsInfo, save_weights
 
-PROFILE = PACKAGE_ROOT / "config" / "fastdds_shm.xml"
 NETWORK_SIZE = (96, 128)
 CAMVID_NAMES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian",
                 "Bicyclist"]
 CAMVID_COLORS = [(128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
                  (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192)]
 ROW_PADDING = 64
-WAIT_S = 30.0  # generous: the machine is shared; waits end as soon as the message arrives
+DOMAIN = ros.domain_id()
+WAIT_S = ros.WAIT_S
 
 
 def tiny_weights(folder: Path, architecture: str = "cgnet") -> Path:
@@ -80,77 +79,15 @@ def tiny_weights(folder: Path, architecture: str = "cgnet") -> Path:
     return save_weights(model, info, folder / f"tiny_{architecture}.safetensors")
 
 
-def ros_environment() -> dict[str, str]:
-    """This test session's own DDS domain, kept on this machine, with the package's Fast DDS profile."""
-    return {
-        "ROS_DOMAIN_ID": str(1 + os.getpid() % 100),  # domains above 101 use ephemeral ports on Linux
-        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-        "FASTRTPS_DEFAULT_PROFILES_FILE": str(PROFILE),
-        "PYTHONPATH": os.pathsep.join([str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")]),
-        "PYTHONUNBUFFERED": "1",
-    }
-
-
 def node_command(*ros_args: str) -> list[str]:
     return [sys.executable, "-m", "seg_node", "--ros-args", *ros_args]
-
-
-class Probe:
-    """A test-side rclpy node in its own context: publishes frames, records what arrives."""
-
-    def __init__(self) -> None:
-        self.context = Context()
-        rclpy.init(context=self.context, domain_id=int(os.environ["ROS_DOMAIN_ID"]))
-        self.node = rclpy.create_node("probe", context=self.context)
-        self._received: dict[str, list] = defaultdict(list)
-        self._arrived = threading.Condition()
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._spinner = threading.Thread(target=self.executor.spin, daemon=True)
-        self._spinner.start()
-
-    def subscribe(self, message_type: type, topic: str, qos: QoSProfile | int = 10) -> None:
-        def record(message: object) -> None:
-            with self._arrived:
-                self._received[topic].append(message)
-                self._arrived.notify_all()
-
-        self.node.create_subscription(message_type, topic, record, qos)
-
-    def received(self, topic: str) -> list:
-        with self._arrived:
-            return list(self._received[topic])
-
-    def wait_for(self, topic: str, accept: Callable[[object], bool], timeout: float = WAIT_S) -> object:
-        deadline = time.monotonic() + timeout
-        with self._arrived:
-            while True:
-                for message in self._received[topic]:
-                    if accept(message):
-                        return message
-                if not self._arrived.wait(max(0.0, deadline - time.monotonic())):
-                    raise AssertionError(f"nothing acceptable on {topic} within {timeout} s")
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self._spinner.join(5)
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def camvid_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
-def raw_message(probe: Probe, rgb: np.ndarray, frame_id: str, encoding: str = "rgb8", padding: int = ROW_PADDING,
+def raw_message(probe: ros.Probe, rgb: np.ndarray, frame_id: str, encoding: str = "rgb8", padding: int = ROW_PADDING,
                 step: int | None = None, data: bytes | None = None) -> Image:
     height, width = rgb.shape[:2]
     rows = np.zeros((height, width * 3 + padding), np.uint8)
@@ -162,7 +99,7 @@ def raw_message(probe: Probe, rgb: np.ndarray, frame_id: str, encoding: str = "r
     return message
 
 
-def compressed_message(probe: Probe, jpeg: bytes, frame_id: str) -> CompressedImage:
+def compressed_message(probe: ros.Probe, jpeg: bytes, frame_id: str) -> CompressedImage:
     message = CompressedImage(format="jpeg", data=jpeg)
     message.header.stamp = probe.node.get_clock().now().to_msg()
     message.header.frame_id = frame_id
@@ -187,10 +124,9 @@ def camera_status(array: DiagnosticArray, camera: str) -> tuple[bytes, str, dict
 @pytest.fixture(scope="module")
 def ros_env():
     with pytest.MonkeyPatch.context() as patch:
-        for key, value in ros_environment().items():
-            if key != "PYTHONPATH":
-                patch.setenv(key, value)
-        yield {**os.environ, **ros_environment()}
+        for key, value in ros.ros_environment(DOMAIN).items():
+            patch.setenv(key, value)
+        yield ros.node_environment(DOMAIN)
 
 
 @pytest.fixture(scope="module")
@@ -213,13 +149,13 @@ def offline_engine(weights):
 
 @pytest.fixture(scope="module")
 def probe(ros_env):
-    probe = Probe()
+    probe = ros.Probe(DOMAIN)
     for camera in ("front", "rear", "side"):
         probe.subscribe(Image, f"/seg_node/{camera}/label")
     for output in ("color_mask", "overlay", "confidence"):
         probe.subscribe(Image, f"/seg_node/front/{output}")
     probe.subscribe(DiagnosticArray, "/diagnostics")
-    probe.publishers = {
+    probe.cameras = {
         "front": probe.node.create_publisher(Image, "/front", 10),
         "rear": probe.node.create_publisher(CompressedImage, "/rear/compressed", 10),
         "side": probe.node.create_publisher(Image, "/side", 10),
@@ -246,12 +182,12 @@ def node_process(ros_env, weights, probe, tmp_path_factory):
         process = subprocess.Popen(command, env=ros_env, stdout=log, stderr=subprocess.STDOUT)
     process.log_path = log_path
     try:
-        wait_until(
-            lambda: all(p.get_subscription_count() for p in probe.publishers.values()) or process.poll() is not None,
+        ros.wait_until(
+            lambda: all(p.get_subscription_count() for p in probe.cameras.values()) or process.poll() is not None,
             "the node's camera subscriptions",
         )
         assert process.poll() is None, log_path.read_text()
-        wait_until(lambda: probe.node.count_publishers("/seg_node/front/overlay") > 0, "the node's publishers")
+        ros.wait_until(lambda: probe.node.count_publishers("/seg_node/front/overlay") > 0, "the node's publishers")
         time.sleep(0.5)  # let the probe's subscriptions match the node's publishers as well
         yield process
     finally:
@@ -260,15 +196,15 @@ def node_process(ros_env, weights, probe, tmp_path_factory):
             process.wait()
 
 
-def send_and_receive(probe: Probe, camera: str, message: object, topic: str | None = None) -> Image:
+def send_and_receive(probe: ros.Probe, camera: str, message: object, topic: str | None = None) -> Image:
     """Publish until the label of this frame arrives (best-effort delivery may lose one)."""
     topic = topic or f"/seg_node/{camera}/label"
     deadline = time.monotonic() + WAIT_S
     while True:
-        probe.publishers[camera].publish(message)
+        probe.cameras[camera].publish(message)
         try:
             return probe.wait_for(topic, with_frame_id(message.header.frame_id), timeout=2.0)
-        except AssertionError:
+        except TimeoutError:
             if time.monotonic() > deadline:
                 raise
 
@@ -332,7 +268,7 @@ def test_latency_and_rates_are_measured(probe, node_process, frames):
     deadline = time.monotonic() + 1.2
     index = 0
     while time.monotonic() < deadline:
-        probe.publishers["front"].publish(raw_message(probe, frames["front"], f"front_r{index}"))
+        probe.cameras["front"].publish(raw_message(probe, frames["front"], f"front_r{index}"))
         index += 1
         time.sleep(0.1)
     array = probe.wait_for(
@@ -356,16 +292,16 @@ def test_bad_frames_are_counted_and_the_node_keeps_serving(probe, node_process, 
     ]
     for _ in range(2):  # twice, in case best effort loses one; the log stays rate-limited
         for message in bad:
-            probe.publishers["front"].publish(message)
+            probe.cameras["front"].publish(message)
             time.sleep(0.1)  # the subscription keeps only the last message: one at a time
-        probe.publishers["rear"].publish(compressed_message(probe, b"\xff\xd8\xff\xe0 corrupt", "bad_jpeg"))
+        probe.cameras["rear"].publish(compressed_message(probe, b"\xff\xd8\xff\xe0 corrupt", "bad_jpeg"))
     # a frame of another size mid-stream: the engine resizes every frame, so labels come at the new size
     smaller = cv2.resize(image, (width // 2, height // 2))
     label = send_and_receive(probe, "front", raw_message(probe, smaller, "front_small"))
     assert (label.height, label.width) == (height // 2, width // 2)
     # a 200 Hz burst: newest frame wins, the node keeps up with the rest
     for index in range(60):
-        probe.publishers["front"].publish(raw_message(probe, image, f"burst_{index}"))
+        probe.cameras["front"].publish(raw_message(probe, image, f"burst_{index}"))
         time.sleep(0.005)
     send_and_receive(probe, "front", raw_message(probe, image, "front_after"))
     send_and_receive(probe, "rear", compressed_message(probe, frames["rear_jpeg"], "rear_after"))
@@ -395,7 +331,7 @@ def test_a_camera_that_stops_is_stale_while_the_others_are_ok(probe, node_proces
     found = False
     index = 0
     while not found and time.monotonic() - stop < WAIT_S:
-        probe.publishers["front"].publish(raw_message(probe, frames["front"], f"front_s{index}"))
+        probe.cameras["front"].publish(raw_message(probe, frames["front"], f"front_s{index}"))
         index += 1
         time.sleep(0.1)
         found = any(side_stale_front_ok(array) for array in probe.received("/diagnostics")[-3:])
@@ -412,12 +348,12 @@ def test_class_names_and_colours_are_latched(probe, node_process):
     assert [tuple(c["color"]) for c in classes] == CAMVID_COLORS
 
 
-def set_parameter(probe: Probe, name: str, value: ParameterValue) -> tuple[bool, str]:
+def set_parameter(probe: ros.Probe, name: str, value: ParameterValue) -> tuple[bool, str]:
     client = probe.node.create_client(SetParameters, "/seg_node/set_parameters")
     try:
         assert client.wait_for_service(timeout_sec=WAIT_S)
         future = client.call_async(SetParameters.Request(parameters=[ParameterMessage(name=name, value=value)]))
-        wait_until(future.done, f"setting {name}")
+        ros.wait_until(future.done, f"setting {name}")
         (result,) = future.result().results
         return result.successful, result.reason
     finally:
@@ -459,9 +395,10 @@ def test_remapped_compressed_camera_at_network_resolution(probe, ros_env, weight
     try:
         probe.subscribe(Image, "/second/seg_node/image/label")
         probe.subscribe(Image, "/second/seg_node/image/overlay")
-        probe.publishers["second"] = probe.node.create_publisher(CompressedImage, "/second_camera/compressed", 10)
-        wait_until(lambda: probe.publishers["second"].get_subscription_count() > 0, "the remapped subscription")
-        wait_until(lambda: probe.node.count_publishers("/second/seg_node/image/overlay") > 0, "the node's publishers")
+        probe.cameras["second"] = probe.node.create_publisher(CompressedImage, "/second_camera/compressed", 10)
+        ros.wait_until(lambda: probe.cameras["second"].get_subscription_count() > 0, "the remapped subscription")
+        overlay = "/second/seg_node/image/overlay"
+        ros.wait_until(lambda: probe.node.count_publishers(overlay) > 0, "the node's publishers")
         label = send_and_receive(probe, "second", compressed_message(probe, frames["rear_jpeg"], "second_0"),
                                  topic="/second/seg_node/image/label")
         assert (label.height, label.width) == NETWORK_SIZE
@@ -496,8 +433,8 @@ def test_a_second_ctrl_c_during_shutdown_is_absorbed(probe, ros_env, weights, fr
     try:
         probe.subscribe(Image, "/sigint/seg_node/image/overlay")  # makes the node blend as well
         probe.subscribe(Image, "/sigint/seg_node/image/label")
-        probe.publishers["sigint"] = camera = probe.node.create_publisher(Image, "/sigint_camera", 10)
-        wait_until(lambda: camera.get_subscription_count() > 0 or process.poll() is not None, "the node's camera")
+        probe.cameras["sigint"] = camera = probe.node.create_publisher(Image, "/sigint_camera", 10)
+        ros.wait_until(lambda: camera.get_subscription_count() > 0 or process.poll() is not None, "the node's camera")
         assert process.poll() is None, log_path.read_text()
         send_and_receive(probe, "sigint", raw_message(probe, frames["front"], "sigint_0"),
                          topic="/sigint/seg_node/image/label")
@@ -523,18 +460,7 @@ def test_a_second_ctrl_c_during_shutdown_is_absorbed(probe, ros_env, weights, fr
     assert "Traceback" not in log and "KeyboardInterrupt" not in log and "terminate called" not in log
 
 
-def change_state(probe: Probe, node: str, transition: int) -> bool:
-    client = probe.node.create_client(ChangeState, f"{node}/change_state")
-    try:
-        assert client.wait_for_service(timeout_sec=WAIT_S)
-        future = client.call_async(ChangeState.Request(transition=Transition(id=transition)))
-        wait_until(future.done, f"transition {transition} of {node}", timeout=120)
-        return future.result().success
-    finally:
-        probe.node.destroy_client(client)
-
-
-def engine_status_of(probe: Probe, name: str, accept: Callable[[dict], bool]) -> dict[str, str]:
+def engine_status_of(probe: ros.Probe, name: str, accept: Callable[[dict], bool]) -> dict[str, str]:
     def matches(array: DiagnosticArray) -> bool:
         return any(s.name == name and accept({kv.key: kv.value for kv in s.values} | {"": s.message})
                    for s in array.status)
@@ -564,19 +490,19 @@ def test_managed_node_in_a_namespace_through_lifecycle_services_with_camera_info
         status = engine_status_of(probe, f"{node}: engine", lambda v: v["lifecycle_state"] == "unconfigured")
         assert status[""].startswith("unconfigured") and camera.get_subscription_count() == 0
 
-        assert change_state(probe, node, Transition.TRANSITION_CONFIGURE)
+        assert probe.change_state(Transition.TRANSITION_CONFIGURE, node)
         engine_status_of(probe, f"{node}: engine", lambda v: v["lifecycle_state"] == "inactive")
         assert camera.get_subscription_count() == 0  # inactive: the engine is ready, nothing subscribed
 
-        assert change_state(probe, node, Transition.TRANSITION_ACTIVATE)
-        wait_until(lambda: camera.get_subscription_count() > 0 and camera_info.get_subscription_count() > 0,
+        assert probe.change_state(Transition.TRANSITION_ACTIVATE, node)
+        ros.wait_until(lambda: camera.get_subscription_count() > 0 and camera_info.get_subscription_count() > 0,
                    "the activated node's subscriptions")
-        wait_until(lambda: probe.node.count_publishers(f"{node}/image/camera_info") > 0, "the node's publishers")
+        ros.wait_until(lambda: probe.node.count_publishers(f"{node}/image/camera_info") > 0, "the node's publishers")
         height, width = frames["front"].shape[:2]
         info = CameraInfo(width=width, height=height, distortion_model="plumb_bob")
         info.k = [400.0, 0.0, width / 2, 0.0, 410.0, height / 2, 0.0, 0.0, 1.0]
         info.p = [400.0, 0.0, width / 2, 0.0, 0.0, 410.0, height / 2, 0.0, 0.0, 0.0, 1.0, 0.0]
-        probe.publishers["managed"] = camera
+        probe.cameras["managed"] = camera
         deadline = time.monotonic() + WAIT_S
         scaled = None
         while scaled is None:
@@ -587,17 +513,17 @@ def test_managed_node_in_a_namespace_through_lifecycle_services_with_camera_info
             assert (label.height, label.width) == NETWORK_SIZE
             try:
                 scaled = probe.wait_for(f"{node}/image/camera_info", with_frame_id(message.header.frame_id), 1.0)
-            except AssertionError:
+            except TimeoutError:
                 assert time.monotonic() < deadline, "no camera_info beside the labels"
         assert scaled.header.stamp == label.header.stamp and (scaled.height, scaled.width) == NETWORK_SIZE
         sx, sy = NETWORK_SIZE[1] / width, NETWORK_SIZE[0] / height
         assert np.allclose(scaled.k, [400 * sx, 0, width / 2 * sx, 0, 410 * sy, height / 2 * sy, 0, 0, 1])
 
-        assert change_state(probe, node, Transition.TRANSITION_DEACTIVATE)
-        wait_until(lambda: camera.get_subscription_count() == 0, "unsubscribing at deactivate")
-        assert change_state(probe, node, Transition.TRANSITION_CLEANUP)
+        assert probe.change_state(Transition.TRANSITION_DEACTIVATE, node)
+        ros.wait_until(lambda: camera.get_subscription_count() == 0, "unsubscribing at deactivate")
+        assert probe.change_state(Transition.TRANSITION_CLEANUP, node)
         engine_status_of(probe, f"{node}: engine", lambda v: v["lifecycle_state"] == "unconfigured")
-        assert change_state(probe, node, Transition.TRANSITION_UNCONFIGURED_SHUTDOWN)
+        assert probe.change_state(Transition.TRANSITION_UNCONFIGURED_SHUTDOWN, node)
         engine_status_of(probe, f"{node}: engine", lambda v: v["lifecycle_state"] == "finalized")
     finally:
         process.send_signal(signal.SIGINT)
@@ -701,7 +627,7 @@ def test_the_engine_config_comes_from_the_parameters():
 def in_process(ros_env):
     """A context of this process's own for SegmentationNode instances (no executor: transitions by trigger_*)."""
     context = Context()
-    rclpy.init(context=context, domain_id=int(os.environ["ROS_DOMAIN_ID"]))
+    rclpy.init(context=context, domain_id=DOMAIN)
     nodes = []
 
     def make(*overrides: Parameter, cli_args: list[str] | None = None) -> SegmentationNode:
@@ -815,7 +741,7 @@ def test_the_confidence_is_computed_only_while_someone_subscribes(in_process, we
     message = Image(height=48, width=64, encoding="rgb8", step=64 * 3, data=rgb.tobytes())
 
     node._on_frame(outputs, message)  # nobody subscribes to ~/conf/confidence
-    wait_until(lambda: asked, "the network run of the first frame")
+    ros.wait_until(lambda: asked, "the network run of the first frame")
     assert asked == [False]
 
     listener = rclpy.create_node("confidence_listener", context=node.context)
@@ -824,7 +750,7 @@ def test_the_confidence_is_computed_only_while_someone_subscribes(in_process, we
     executor = SingleThreadedExecutor(context=node.context)
     executor.add_node(listener)
     try:
-        wait_until(lambda: outputs.confidence.get_subscription_count() > 0, "the confidence subscription")
+        ros.wait_until(lambda: outputs.confidence.get_subscription_count() > 0, "the confidence subscription")
         deadline = time.monotonic() + WAIT_S
         while not received and time.monotonic() < deadline:
             node._on_frame(outputs, message)

@@ -18,29 +18,17 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
+import ros_helpers as ros
 import yaml
 from conftest import REPO_ROOT
-from ros_helpers import (
-    START_S,
-    WAIT_S,
-    Probe,
-    domain_id,
-    image_message,
-    kill_group,
-    rgb_frame,
-    ros_environment,
-    start_group,
-    stop_group,
-    wait_until,
-)
-from sensor_msgs.msg import Image
 
 pytestmark = pytest.mark.slow
 
-DOMAIN = domain_id(offset=53)
+DOMAIN = ros.domain_id(offset=53)
 TOOLS_BIN = Path(sys.executable).parent
 CAMERA = "/camera/image_raw"
 LABEL = "/seg_node/image/label"
@@ -54,7 +42,7 @@ def tool(name: str) -> str | None:
 
 
 def environment() -> dict[str, str]:
-    env = dict(os.environ, **ros_environment(DOMAIN))
+    env = dict(os.environ, **ros.ros_environment(DOMAIN))
     env["PATH"] = os.pathsep.join([str(TOOLS_BIN), env.get("PATH", "")])
     for variable in ("AMENT_PREFIX_PATH", "COLCON_PREFIX_PATH"):  # only what setup.bash gives
         env.pop(variable, None)
@@ -104,26 +92,15 @@ def ros2(install: Path, *arguments: str, timeout: float = CLI_TIMEOUT_S) -> str:
     return output
 
 
-def launch(install: Path, log: Path, *arguments: str):
+def launch(install: Path, log: Path, *arguments: str) -> AbstractContextManager[subprocess.Popen]:
+    """``ros2 launch seg_node segment.launch.py <arguments>`` for the length of a ``with`` block."""
     command = shlex.join(["ros2", "launch", "seg_node", "segment.launch.py", *arguments])
-    return start_group(sourced(install, command), environment(), log)
-
-
-def assert_clean_stop(process, log: Path) -> str:
-    """Ctrl-C twice to the group: gone within 2 s, exit 0, no traceback, no [ERROR]."""
-    code, elapsed = stop_group(process)
-    output = log.read_text(errors="replace")
-    assert "Traceback" not in output, output[-4000:]
-    errors = [line for line in output.splitlines() if "[ERROR]" in line]
-    assert not errors, "\n".join(errors)
-    assert elapsed < 2.0, f"still running {elapsed:.1f} s after Ctrl-C\n{output[-3000:]}"
-    assert code == 0, f"exit status {code}\n{output[-3000:]}"
-    return output
+    return ros.running_group(sourced(install, command), environment(), log)
 
 
 @pytest.fixture(scope="module")
 def probe():
-    probe = Probe(DOMAIN, "cli_probe")
+    probe = ros.Probe(DOMAIN, "cli_probe")
     yield probe
     probe.close()
 
@@ -132,35 +109,12 @@ def probe():
 def launched(install, probe, tmp_path_factory):
     """``ros2 launch seg_node segment.launch.py camera_topic:=/camera/image_raw backend:=onnxruntime``."""
     log = tmp_path_factory.mktemp("launch") / "launch.log"
-    process = launch(install, log, f"camera_topic:={CAMERA}", "backend:=onnxruntime", "weights:=cgnet_camvid")
-    try:
+    with launch(install, log, f"camera_topic:={CAMERA}", "backend:=onnxruntime", "weights:=cgnet_camvid") as process:
         try:
-            probe.wait_for_publisher(LABEL, START_S)
+            probe.wait_for_publisher(LABEL)
         except TimeoutError as error:
             pytest.fail(f"{error}\n{log.read_text(errors='replace')[-3000:]}")
         yield process, log
-    finally:
-        kill_group(process)
-
-
-def send_until_labelled(probe: Probe, camera: str, label_topic: str, frame_id: str) -> tuple[Image, Image]:
-    """Publish rgb8 frames to ``camera`` (one per 0.2 s) until a label with one of their headers arrives."""
-    probe.record(Image, label_topic)
-    publish = probe.image_publisher(camera)
-    frame = rgb_frame(seed=len(frame_id))
-    sent: dict[tuple[int, int], Image] = {}
-
-    def labelled():
-        message = image_message(frame, frame_id, 2000 + len(sent), 7 * len(sent))
-        sent[(message.header.stamp.sec, message.header.stamp.nanosec)] = message
-        publish(message)
-        for label in probe.received(label_topic):
-            key = (label.header.stamp.sec, label.header.stamp.nanosec)
-            if label.header.frame_id == frame_id and key in sent:
-                return sent[key], label
-        return None
-
-    return wait_until(labelled, WAIT_S, f"a label on {label_topic} for frames sent to {camera}", interval=0.2)
 
 
 # --- one launch with camera_topic, in order: topics, labels, parameters, lifecycle, Ctrl-C ----------------------
@@ -178,14 +132,12 @@ class TestOneLaunch:
         unpublished = [topic for topic in sorted(named) if probe.publishers(topic) == 0]
         assert not unpublished, f"listed, but nobody publishes: {unpublished}"
 
-
     def test_labels_arrive_with_the_input_header_and_camera_info_is_read_beside_the_camera(self, launched, probe):
-        sent, label = send_until_labelled(probe, CAMERA, LABEL, "front_camera_optical_frame")
+        sent, label = probe.send_until_labelled(CAMERA, LABEL, "front_camera_optical_frame")
         assert label.header == sent.header
         assert (label.height, label.width, label.encoding) == (sent.height, sent.width, "mono8")
         assert "/seg_node" in probe.subscribers(CAMERA)
-        wait_until(lambda: "/seg_node" in probe.subscribers("/camera/camera_info"), WAIT_S, "camera_info reader")
-
+        ros.wait_until(lambda: "/seg_node" in probe.subscribers("/camera/camera_info"), "camera_info reader")
 
     def test_ros2_param_get_set_and_describe(self, install, launched):
         assert "String value is: onnxruntime" in ros2(install, "param", "get", "--no-daemon", "/seg_node", "backend")
@@ -202,7 +154,6 @@ class TestOneLaunch:
         described = ros2(install, "param", "describe", "--no-daemon", "/seg_node", "backend")
         assert "Type: string" in described and "inference backend" in described and "Read only: true" in described
 
-
     def test_ros2_lifecycle_get_and_set(self, install, launched, probe):
         def state() -> str:
             return ros2(install, "lifecycle", "get", "--no-daemon", "/seg_node").split()[0]
@@ -214,14 +165,13 @@ class TestOneLaunch:
             output = ros2(install, "lifecycle", "set", "--no-daemon", "/seg_node", transition)
             assert "Transitioning successful" in output, output
             assert state() == expected, transition
-        probe.wait_for_publisher(LABEL, WAIT_S)
-        sent, label = send_until_labelled(probe, CAMERA, LABEL, "after_reconfigure")
+        probe.wait_for_publisher(LABEL, ros.WAIT_S)
+        sent, label = probe.send_until_labelled(CAMERA, LABEL, "after_reconfigure")
         assert label.header == sent.header
-
 
     def test_ctrl_c_twice_ends_the_launch_within_2_s_cleanly(self, launched):
         process, log = launched
-        assert_clean_stop(process, log)
+        ros.assert_clean_stop(process, log)
 
 
 # --- the other arguments, one launch each ---------------------------------------------------------------------------
@@ -229,50 +179,44 @@ class TestOneLaunch:
 
 def test_cameras_and_namespace(install, probe, tmp_path):
     log = tmp_path / "launch.log"
-    process = launch(install, log, "cameras:=/front/image_raw,/rear/image_raw/compressed", "namespace:=perception")
-    try:
+    cameras = "cameras:=/front/image_raw,/rear/image_raw/compressed"
+    with launch(install, log, cameras, "namespace:=perception") as process:
         front, rear = "/perception/seg_node/front/image_raw/label", "/perception/seg_node/rear/image_raw/label"
-        probe.wait_for_publisher(front, START_S)
-        probe.wait_for_publisher(rear, WAIT_S)
+        probe.wait_for_publisher(front)
+        probe.wait_for_publisher(rear, ros.WAIT_S)
         for camera in ("/front/image_raw", "/rear/image_raw/compressed"):
-            wait_until(
-                lambda camera=camera: "/perception/seg_node" in probe.subscribers(camera), WAIT_S, f"reader of {camera}"
+            ros.wait_until(
+                lambda camera=camera: "/perception/seg_node" in probe.subscribers(camera), f"reader of {camera}"
             )
-        sent, label = send_until_labelled(probe, "/front/image_raw", front, "front")
+        sent, label = probe.send_until_labelled("/front/image_raw", front, "front")
         assert label.header == sent.header
-        assert_clean_stop(process, log)
-    finally:
-        kill_group(process)
+        ros.assert_clean_stop(process, log)
 
 
 def test_weights_backend_params_file_use_sim_time_and_log_level(install, probe, tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"seg_node": {"ros__parameters": {"overlay_alpha": 0.3, "expected_fps": 5.0}}}))
     log = tmp_path / "launch.log"
-    process = launch(
+    with launch(
         install, log, "camera_topic:=/cam/image_raw", "weights:=contextnet_camvid", "backend:=onnxruntime",
         f"params_file:={params}", "use_sim_time:=true", "log_level:=debug",
-    )
-    try:
-        probe.wait_for_publisher(LABEL, START_S)
+    ) as process:
+        probe.wait_for_publisher(LABEL)
         get = ("param", "get", "--no-daemon", "/seg_node")
         assert "String value is: contextnet_camvid" in ros2(install, *get, "weights")
         assert "String value is: onnxruntime" in ros2(install, *get, "backend")
         assert "Double value is: 0.3" in ros2(install, *get, "overlay_alpha")
         assert "Double value is: 5.0" in ros2(install, *get, "expected_fps")
         assert "Boolean value is: True" in ros2(install, *get, "use_sim_time")
-        wait_until(lambda: "/seg_node" in probe.subscribers("/cam/camera_info"), WAIT_S, "a camera_info subscriber")
-        output = assert_clean_stop(process, log)
+        ros.wait_until(lambda: "/seg_node" in probe.subscribers("/cam/camera_info"), "a camera_info subscriber")
+        output = ros.assert_clean_stop(process, log)
         assert "[DEBUG]" in output and "contextnet" in output
-    finally:
-        kill_group(process)
 
 
 def test_autostart_false_leaves_the_node_to_ros2_lifecycle(install, probe, tmp_path):
     log = tmp_path / "launch.log"
-    process = launch(install, log, "camera_topic:=/managed/image_raw", "autostart:=false")
-    try:
-        probe.wait_for_node("/seg_node", START_S)
+    with launch(install, log, "camera_topic:=/managed/image_raw", "autostart:=false") as process:
+        probe.wait_for_node("/seg_node")
         assert probe.lifecycle_state() == "unconfigured", log.read_text()[-3000:]
         assert "Boolean value is: False" in ros2(install, "param", "get", "--no-daemon", "/seg_node", "autostart")
         assert probe.publishers(LABEL) == 0
@@ -280,26 +224,21 @@ def test_autostart_false_leaves_the_node_to_ros2_lifecycle(install, probe, tmp_p
             output = ros2(install, "lifecycle", "set", "--no-daemon", "/seg_node", transition)
             assert "Transitioning successful" in output, output
         assert ros2(install, "lifecycle", "get", "--no-daemon", "/seg_node").startswith("active")
-        probe.wait_for_publisher(LABEL, WAIT_S)
-        sent, label = send_until_labelled(probe, "/managed/image_raw", LABEL, "managed")
+        probe.wait_for_publisher(LABEL, ros.WAIT_S)
+        sent, label = probe.send_until_labelled("/managed/image_raw", LABEL, "managed")
         assert label.header == sent.header
-        assert_clean_stop(process, log)
-    finally:
-        kill_group(process)
+        ros.assert_clean_stop(process, log)
 
 
 def test_rviz_true_without_rviz2_warns_and_the_node_runs(install, probe, tmp_path):
     if tool("rviz2") or list(Path("/opt/ros").glob("*/lib/rviz2/rviz2")):
         pytest.skip("rviz2 is installed here; this test is about machines without it")
     log = tmp_path / "launch.log"
-    process = launch(install, log, f"camera_topic:={CAMERA}", "rviz:=true")
-    try:
-        probe.wait_for_publisher(LABEL, START_S)
-        output = assert_clean_stop(process, log)
+    with launch(install, log, f"camera_topic:={CAMERA}", "rviz:=true") as process:
+        probe.wait_for_publisher(LABEL)
+        output = ros.assert_clean_stop(process, log)
         (warning,) = [line for line in output.splitlines() if "rviz2 is not installed" in line]
         assert "[WARNING]" in warning and "without RViz" in warning
-    finally:
-        kill_group(process)
 
 
 def test_ros2_run(install, probe, tmp_path):
@@ -308,12 +247,9 @@ def test_ros2_run(install, probe, tmp_path):
         "ros2", "run", "seg_node", "seg_node", "--ros-args", "-r", "image:=/run/image_raw",
         "-r", "camera_info:=/run/camera_info", "-p", "backend:=onnxruntime",
     ])
-    process = start_group(sourced(install, command), environment(), log)
-    try:
-        probe.wait_for_publisher(LABEL, START_S)
+    with ros.running_group(sourced(install, command), environment(), log) as process:
+        probe.wait_for_publisher(LABEL)
         assert probe.lifecycle_state() == "active"
-        sent, label = send_until_labelled(probe, "/run/image_raw", LABEL, "run")
+        sent, label = probe.send_until_labelled("/run/image_raw", LABEL, "run")
         assert label.header == sent.header
-        assert_clean_stop(process, log)
-    finally:
-        kill_group(process)
+        ros.assert_clean_stop(process, log)

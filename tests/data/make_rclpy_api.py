@@ -36,6 +36,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: its helper modules
+from python_source import dotted, resolve_from, runtime_statements, self_stores  # noqa: E402
+
 DEFAULT_OUT = Path(__file__).resolve().parent / "rclpy_humble_api.json"
 SOURCE_ROOT = "rclpy/rclpy/"
 
@@ -50,21 +53,6 @@ def module_name(path: str) -> str:
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
-
-
-def dotted(node: ast.expr) -> str | None:
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        base = dotted(node.value)
-        return f"{base}.{node.attr}" if base else None
-    if isinstance(node, ast.Subscript):  # Generic[T], ContextManager['Context']
-        return dotted(node.value)
-    return None
-
-
-def is_type_checking(test: ast.expr) -> bool:
-    return dotted(test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
 
 
 def target_names(target: ast.expr) -> list[str]:
@@ -86,33 +74,6 @@ def parameters(function: ast.FunctionDef | ast.AsyncFunctionDef) -> dict:
     }
 
 
-def runtime_statements(body: list[ast.stmt]):
-    """The statements of a module or class body that run at import, through if/try/with blocks."""
-    for statement in body:
-        if isinstance(statement, ast.If):
-            if not is_type_checking(statement.test):
-                yield from runtime_statements(statement.body)
-            yield from runtime_statements(statement.orelse)
-        elif isinstance(statement, ast.Try):
-            yield from runtime_statements(statement.body)
-            for handler in statement.handlers:
-                yield from runtime_statements(handler.body)
-            yield from runtime_statements(statement.orelse)
-            yield from runtime_statements(statement.finalbody)
-        elif isinstance(statement, ast.With):
-            yield from runtime_statements(statement.body)
-        else:
-            yield statement
-
-
-def resolve_from(module: str, is_package: bool, statement: ast.ImportFrom) -> str:
-    if not statement.level:
-        return statement.module or ""
-    package = module.split(".") if is_package else module.split(".")[:-1]
-    base = package[: len(package) - (statement.level - 1)]
-    return ".".join([*base, *([statement.module] if statement.module else [])])
-
-
 class ModuleScan:
     def __init__(self, name: str, is_package: bool, tree: ast.Module) -> None:
         self.name = name
@@ -124,7 +85,7 @@ class ModuleScan:
         self.classes: dict[str, dict] = {}  # qualified within the module: "Parameter.Type"
         self.all: list[str] | None = None
         self.star_imports: list[str] = []
-        for statement in runtime_statements(tree.body):
+        for statement in runtime_statements(tree.body, type_checking=False):
             self.top_level(statement)
 
     def top_level(self, statement: ast.stmt) -> None:
@@ -165,11 +126,11 @@ class ModuleScan:
     def scan_class(self, node: ast.ClassDef, qualified: str) -> None:
         members: set[str] = set()
         methods: dict[str, dict] = {}
-        for statement in runtime_statements(node.body):
+        for statement in runtime_statements(node.body, type_checking=False):
             if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 members.add(statement.name)
                 methods[statement.name] = parameters(statement)
-                members.update(self_attributes(statement))
+                members.update(attribute.attr for attribute, _, _ in self_stores(statement))
             elif isinstance(statement, ast.ClassDef):
                 members.add(statement.name)
                 self.scan_class(statement, f"{qualified}.{statement.name}")
@@ -185,37 +146,6 @@ class ModuleScan:
             "members": members,
             "methods": methods,
         }
-
-
-def self_attributes(function: ast.FunctionDef | ast.AsyncFunctionDef) -> set[str]:
-    """Attributes a method assigns on its first argument (self.x = ..., self.x: T = ..., self.x += ...)."""
-    args = [*function.args.posonlyargs, *function.args.args]
-    if not args:
-        return set()
-    first = args[0].arg
-    found = set()
-    for node in ast.walk(function):
-        targets: list[ast.expr] = []
-        if isinstance(node, ast.Assign):
-            targets = node.targets
-        elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
-            targets = [node.target]
-        elif isinstance(node, (ast.For, ast.AsyncFor, ast.With, ast.AsyncWith)):
-            targets = (
-                [node.target]
-                if isinstance(node, (ast.For, ast.AsyncFor))
-                else [item.optional_vars for item in node.items if item.optional_vars is not None]
-            )
-        for target in targets:
-            for element in ast.walk(target):
-                if (
-                    isinstance(element, ast.Attribute)
-                    and isinstance(element.value, ast.Name)
-                    and element.value.id == first
-                    and isinstance(element.ctx, ast.Store)
-                ):
-                    found.add(element.attr)
-    return found
 
 
 class Api:
