@@ -316,6 +316,18 @@ def test_options_and_engine_config_fields_agree():
     defaults.validate()
 
 
+@pytest.mark.parametrize(("text", "problem"), [
+    ("360x480,1024x2048", None), ("360X480,", None), ("360x", "is not HEIGHTxWIDTH"), ("360x480x3", "HEIGHTxWIDTH"),
+    ("8x480", "each side must be 16 to 4096"), ("", "no size given"),
+])
+def test_the_speed_tools_sizes_are_parsed_and_checked(text, problem):
+    if problem is None:
+        assert engine_options.parse_sizes(text) == [(360, 480), (1024, 2048)][: text.count("x") + text.count("X")]
+        return
+    with pytest.raises(argparse.ArgumentTypeError, match=problem):
+        engine_options.parse_sizes(text)
+
+
 def test_add_engine_arguments_shows_every_option_with_its_default_once():
     from seg_node.cli import HelpFormatter  # the console scripts' formatter shows the defaults
 

@@ -12,6 +12,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
 
+def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 100) -> Path:
+    """Lay out, write as PNG and close (pyplot keeps every open figure alive otherwise)."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return Path(path)
+
+
 def plot_class_iou(
     per_class_iou: dict[str, float | None], colors: Sequence[Sequence[int]], title: str, path: str | Path
 ) -> Path:
@@ -31,10 +39,7 @@ def plot_class_iou(
     ax.invert_yaxis()
     ax.set_xlabel("IoU (%)")
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def plot_training_curves(history: Sequence[dict], path: str | Path, title: str) -> Path:
@@ -50,10 +55,7 @@ def plot_training_curves(history: Sequence[dict], path: str | Path, title: str) 
         miou_axis.plot(*zip(*scored, strict=True), color="tab:red", marker="o", markersize=3, label="val mIoU")
         miou_axis.set_ylabel("val mIoU (%)", color="tab:red")
     loss_axis.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def save_image_grid(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str], path: str | Path) -> Path:
@@ -65,10 +67,7 @@ def save_image_grid(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str],
             axes[r][c].axis("off")
             if r == 0:
                 axes[r][c].set_title(titles[c])
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=90)
 
 
 def plot_latency(times_s: Sequence[float], latencies_s: Sequence[float], title: str, path: str | Path) -> Path:
@@ -85,7 +84,4 @@ def plot_latency(times_s: Sequence[float], latencies_s: Sequence[float], title: 
         histogram.text(histogram.get_xlim()[1], np.percentile(values, q), name, ha="right", va="bottom", fontsize=7)
     histogram.set_xlabel("frames")
     histogram.sharey(over_time)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from ..engine.options import add_engine_arguments
+from ..engine.options import add_engine_arguments, parse_sizes
 from ..evaluation.bench import (
     BACKENDS,
     MODELS,
@@ -29,19 +29,11 @@ from ..evaluation.bench import (
 from . import HelpFormatter, entry_point
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"size {text!r} is not HEIGHTxWIDTH, e.g. 360x480") from error
-    return height, width
-
-
 def parser() -> argparse.ArgumentParser:
     defaults = BenchSettings()
     parser = argparse.ArgumentParser(prog="seg-bench", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated from {', '.join(MODELS)}")
-    parser.add_argument("--sizes", default=",".join(f"{h}x{w}" for h, w in SIZES),
+    parser.add_argument("--sizes", type=parse_sizes, default=",".join(f"{h}x{w}" for h, w in SIZES),
                         help="comma-separated HEIGHTxWIDTH (network input = camera frame size)")
     parser.add_argument("--backends", default=",".join(BACKENDS),
                         help=f"comma-separated rows from {', '.join(BACKENDS)}; unavailable ones are skipped")
@@ -62,7 +54,7 @@ def _main(argv: Sequence[str] | None) -> int:
     args = parser().parse_args(argv)
     settings = BenchSettings(
         models=[m for m in args.models.split(",") if m],
-        sizes=[parse_size(s) for s in args.sizes.split(",") if s],
+        sizes=args.sizes,
         backends=[b for b in args.backends.split(",") if b],
         frames=args.frames,
         camera_fps=args.camera_fps,

@@ -89,6 +89,23 @@ class EngineConfig:
             raise EngineConfigError(f"EngineConfig.threads={self.threads}; give a count 1..{MAX_THREADS} or None")
 
 
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    """The ``--sizes`` of the speed tools (argparse type): comma-separated HEIGHTxWIDTH, e.g. ``360x480,1024x2048``."""
+    sizes = []
+    for part in filter(None, text.split(",")):
+        try:
+            height, width = (int(value) for value in part.lower().split("x"))
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"size {part!r} is not HEIGHTxWIDTH, e.g. 360x480") from error
+        if not MIN_NETWORK_SIDE <= min(height, width) <= max(height, width) <= MAX_NETWORK_SIDE:
+            raise argparse.ArgumentTypeError(
+                f"size {part!r}: each side must be {MIN_NETWORK_SIDE} to {MAX_NETWORK_SIDE} pixels")
+        sizes.append((height, width))
+    if not sizes:
+        raise argparse.ArgumentTypeError("no size given; e.g. 360x480,1024x2048")
+    return sizes
+
+
 def _check_field_names() -> None:
     # The two lists must name the same things, or a node parameter or flag would set nothing.
     config_fields = [f.name for f in fields(EngineConfig)]

@@ -226,7 +226,7 @@ def run_pipelined(engine: SegmentationEngine, frames: list[np.ndarray], first: i
 
 def plot_latencies(samples: dict[tuple[str, str], dict[str, list[float]]], path: Path) -> None:
     """One panel per model and size; a latency histogram per backend and mode."""
-    from ..plots import plt
+    from ..plots import plt, save_figure
 
     fig, axes = plt.subplots(len(samples), 1, figsize=(8, 2.6 * len(samples)), squeeze=False)
     for ax, ((model, size), series) in zip(axes[:, 0], samples.items(), strict=True):
@@ -238,9 +238,7 @@ def plot_latencies(samples: dict[tuple[str, str], dict[str, list[float]]], path:
         ax.set_xlabel("ms")
         ax.set_ylabel("frames")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def format_table(rows: list[Row]) -> str:

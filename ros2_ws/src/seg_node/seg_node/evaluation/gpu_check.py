@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from ..engine import EngineConfig, SegmentationEngine, create_engine_from_model
+from ..engine.options import parse_sizes
 from ..weights import WeightsInfo
 from . import gpu_models, gpu_pipeline, gpu_timing
 from .gpu_report import Check, Row, build_report, markdown, size_text, validate_report, write_report
@@ -315,21 +316,13 @@ def run_checks(device: str = "cuda", models: Sequence[str] = gpu_models.MODELS,
         generated=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        height, width = (int(value) for value in text.lower().split("x"))
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"size {text!r} is not HEIGHTxWIDTH, e.g. 360x480") from error
-    return height, width
-
-
 def build_parser(prog: str = PROG, formatter_class: type[argparse.HelpFormatter] = argparse.HelpFormatter
                  ) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=formatter_class)
     parser.add_argument("--out", type=Path, default=Path("docs/gpu"), help="folder for <gpu-name>.json and .md")
     parser.add_argument("--quick", action="store_true", help="fewer frames and shorter timing rows (about 2 min)")
     parser.add_argument("--models", default=",".join(gpu_models.MODELS), help="comma-separated: cgnet,contextnet")
-    parser.add_argument("--sizes", default=",".join(size_text(s) for s in SIZES),
+    parser.add_argument("--sizes", type=parse_sizes, default=",".join(size_text(s) for s in SIZES),
                         help="comma-separated HEIGHTxWIDTH frame sizes (the network runs at the frame size)")
     parser.add_argument("--no-timing", dest="timing", action="store_false", help="checks only, no timing rows")
     parser.add_argument("--budget", type=float, default=BUDGET_S, help="seconds for the whole run; timing rows "
@@ -349,12 +342,11 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG,
     unknown = [m for m in models if m not in gpu_models.MODELS]
     if unknown:
         parser.error(f"unknown model {unknown}; choose from {list(gpu_models.MODELS)}")
-    sizes = [parse_size(s) for s in args.sizes.split(",") if s]
     if args.device == "cuda" and not torch.cuda.is_available():
         print(f"{prog}: no CUDA device: torch.cuda.is_available() is False (torch {torch.__version__}, "
               f"CUDA build {torch.version.cuda or 'none'}); run this on a machine with an NVIDIA GPU", file=sys.stderr)
         return EXIT_NO_CUDA
-    report = run_checks(args.device, models, sizes, plan=QUICK if args.quick else FULL, timing=args.timing,
+    report = run_checks(args.device, models, args.sizes, plan=QUICK if args.quick else FULL, timing=args.timing,
                         budget_s=args.budget, tf32=args.tf32, cudnn_benchmark=args.cudnn_benchmark,
                         say=lambda text: print(text, flush=True))
     report["settings"]["quick"] = args.quick
