@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -162,7 +163,7 @@ def test_every_config_field_is_an_option_with_its_default_in_help(tmp_path):
 
 
 @pytest.mark.slow
-def test_poly_schedule_decays_per_iteration(tmp_path, tiny_camvid):
+def test_poly_schedule_decays_per_iteration_and_the_log_stays_calm(tmp_path, tiny_camvid, capsys):
     trainer = Trainer(
         tiny_config(tmp_path, tiny_camvid, model="cgnet", variant="M3N9", optimizer="adam", lr=1e-3, max_steps=3)
     )
@@ -170,6 +171,9 @@ def test_poly_schedule_decays_per_iteration(tmp_path, tiny_camvid):
     total = trainer.steps_per_epoch * 2
     assert trainer.progress.global_step == 3
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * (1 - 3 / total) ** 0.9)
+    drawn = Counter(line.split(":")[0] for line in capsys.readouterr().err.split("\r") if line.strip())
+    assert drawn.keys() >= {"decoding", "epoch 1/2", "epoch 2/2"}, drawn
+    assert max(drawn.values()) <= 2, f"not a terminal: each bar is drawn when it starts and ends, not more {drawn}"
 
 
 @pytest.mark.slow

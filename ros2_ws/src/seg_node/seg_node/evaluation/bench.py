@@ -47,6 +47,7 @@ from ..engine import (
 )  # noqa: E402
 from ..errors import UsageError  # noqa: E402
 from ..models import build_model  # noqa: E402
+from ..progress import progress_bar  # noqa: E402
 from ..weights import SegClass, WeightsError, WeightsInfo, find_weights, load_weights  # noqa: E402
 
 log = logging.getLogger("seg_node.bench")
@@ -332,7 +333,7 @@ def run_benchmark(settings: BenchSettings, progress: bool = True
     samples: dict[tuple[str, str], dict[str, list[float]]] = {}
     skipped: dict[str, str] = {}
     plan = [(model, size) for model in settings.models for size in settings.sizes]
-    bar = tqdm(total=len(plan) * ROUNDS, desc="seg-bench", unit="round", disable=not progress)
+    bar = progress_bar(total=len(plan) * ROUNDS, desc="seg-bench", unit="round", disable=not progress)
     try:
         for model_name, size in plan:
             new_rows, samples[(model_name, f"{size[0]}x{size[1]}")] = bench_one(

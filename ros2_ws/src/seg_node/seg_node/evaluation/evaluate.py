@@ -24,7 +24,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from ..datasets import DatasetSpec
 from ..engine import EngineConfig, SegmentationEngine, create_engine_from_model
@@ -32,6 +31,7 @@ from ..engine.graph import Preprocess
 from ..imaging import colorize, palette_lut
 from ..metrics import ConfusionMatrix, score_frame
 from ..plots import plot_class_iou, save_image_grid
+from ..progress import progress_bar
 from ..weights import WeightsInfo
 
 Predictor = Callable[[np.ndarray], np.ndarray]  # RGB uint8 H x W x 3 -> uint8 labels H x W
@@ -174,7 +174,7 @@ def evaluate(
     result = Evaluation(ConfusionMatrix(spec.num_classes, spec.ignore_index))
     keep = set(np.linspace(0, len(spec.pairs) - 1, examples).round().astype(int).tolist()) if examples else set()
     start = time.perf_counter()
-    for index in tqdm(range(len(spec.pairs)), desc=description, disable=not progress, unit="img"):
+    for index in progress_bar(range(len(spec.pairs)), desc=description, disable=not progress, unit="img"):
         image, truth = spec.read(index)
         prediction = predict(image)
         score_frame(result.matrix, truth, prediction)

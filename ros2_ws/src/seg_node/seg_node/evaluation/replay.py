@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from ..engine import SegmentationEngine
 from ..imaging import ImageDecodeError, palette_lut
 from ..metrics import ConfusionMatrix
+from ..progress import progress_bar
 from ..recording.rosbag import IMAGE_TYPES, BagError, BagReader, BagWriter, decode_image, decode_label, stamp_ns
 from ..weights import WeightsInfo
 from .matching import FrameTag, ReplayState
@@ -129,7 +129,7 @@ def check_bag(bag: str | Path, image_topic: str, label_topic: str | None = None,
 def _feed(reader: BagReader, topics: list[str], image_topic: str, label_topic: str | None,
           source: PredictionSource, state: ReplayState, writer: BagWriter | None, progress: bool) -> None:
     """Read the bag once in log-time order: labels into the state, images and recorded predictions to ``source``."""
-    bar = tqdm(total=state.images_in_bag, desc="seg-replay", unit="frame", disable=not progress)
+    bar = progress_bar(total=state.images_in_bag, desc="seg-replay", unit="frame", disable=not progress)
     try:
         for message in reader.messages(topics):
             stamp = stamp_ns(message.message)

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from ..datasets import DatasetError
 from ..errors import UsageError
+from ..progress import progress_bar
 from .rosbag import BagWriter, compressed_message, image_message
 
 DEFAULT_IMAGE_TOPIC = "/camera/image_raw"
@@ -70,7 +70,8 @@ def make_bag(
         image_topic = DEFAULT_IMAGE_TOPIC + ("/compressed" if image_format == "jpeg" else "")
     period_ns = round(1e9 / rate_hz)
     with BagWriter(Path(out), storage) as writer:
-        for index, (image_path, label_path) in enumerate(tqdm(pairs, desc="seg-make-bag", disable=not progress)):
+        bar = progress_bar(pairs, desc="seg-make-bag", disable=not progress)
+        for index, (image_path, label_path) in enumerate(bar):
             stamp = start_ns + index * period_ns
             if image_format == "jpeg":
                 message = compressed_message(_jpeg_bytes(image_path, jpeg_quality), "jpeg", stamp, frame_id)

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
-from tqdm import tqdm
 
 from ..datasets import DatasetSpec, camvid, cityscapes, image_folder
+from ..progress import progress_bar
 from .augment import Augmentation, augment, augment_crop
 from .config import TrainingConfig, TrainingError
 
@@ -43,7 +43,7 @@ class ImageCache:
         self.name, self.pairs, self.classes = spec.name, spec.pairs, spec.classes
         self.ignore_index, self.num_classes = spec.ignore_index, spec.num_classes
         images, labels = [], []
-        for index in tqdm(range(len(spec.pairs)), desc="decoding", unit="image", disable=not show_progress):
+        for index in progress_bar(range(len(spec.pairs)), desc="decoding", unit="image", disable=not show_progress):
             image, label = spec.read(index)
             images.append(image)
             labels.append(label)

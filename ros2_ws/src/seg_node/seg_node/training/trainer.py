@@ -29,6 +29,7 @@ from tqdm import tqdm
 from ..datasets import DatasetSpec, enet_class_weights, label_histogram, mean_std
 from ..evaluation.evaluate import evaluate_model
 from ..plots import plot_training_curves
+from ..progress import progress_bar
 from .augment import Augmentation
 from .checkpoint import (
     DataStats,
@@ -232,7 +233,7 @@ class Trainer:
         loss_sum, steps, images_seen = torch.zeros((), device=self.device), 0, 0
         start = time.perf_counter()
         total = self.steps_per_epoch - p.step_in_epoch
-        bar = tqdm(
+        bar = progress_bar(
             self._batches(), total=total, desc=f"epoch {p.epoch + 1}/{self.config.epochs}", disable=self.rank != 0
         )
         for images, labels in bar:
@@ -260,7 +261,10 @@ class Trainer:
         value = float(loss.detach())
         if not math.isfinite(value) or not math.isfinite(float(mean_loss)):
             raise TrainingError(f"loss became {value} by step {self.progress.global_step}; lower --lr")
-        bar.set_postfix(loss=f"{value:.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}", img_s=f"{rate:.1f}")
+        # shown with the next redraw: a forced one here would defeat the bar's calm mode in logs
+        bar.set_postfix(
+            loss=f"{value:.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}", img_s=f"{rate:.1f}", refresh=False
+        )
 
     def _end_epoch(self, loss: float, images_per_s: float) -> None:
         p = self.progress
