@@ -47,6 +47,7 @@ from seg_node.ros.parameters import (
     ParameterError,
     engine_config_from_parameters,
     engine_parameter_names,
+    parameters_from_engine_config,
 )
 from seg_node.weights import SegClass, WeightsInfo, save_weights
 
@@ -617,6 +618,11 @@ def test_the_engine_config_comes_from_the_parameters():
     assert engine_config_from_parameters(values) == EngineConfig(
         backend="torch2trt", precision="int8", network_size=(64, 96), output_resolution="network", confidence=True,
         threads=2, engine_cache_dir="/engines", cuda_graphs=True, int8_calibration_dir="/calibration")
+    for config in (engine_config_from_parameters(values), EngineConfig()):  # and back: what a tool gives a node
+        parameters = parameters_from_engine_config(config)
+        assert parameters.keys() == {name for option in ENGINE_OPTIONS for name in engine_parameter_names(option)}
+        assert engine_config_from_parameters({**declared_defaults(), **parameters}) == config
+    assert parameters_from_engine_config(EngineConfig(network_size=(64, 96)))["network_width"] == 96
     with pytest.raises(ParameterError, match="network_height and network_width"):
         engine_config_from_parameters({**values, "network_width": 0})
     with pytest.raises(ParameterError, match="network_height"):

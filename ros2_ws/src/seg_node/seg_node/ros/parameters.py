@@ -169,6 +169,18 @@ def engine_config_from_parameters(values: Mapping[str, Any]) -> EngineConfig:
     return config
 
 
+def parameters_from_engine_config(config: EngineConfig) -> dict[str, Any]:
+    """The node parameters (by name) that make the node build ``config``: the inverse of
+    ``engine_config_from_parameters``, for tools that start a node to match an engine of their own."""
+    values = {}
+    for option in ENGINE_OPTIONS:
+        value = getattr(config, option.name)
+        names = engine_parameter_names(option)
+        given = (unset_value(option),) * len(names) if value is None else tuple(value) if len(names) > 1 else (value,)
+        values.update(zip(names, given, strict=True))
+    return values
+
+
 def cameras_from_topics(topics: list[str], resolve: Callable[[str], str]) -> tuple[Camera, ...]:
     """Cameras of the ``cameras`` parameter; ``resolve`` applies the node's namespace and remapping."""
     if not topics:

@@ -2,7 +2,9 @@
 
 ``node``: start seg_node in its own process, publish CamVid frames (rgb8) at ``--rate`` Hz, and report
 the label rate and the end-to-end latency (label arrival minus the input's stamp) seen by a subscriber
-in this process, plus the node's own /diagnostics figures.
+in this process, plus the node's own /diagnostics figures. First, as the baseline of the same run, the
+engine alone runs in this process on the same frames with the same options (synchronous ``infer`` and its
+pipeline kept full); ``node_vs_engine`` is the node's label rate over the engine's better one.
 ``dds``: publish ``--count`` best-effort WxH rgb8 frames at ``--rate`` Hz to a subscriber in another
 process and count what arrives, with the package's Fast DDS profile and (``--compare``) without it.
 Results print as a table and, with ``--json``, go to a file.
@@ -31,12 +33,18 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
+from ..engine import EngineConfig, create_engine
+from ..engine.options import add_engine_arguments, engine_config_from_args
+from ..evaluation.bench import run_one_by_one, run_pipelined
 from ..metrics import percentiles_ms
 from ..ros.conversions import image_message
+from ..ros.parameters import parameters_from_engine_config
+from ..weights import find_weights
 
 PROFILE_VARIABLE = "FASTRTPS_DEFAULT_PROFILES_FILE"
 NODE_START_TIMEOUT_S = 120.0
 RECEIVE_GRACE_S = 2.0
+NODE_ENGINE_OPTIONS = ("backend", "device", "precision", "threads", "network_size")
 
 
 def profile_path() -> Path:
@@ -110,18 +118,37 @@ def publish_in_flight(in_flight: int, seconds: float, publish: Callable[[int], N
     return index
 
 
+def measure_engine(weights: Path, config: EngineConfig, frames: list[np.ndarray], seconds: float) -> dict:
+    """The engine alone in this process: frames per second of synchronous ``infer`` and of its pipeline kept
+    full, each for about ``seconds``."""
+    with create_engine(weights, config) as engine:
+        run_one_by_one(engine.infer, frames, 0, 3)  # warm-up
+        _, estimate_s, _ = run_one_by_one(engine.infer, frames, 0, 5)
+        count = max(10, round(5 / estimate_s * seconds))
+        _, sync_s, _ = run_one_by_one(engine.infer, frames, 0, count)
+        _, pipelined_s, dropped = run_pipelined(engine, frames, 0, count, camera_fps=0.0)
+        return {"backend": engine.backend_name, "sync_fps": count / sync_s,
+                "pipelined_fps": (count - dropped) / pipelined_s}
+
+
+def node_command(weights: Path, config: EngineConfig) -> list[str]:
+    """``python -m seg_node`` with one camera and the parameters that give it ``config``."""
+    command = [sys.executable, "-m", "seg_node", "--ros-args", "-p", "cameras:=[camera]", "-p", f"weights:={weights}",
+               "-p", "diagnostics_period_s:=1.0", "-p", f"expected_fps:={0.0}"]
+    defaults = parameters_from_engine_config(EngineConfig())
+    for name, value in parameters_from_engine_config(config).items():
+        if value != defaults[name]:
+            command += ["-p", f"{name}:={value}"]
+    return command
+
+
 def measure_node(args: argparse.Namespace) -> dict:
     frames = camvid_frames(args.camvid, args.frames)
+    weights = find_weights(args.weights)
+    config = engine_config_from_args(args)
+    baseline = measure_engine(weights, config, frames, args.seconds) if args.baseline else {}
     os.environ.setdefault(PROFILE_VARIABLE, str(profile_path()))  # for the node and this process alike
-    command = [sys.executable, "-m", "seg_node", "--ros-args", "-p", "cameras:=[camera]",
-               "-p", "diagnostics_period_s:=1.0", "-p", f"backend:={args.backend}", "-p", f"expected_fps:={0.0}"]
-    for name in ("weights", "device", "precision", "threads"):
-        if getattr(args, name):
-            command += ["-p", f"{name}:={getattr(args, name)}"]
-    if args.network_size:
-        height, width = args.network_size
-        command += ["-p", f"network_height:={height}", "-p", f"network_width:={width}"]
-    node = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    node = subprocess.Popen(node_command(weights, config), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     probe = Spinner("seg_node_measure")
     latencies: list[float] = []
     arrivals: list[float] = []
@@ -169,6 +196,7 @@ def measure_node(args: argparse.Namespace) -> dict:
         node.wait(10)
     received = len(arrivals)
     span = arrivals[-1] - arrivals[0] if received > 1 else float("nan")
+    output_fps = (received - 1) / span if received > 1 else 0.0
     # the node's own view while frames were flowing
     camera = [{kv.key: kv.value for kv in s.values} for a in diagnostics for s in a.status
               if s.name.endswith("seg_node: camera camera")]
@@ -181,10 +209,12 @@ def measure_node(args: argparse.Namespace) -> dict:
         "frame_size": f"{frames[0].shape[1]}x{frames[0].shape[0]}",
         "published": published,
         "labels_received": received,
-        "output_fps": (received - 1) / span if received > 1 else 0.0,
+        "output_fps": output_fps,
         "latency_ms": percentiles_ms(latencies),
         "node_diagnostics_mid_run": camera[len(camera) // 2] if camera else {},  # one full window
         "engine": engine[-1].message if engine else "",
+        "engine_alone": baseline,
+        "node_vs_engine": output_fps / max(baseline["sync_fps"], baseline["pipelined_fps"]) if baseline else None,
     }
 
 
@@ -263,12 +293,10 @@ def main() -> None:
     node.add_argument("--in-flight", type=int, default=2, help="flat out: frames awaiting their label at a time")
     node.add_argument("--seconds", type=float, default=20.0)
     node.add_argument("--warmup", type=float, default=3.0, help="seconds published before measuring")
-    node.add_argument("--weights", default="")
-    node.add_argument("--backend", default="auto")
-    node.add_argument("--device", default="")
-    node.add_argument("--precision", default="")
-    node.add_argument("--threads", type=int, default=0)
-    node.add_argument("--network-size", type=int, nargs=2, metavar=("H", "W"))
+    node.add_argument("--weights", default="", help="weights file or shipped name (default: cgnet_camvid)")
+    node.add_argument("--no-baseline", dest="baseline", action="store_false",
+                      help="skip the engine-alone measurement before the node's")
+    add_engine_arguments(node, NODE_ENGINE_OPTIONS)
     dds = modes.add_parser("dds", help="delivery of large best-effort images between two processes")
     dds.add_argument("--compare", action="store_true", help="also without the profile (Fast DDS defaults)")
     modes.add_parser("dds-receive", help="(used by dds) the receiving process")
