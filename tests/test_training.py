@@ -374,3 +374,43 @@ def test_warm_start_from_shipped_weights_with_a_fresh_schedule(tmp_path, tiny_ca
     assert not torch.equal(model.state_dict()["classifier.weight"], trainer.model.state_dict()["classifier.weight"])
     with pytest.raises(TrainingError, match="does not fit|holds"):
         Trainer(tiny_config(tmp_path / "x", tiny_camvid, init=str(shipped)))  # ContextNet from CGNet weights
+
+
+@pytest.mark.slow  # compiles a small CGNet with Inductor (about a minute on 2 cores)
+def test_compiled_training_steps_and_checkpoints_hold_the_plain_model(tmp_path, tiny_camvid):
+    config = tiny_config(tmp_path, tiny_camvid, model="cgnet", variant="M3N9", optimizer="adam", lr=1e-3,
+                         compile=True, max_steps=2)
+    trainer = Trainer(config)
+    trainer.run()
+    assert trainer.network is not trainer.eager_network, "still compiled after two steps"
+    assert trainer.progress.global_step == 2
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["model"].keys() == trainer.model.state_dict().keys()  # no "_orig_mod." prefixes
+
+
+def test_when_compiling_fails_training_goes_on_uncompiled(tmp_path, tiny_camvid, monkeypatch, capsys):
+    from torch._dynamo.exc import TorchDynamoException
+
+    class NoCompiler(torch.nn.Module):
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            raise TorchDynamoException("InvalidCxxCompiler: No working C++ compiler found")
+
+    monkeypatch.setattr(torch, "compile", lambda network: NoCompiler())
+    trainer = Trainer(tiny_config(tmp_path, tiny_camvid, compile=True, max_steps=2))
+    trainer.run()
+    assert trainer.network is trainer.eager_network and trainer.progress.global_step == 2
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if "torch.compile failed" in line]
+    assert "No working C++ compiler" in line and "goes on uncompiled" in line
+
+
+def test_the_speed_tool_times_the_original_and_current_paths_in_one_run(tmp_path, tiny_camvid):
+    from seg_node.training.speed import benchmark
+
+    config = tiny_config(tmp_path, tiny_camvid, model="cgnet", variant="M3N9", optimizer="adam", lr=1e-3)
+    result = benchmark(config, steps=2, warmup=1)
+    assert list(result["paths"]) == ["original", "current"]
+    for name, row in result["paths"].items():
+        assert len(row["step_s"]) == 2 and row["images_per_s"] > 0 and row["data_only_images_per_s"] > 0, name
+    assert result["speedup"]["original"] == 1.0
+    assert result["speedup"]["current"] == result["paths"]["current"]["images_per_s"] / result["paths"]["original"][
+        "images_per_s"]

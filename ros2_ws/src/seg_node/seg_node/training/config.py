@@ -73,6 +73,10 @@ class TrainingConfig:
     val_every: int = _option(1, "validate every N epochs (and after the last); 0: never")
     amp: bool = _option(True, "CUDA only: bfloat16 autocast")
     channels_last: bool = _option(True, "channels-last tensors (faster convolutions on CPU and CUDA)")
+    compile: bool = _option(
+        False, "torch.compile the network (Inductor; on a CPU it needs a C++ compiler): minutes of compiling at the "
+        "start, then faster steps (CGNet on 2 CPU cores: 1.6x); if compiling fails, training goes on uncompiled"
+    )
     threads: int | None = _option(None, "CPU threads for PyTorch; none: PyTorch's default")
     device: str | None = _option(None, "cpu | cuda | cuda:N; none: cuda if available")
     out: str = _option("runs/train", "output folder (checkpoints, history.csv, curves.png)")

@@ -1,13 +1,15 @@
 """Training throughput of the original data path against the current one, in one run, steps interleaved.
 
-    python -m seg_node.training.speed [--config configs/cgnet_camvid.yaml] [--steps 2] [--json speed.json]
+    python -m seg_node.training.speed [--config configs/cgnet_camvid.yaml] [--steps 2] [--compile] [--json speed.json]
 
 ``original``: each sample read from disk (cv2.imread) and augmented by resizing the whole image
 before cropping, NCHW tensors, no device-side augmentation. ``current``: the images decoded once
 into memory, crops computed directly (``augment_crop``), channels-last tensors (on CUDA: the data
 set on the device, augmented there, bfloat16 autocast). Both train the same model from the same
 initial weights with the same batch and crop; their steps alternate so that a machine's changing
-load hits both alike. Prints a table and writes JSON.
+load hits both alike. ``--compile`` adds ``compiled``: the current path with the network compiled by
+``torch.compile`` (its compiling happens in the warm-up steps and is reported apart). Prints a table
+and writes JSON.
 """
 
 from __future__ import annotations
@@ -35,15 +37,17 @@ class TimedPath:
     """One data path with its own copy of the model and optimizer; ``step()`` times one optimizer step."""
 
     def __init__(
-        self, name: str, config: TrainingConfig, source: DatasetSpec | ImageCache, device: torch.device, current: bool
+        self, name: str, config: TrainingConfig, source: DatasetSpec | ImageCache, device: torch.device, current: bool,
+        compiled: bool = False,
     ) -> None:
-        self.name, self.config, self.device, self.current = name, config, device, current
+        self.name, self.config, self.device, self.current, self.source = name, config, device, current, source
         self.cuda = device.type == "cuda"
         self.channels_last = current and config.channels_last
         augmentation = Augmentation(config.crop_size, config.scale_range, config.mirror, config.color_jitter)
         torch.manual_seed(config.seed)
         model = model_from_config(config, source.num_classes, training=True).to(device).train()
         self.model = model.to(memory_format=torch.channels_last) if self.channels_last else model
+        self.network = torch.compile(self.model) if compiled else self.model
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.criterion = nn.CrossEntropyLoss(ignore_index=source.ignore_index)
         self.mean = torch.tensor((124.0, 117.0, 104.0), device=device)
@@ -79,7 +83,7 @@ class TimedPath:
         images, labels = next(self.batches)
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.current and self.cuda and self.config.amp):
-            output = self.model(images)
+            output = self.network(images)
         logits = output[0] if isinstance(output, tuple) else output
         self.criterion(logits.float(), labels).backward()
         self.optimizer.step()
@@ -104,24 +108,27 @@ def data_only_rate(source: DatasetSpec | ImageCache, config: TrainingConfig, fas
     return samples / (time.perf_counter() - start)
 
 
-def benchmark(config: TrainingConfig, steps: int, warmup: int) -> dict:
+def benchmark(config: TrainingConfig, steps: int, warmup: int, compiled: bool = False) -> dict:
     cv2.setNumThreads(1)
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     spec = dataset_spec(config, config.train_list)
     cache = ImageCache(spec, show_progress=False)
     original = TimedPath("original", config, spec, device, current=False)
-    current = TimedPath("current", config, cache, device, current=True)
+    paths = [original, TimedPath("current", config, cache, device, current=True)]
+    if compiled:
+        paths.append(TimedPath("compiled", config, cache, device, current=True, compiled=True))
     for number in range(warmup + steps):
-        for path in (original, current):
+        for path in paths:
             elapsed = path.step()
             print(f"step {number + 1}/{warmup + steps} {path.name}: {elapsed:.2f} s", flush=True)
     rows = {
         path.name: {
             "images_per_s": path.images_per_s(warmup),
             "step_s": [round(t, 3) for t in path.times[warmup:]],
-            "data_only_images_per_s": data_only_rate(spec if path is original else cache, config, path.current, 16),
+            "warmup_s": round(sum(path.times[:warmup]), 1),  # with compiling, for the compiled path
+            "data_only_images_per_s": data_only_rate(path.source, config, path.current, 16),
         }
-        for path in (original, current)
+        for path in paths
     }
     return {
         "model": config.model,
@@ -134,7 +141,7 @@ def benchmark(config: TrainingConfig, steps: int, warmup: int) -> dict:
         "steps": steps,
         "warmup": warmup,
         "paths": rows,
-        "speedup": rows["current"]["images_per_s"] / rows["original"]["images_per_s"],
+        "speedup": {name: row["images_per_s"] / rows["original"]["images_per_s"] for name, row in rows.items()},
     }
 
 
@@ -148,17 +155,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     parser.add_argument("--steps", type=int, default=2, help="timed steps per path")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per path first")
+    parser.add_argument("--compile", action="store_true", help="also time the current path under torch.compile")
     parser.add_argument("--json", type=Path, default=Path("runs/speed.json"))
     args = parser.parse_args(argv)
     overrides = {"batch_size": args.batch_size, "crop_size": args.crop, "workers": args.workers}
     config = load_config(args.config, overrides | {"variant": args.variant, "device": args.device})
-    result = benchmark(config, args.steps, args.warmup)
+    result = benchmark(config, args.steps, max(args.warmup, 1 if args.compile else 0), args.compile)
     shown = f"{config.model} {config.variant or '(default variant)'}, batch {config.batch_size}"
     print(f"\n{shown}, crop {config.crop_size[0]}x{config.crop_size[1]}, {result['device']}")
-    print(f"{'path':<10} {'images/s':>9} {'data only images/s':>19}")
+    print(f"{'path':<10} {'images/s':>9} {'vs original':>12} {'warm-up s':>10} {'data only images/s':>19}")
     for name, row in result["paths"].items():
-        print(f"{name:<10} {row['images_per_s']:>9.2f} {row['data_only_images_per_s']:>19.1f}")
-    print(f"speed-up {result['speedup']:.2f}x")
+        print(f"{name:<10} {row['images_per_s']:>9.2f} {result['speedup'][name]:>11.2f}x {row['warmup_s']:>10.1f} "
+              f"{row['data_only_images_per_s']:>19.1f}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.json}")

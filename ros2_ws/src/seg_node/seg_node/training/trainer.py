@@ -140,9 +140,12 @@ class Trainer:
         model = model.to(self.device)
         if self.config.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        if not self.distributed:
-            return model, model
-        return model, nn.parallel.DistributedDataParallel(model, device_ids=[self.device] if self.cuda else None)
+        network = model
+        if self.distributed:
+            network = nn.parallel.DistributedDataParallel(model, device_ids=[self.device] if self.cuda else None)
+        self.eager_network = network
+        # compiled lazily, at the first step; validation and checkpoints use the plain model
+        return model, torch.compile(network) if self.config.compile else network
 
     def _build_data(self) -> None:
         c = self.config
@@ -192,11 +195,25 @@ class Trainer:
 
     def _loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.config.amp):
-            output = self.network(images)
+            output = self._forward(images)
         if isinstance(output, tuple):
             logits, aux = output
             return self.criterion(logits.float(), labels) + self.config.aux_weight * self.criterion(aux.float(), labels)
         return self.criterion(output.float(), labels)
+
+    def _forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        from torch._dynamo.exc import TorchDynamoException
+
+        try:
+            return self.network(images)
+        except TorchDynamoException as error:  # no C++ compiler, an operator Inductor cannot lower, ...
+            if self.network is self.eager_network:
+                raise
+            if self.rank == 0:
+                reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                print(f"\ntorch.compile failed ({reason[:300]}); training goes on uncompiled", flush=True)
+            self.network = self.eager_network
+            return self.network(images)
 
     def checkpoint(self, path: Path) -> None:
         if self.rank == 0:
