@@ -37,18 +37,18 @@ class ReplayState:
     lut: np.ndarray
     strip_indices: set[int]
     matrix: ConfusionMatrix
-    images_in_bag: int = 0
-    frames_read: int = 0
-    decode_failures: int = 0
-    engine_failures: int = 0
-    processed: int = 0
-    pipeline_dropped: int = 0
-    labels_read: int = 0
-    label_failures: int = 0
-    label_size_mismatches: int = 0
-    scored: int = 0
-    frames_without_label: int = 0
-    labels_without_image: int = 0
+    images_in_bag: int = 0  # image messages on the topic, from the bag's index
+    frames_read: int = 0  # of those, read so far
+    decode_failures: int = 0  # not an image (bad JPEG, wrong encoding or size)
+    engine_failures: int = 0  # decoded, but the engine raised
+    processed: int = 0  # labelled by the engine
+    pipeline_dropped: int = 0  # submitted but never labelled: replaced by a newer frame, or unanswered
+    labels_read: int = 0  # ground-truth messages read
+    label_failures: int = 0  # unreadable ground truth
+    label_size_mismatches: int = 0  # ground truth of another size than its image
+    scored: int = 0  # prediction and ground truth met by stamp and entered the confusion matrix
+    frames_without_label: int = 0  # labelled by the engine, no ground truth with that stamp came
+    labels_without_image: int = 0  # ground truth whose stamp is on no image read from the bag
     latencies_s: list[float] = field(default_factory=list)
     network_s: list[float] = field(default_factory=list)
     result_times_s: list[float] = field(default_factory=list)  # bag time of each processed frame
