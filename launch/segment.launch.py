@@ -1,6 +1,7 @@
 """Start seg_node: ``ros2 launch seg_node segment.launch.py [camera_topic:=/cam/image_raw] [rviz:=true]``.
 
-Arguments left empty keep the value from params_file (the package's config/seg_node.yaml by default).
+Arguments left empty keep the value from params_file (the package's config/seg_node.yaml by default); its
+``seg_node:`` section applies under any ``namespace:=``.
 The default camera input ``image`` is remapped to camera_topic, and its ``camera_info`` input to the
 sibling topic (``/cam/image_raw`` -> ``/cam/camera_info``); a topic ending in /compressed is read as
 sensor_msgs/CompressedImage. The node is a managed (lifecycle) node that configures and activates itself
@@ -59,6 +60,31 @@ def cameras_argument(context: LaunchContext) -> list[str]:
     return [topic.strip() for topic in argument(context, "cameras").split(",") if topic.strip()]
 
 
+def namespaced_parameter_file(path: str, namespace: str) -> str | None:
+    """A copy of params_file for a node in ``namespace``, or None where the file serves as it is.
+
+    Parameter files name nodes by their full name, so under a namespace a file keyed ``seg_node:`` (as
+    config/seg_node.yaml is, and as users write theirs) would silently not apply. Its ``seg_node`` and
+    ``/seg_node`` keys become ``/<namespace>/seg_node`` in a temporary copy, as nav2's RewrittenYaml does;
+    wildcard and full-name keys stay. A file that cannot be read is left to the node to report."""
+    namespace = namespace.strip("/")
+    if not namespace:
+        return None
+    try:
+        with open(path, encoding="utf-8") as file:
+            document = yaml.safe_load(file)
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(document, dict) or not {NODE_NAME, "/" + NODE_NAME} & set(document):
+        return None
+    full_name = f"/{namespace}/{NODE_NAME}"
+    rewritten = {full_name if key in (NODE_NAME, "/" + NODE_NAME) else key: value for key, value in document.items()}
+    with tempfile.NamedTemporaryFile("w", prefix="seg_node_", suffix=".yaml", delete=False) as copy:
+        copy.write(f"# Written by segment.launch.py from {path} for the node {full_name}.\n")
+        yaml.safe_dump(rewritten, copy, sort_keys=False)
+    return copy.name
+
+
 def segmentation_node(context: LaunchContext) -> list:
     """The node, with only the arguments the user gave overriding params_file."""
     overrides = {name: argument(context, name) for name in ("weights", "backend") if argument(context, name)}
@@ -71,6 +97,9 @@ def segmentation_node(context: LaunchContext) -> list:
     if log_level not in LOG_LEVELS:
         raise ValueError(f"launch argument log_level must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}")
     camera_topic = argument(context, "camera_topic") or DEFAULT_CAMERA
+    params_file = argument(context, "params_file")
+    copy = namespaced_parameter_file(params_file, argument(context, "namespace"))
+    cleanup = [RegisterEventHandler(OnShutdown(on_shutdown=lambda event, context: remove_quietly(copy)))]
     return [
         Node(
             package=PACKAGE,
@@ -79,10 +108,11 @@ def segmentation_node(context: LaunchContext) -> list:
             namespace=LaunchConfiguration("namespace"),
             output="screen",
             emulate_tty=True,
-            parameters=[LaunchConfiguration("params_file"), overrides],
+            parameters=[copy or params_file, overrides],
             remappings=[("image", camera_topic), ("camera_info", camera_info_topic(camera_topic))],
             ros_arguments=["--log-level", log_level],
-        )
+        ),
+        *(cleanup if copy else []),
     ]
 
 

@@ -83,7 +83,7 @@ def test_starts_seg_node_with_params_file_and_the_camera_remappings(tree):
     assert literal(keyword(node, "executable"), tree) == "seg_node"
     remappings = keyword(node, "remappings")
     assert [ast.literal_eval(pair.elts[0]) for pair in remappings.elts] == ["image", "camera_info"]
-    assert "LaunchConfiguration('params_file')" in ast.unparse(keyword(node, "parameters"))
+    assert ast.unparse(keyword(node, "parameters")).startswith("[copy or params_file")
     assert "'--log-level'" in ast.unparse(keyword(node, "ros_arguments"))
     rviz = nodes["rviz2"]
     assert "'-d'" in ast.unparse(keyword(rviz, "arguments"))
@@ -153,7 +153,7 @@ def context_with(launch_module, **arguments: str):
 
 
 def the_node(launch_module, **arguments: str):
-    (node,) = launch_module.segmentation_node(context_with(launch_module, **arguments))
+    node, *_ = launch_module.segmentation_node(context_with(launch_module, **arguments))
     return node
 
 
@@ -183,7 +183,7 @@ def resolved_remappings(node, context) -> list[tuple[str, str]]:
 def test_camera_info_is_remapped_beside_the_camera_topic(launch_module, camera_topic, camera_info):
     assert launch_module.camera_info_topic(camera_topic) == camera_info
     context = context_with(launch_module, camera_topic=camera_topic)
-    (node,) = launch_module.segmentation_node(context)
+    node, *_ = launch_module.segmentation_node(context)
     assert resolved_remappings(node, context) == [("image", camera_topic), ("camera_info", camera_info)]
 
 
@@ -203,6 +203,30 @@ def test_node_parameters_and_ros_arguments(launch_module):
     # the params file keeps the rest
     assert node_parameters(defaults, launch_module)[1] == {"use_sim_time": False, "autostart": True}
     assert defaults._Node__ros_arguments == ["--log-level", "info"]
+
+
+def test_under_a_namespace_the_params_file_still_reaches_the_node(launch_module, tmp_path):
+    node, cleanup = launch_module.segmentation_node(context_with(launch_module, namespace="/perception/"))
+    params_file, _ = node_parameters(node, launch_module)
+    copy = yaml.safe_load(Path(params_file).read_text())
+    original = yaml.safe_load((CONFIG / "seg_node.yaml").read_text())
+    assert copy == {"/perception/seg_node": original["seg_node"]}
+    from launch.events import Shutdown
+
+    cleanup.event_handler.handle(Shutdown(), context_with(launch_module))  # as launch does at the end
+    assert not Path(params_file).exists()
+    own = tmp_path / "own.yaml"
+    for document in ({"/**": {"ros__parameters": {"overlay_alpha": 0.3}}},
+                     {"/perception/seg_node": {"ros__parameters": {"overlay_alpha": 0.3}}}):
+        own.write_text(yaml.safe_dump(document))
+        (node, *rest) = launch_module.segmentation_node(
+            context_with(launch_module, namespace="perception", params_file=str(own)))
+        assert str(node_parameters(node, launch_module)[0]) == str(own) and not rest  # full names stay
+    own.write_text(yaml.safe_dump({"seg_node": {"ros__parameters": {"overlay_alpha": 0.3}}, "/**": {}}))
+    node, _ = launch_module.segmentation_node(context_with(launch_module, namespace="a/b", params_file=str(own)))
+    assert yaml.safe_load(Path(node_parameters(node, launch_module)[0]).read_text()) == {
+        "/a/b/seg_node": {"ros__parameters": {"overlay_alpha": 0.3}}, "/**": {}}
+    assert launch_module.namespaced_parameter_file(str(tmp_path / "missing.yaml"), "perception") is None
 
 
 @pytest.mark.parametrize(("name", "value"), [("autostart", "yes please"), ("use_sim_time", "2"), ("log_level", "loud")])

@@ -177,10 +177,12 @@ class TestOneLaunch:
 # --- the other arguments, one launch each ---------------------------------------------------------------------------
 
 
-def test_cameras_and_namespace(install, probe, tmp_path):
+def test_cameras_and_namespace_with_a_params_file_keyed_by_the_node_name(install, probe, tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"seg_node": {"ros__parameters": {"overlay_alpha": 0.3}}}))
     log = tmp_path / "launch.log"
     cameras = "cameras:=/front/image_raw,/rear/image_raw/compressed"
-    with launch(install, log, cameras, "namespace:=perception") as process:
+    with launch(install, log, cameras, "namespace:=perception", f"params_file:={params}") as process:
         front, rear = "/perception/seg_node/front/image_raw/label", "/perception/seg_node/rear/image_raw/label"
         probe.wait_for_publisher(front)
         probe.wait_for_publisher(rear, ros.WAIT_S)
@@ -190,6 +192,8 @@ def test_cameras_and_namespace(install, probe, tmp_path):
             )
         sent, label = probe.send_until_labelled("/front/image_raw", front, "front")
         assert label.header == sent.header
+        assert "Double value is: 0.3" in ros2(install, "param", "get", "--no-daemon", "/perception/seg_node",
+                                              "overlay_alpha")
         ros.assert_clean_stop(process, log)
 
 
