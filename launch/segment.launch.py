@@ -60,12 +60,12 @@ def cameras_argument(context: LaunchContext) -> list[str]:
     return [topic.strip() for topic in argument(context, "cameras").split(",") if topic.strip()]
 
 
-def namespaced_parameter_file(path: str, namespace: str) -> str | None:
-    """A copy of params_file for a node in ``namespace``, or None where the file serves as it is.
+def namespaced_parameters(path: str, namespace: str) -> str | None:
+    """The text of a params_file copy for a node in ``namespace``, or None where the file serves as it is.
 
     Parameter files name nodes by their full name, so under a namespace a file keyed ``seg_node:`` (as
     config/seg_node.yaml is, and as users write theirs) would silently not apply. Its ``seg_node`` and
-    ``/seg_node`` keys become ``/<namespace>/seg_node`` in a temporary copy, as nav2's RewrittenYaml does;
+    ``/seg_node`` keys become ``/<namespace>/seg_node`` in the copy, as nav2's RewrittenYaml does;
     wildcard and full-name keys stay. A file that cannot be read is left to the node to report."""
     namespace = namespace.strip("/")
     if not namespace:
@@ -79,10 +79,15 @@ def namespaced_parameter_file(path: str, namespace: str) -> str | None:
         return None
     full_name = f"/{namespace}/{NODE_NAME}"
     rewritten = {full_name if key in (NODE_NAME, "/" + NODE_NAME) else key: value for key, value in document.items()}
-    with tempfile.NamedTemporaryFile("w", prefix="seg_node_", suffix=".yaml", delete=False) as copy:
-        copy.write(f"# Written by segment.launch.py from {path} for the node {full_name}.\n")
-        yaml.safe_dump(rewritten, copy, sort_keys=False)
-    return copy.name
+    header = f"# Written by segment.launch.py from {path} for the node {full_name}.\n"
+    return header + yaml.safe_dump(rewritten, sort_keys=False)
+
+
+def file_for_this_launch(text: str, suffix: str) -> tuple[str, RegisterEventHandler]:
+    """``text`` in a temporary file, and the handler that removes it when the launch shuts down."""
+    with tempfile.NamedTemporaryFile("w", prefix="seg_node_", suffix=suffix, delete=False) as file:
+        file.write(text)
+    return file.name, RegisterEventHandler(OnShutdown(on_shutdown=lambda event, context: remove_quietly(file.name)))
 
 
 def segmentation_node(context: LaunchContext) -> list:
@@ -98,8 +103,11 @@ def segmentation_node(context: LaunchContext) -> list:
         raise ValueError(f"launch argument log_level must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}")
     camera_topic = argument(context, "camera_topic") or DEFAULT_CAMERA
     params_file = argument(context, "params_file")
-    copy = namespaced_parameter_file(params_file, argument(context, "namespace"))
-    cleanup = [RegisterEventHandler(OnShutdown(on_shutdown=lambda event, context: remove_quietly(copy)))]
+    cleanup = []
+    rewritten = namespaced_parameters(params_file, argument(context, "namespace"))
+    if rewritten is not None:
+        params_file, removal = file_for_this_launch(rewritten, ".yaml")
+        cleanup.append(removal)
     return [
         Node(
             package=PACKAGE,
@@ -108,11 +116,11 @@ def segmentation_node(context: LaunchContext) -> list:
             namespace=LaunchConfiguration("namespace"),
             output="screen",
             emulate_tty=True,
-            parameters=[copy or params_file, overrides],
+            parameters=[params_file, overrides],
             remappings=[("image", camera_topic), ("camera_info", camera_info_topic(camera_topic))],
             ros_arguments=["--log-level", log_level],
         ),
-        *(cleanup if copy else []),
+        *cleanup,
     ]
 
 
@@ -172,12 +180,8 @@ def rviz(context: LaunchContext, config_folder: str) -> list:
     text = rviz_config(
         os.path.join(config_folder, "seg_node.rviz"), argument(context, "namespace"), camera_topic, camera_name
     )
-    with tempfile.NamedTemporaryFile("w", prefix="seg_node_", suffix=".rviz", delete=False) as file:
-        file.write(text)
-    return [
-        Node(package="rviz2", executable="rviz2", name="rviz2", arguments=["-d", file.name]),
-        RegisterEventHandler(OnShutdown(on_shutdown=lambda event, context: remove_quietly(file.name))),
-    ]
+    config_file, removal = file_for_this_launch(text, ".rviz")
+    return [Node(package="rviz2", executable="rviz2", name="rviz2", arguments=["-d", config_file]), removal]
 
 
 def ignore_further_interrupts(event: object, context: LaunchContext) -> None:

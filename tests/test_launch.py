@@ -83,7 +83,7 @@ def test_starts_seg_node_with_params_file_and_the_camera_remappings(tree):
     assert literal(keyword(node, "executable"), tree) == "seg_node"
     remappings = keyword(node, "remappings")
     assert [ast.literal_eval(pair.elts[0]) for pair in remappings.elts] == ["image", "camera_info"]
-    assert ast.unparse(keyword(node, "parameters")).startswith("[copy or params_file")
+    assert ast.unparse(keyword(node, "parameters")).startswith("[params_file")
     assert "'--log-level'" in ast.unparse(keyword(node, "ros_arguments"))
     rviz = nodes["rviz2"]
     assert "'-d'" in ast.unparse(keyword(rviz, "arguments"))
@@ -226,7 +226,7 @@ def test_under_a_namespace_the_params_file_still_reaches_the_node(launch_module,
     node, _ = launch_module.segmentation_node(context_with(launch_module, namespace="a/b", params_file=str(own)))
     assert yaml.safe_load(Path(node_parameters(node, launch_module)[0]).read_text()) == {
         "/a/b/seg_node": {"ros__parameters": {"overlay_alpha": 0.3}}, "/**": {}}
-    assert launch_module.namespaced_parameter_file(str(tmp_path / "missing.yaml"), "perception") is None
+    assert launch_module.namespaced_parameters(str(tmp_path / "missing.yaml"), "perception") is None
 
 
 @pytest.mark.parametrize(("name", "value"), [("autostart", "yes please"), ("use_sim_time", "2"), ("log_level", "loud")])

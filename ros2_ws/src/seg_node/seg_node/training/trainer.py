@@ -110,7 +110,9 @@ class Trainer:
         self.stats = stats_of(checkpoint) if checkpoint else dataset_statistics(self.source, config)
 
         torch.manual_seed(config.seed)
-        self.model, self.network = self._build_model()
+        self.model, self.eager_network = self._build_model()
+        # compiled lazily, at the first step; validation and checkpoints use the plain model
+        self.network = torch.compile(self.eager_network) if config.compile else self.eager_network
         if config.init and checkpoint is None:
             info = load_initial_weights(self.model, config.init)
             self.stats.mean, self.stats.std = info.mean, info.std  # the weights' features expect their inputs
@@ -140,12 +142,9 @@ class Trainer:
         model = model.to(self.device)
         if self.config.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        network = model
-        if self.distributed:
-            network = nn.parallel.DistributedDataParallel(model, device_ids=[self.device] if self.cuda else None)
-        self.eager_network = network
-        # compiled lazily, at the first step; validation and checkpoints use the plain model
-        return model, torch.compile(network) if self.config.compile else network
+        if not self.distributed:
+            return model, model
+        return model, nn.parallel.DistributedDataParallel(model, device_ids=[self.device] if self.cuda else None)
 
     def _build_data(self) -> None:
         c = self.config
@@ -202,12 +201,13 @@ class Trainer:
         return self.criterion(output.float(), labels)
 
     def _forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        from torch._dynamo.exc import TorchDynamoException
-
         try:
             return self.network(images)
-        except TorchDynamoException as error:  # no C++ compiler, an operator Inductor cannot lower, ...
-            if self.network is self.eager_network:
+        except Exception as error:
+            from torch._dynamo.exc import TorchDynamoException  # here, not on every step
+
+            # no C++ compiler, an operator Inductor cannot lower, ...: anything else is not compiling's fault
+            if self.network is self.eager_network or not isinstance(error, TorchDynamoException):
                 raise
             if self.rank == 0:
                 reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
