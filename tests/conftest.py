@@ -144,3 +144,13 @@ def write_foreign_bag() -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture
+def tiny_camvid(tmp_path, camvid_root) -> dict[str, str]:
+    """Four CamVid train frames and one val frame as list files in tmp_path."""
+    train = (camvid_root / "train.txt").read_text().splitlines()[:4]
+    val = (camvid_root / "val.txt").read_text().splitlines()[:1]
+    (tmp_path / "train.txt").write_text("\n".join(train) + "\n")
+    (tmp_path / "val.txt").write_text("\n".join(val) + "\n")
+    return {"train": str(tmp_path / "train.txt"), "val": str(tmp_path / "val.txt"), "data": str(camvid_root)}

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from training_helpers import tiny_config
 
 from seg_node.datasets import (
     CITYSCAPES_IGNORE,
@@ -34,37 +35,6 @@ from seg_node.training.device_augment import crop_sample, hsv_to_rgb, rgb_to_hsv
 from seg_node.training.device_augment import jitter_colors as jitter_colors_torch
 from seg_node.training.trainer import Trainer
 from seg_node.weights import load_weights
-
-
-@pytest.fixture
-def tiny_camvid(tmp_path, camvid_root) -> dict[str, str]:
-    """Four CamVid train frames and one val frame as list files in tmp_path."""
-    train = (camvid_root / "train.txt").read_text().splitlines()[:4]
-    val = (camvid_root / "val.txt").read_text().splitlines()[:1]
-    (tmp_path / "train.txt").write_text("\n".join(train) + "\n")
-    (tmp_path / "val.txt").write_text("\n".join(val) + "\n")
-    return {"train": str(tmp_path / "train.txt"), "val": str(tmp_path / "val.txt"), "data": str(camvid_root)}
-
-
-def tiny_config(tmp_path: Path, tiny_camvid: dict[str, str], **overrides) -> TrainingConfig:
-    settings = dict(
-        model="contextnet",
-        dropout=0.1,
-        aux_weight=0.4,
-        data=tiny_camvid["data"],
-        train_list=[tiny_camvid["train"]],
-        val_list="",
-        crop_size=[64, 64],
-        batch_size=2,
-        epochs=2,
-        workers=0,
-        out=str(tmp_path / "run"),
-        optimizer="rmsprop",
-        lr=0.01,
-        eps=1.0,
-        class_weighting="enet",
-    )
-    return TrainingConfig(**(settings | overrides))
 
 
 def test_camvid_lists_parse_and_report_problems(camvid_root, tmp_path):

@@ -1,6 +1,12 @@
 """``seg-export``: a training checkpoint to shippable weights (and optionally ONNX).
 
 seg-export runs/cgnet_camvid/best.pt weights/cgnet_camvid.safetensors [--onnx out.onnx]
+seg-export runs/cgnet_trainval/last.pt weights/cgnet_camvid.safetensors \
+    --train-only-twin weights/cgnet_camvid_train.safetensors
+
+The JSON lists every training stage (those of the ``--init`` weights first) with its splits, recipe,
+steps and hardware. Weights that saw val state no val mIoU of their own; ``--train-only-twin`` names
+the weights of the same recipe trained on train only, whose val mIoU is the recipe's figure.
 """
 
 from __future__ import annotations
@@ -21,8 +27,11 @@ def _main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("checkpoint", type=Path, help="a seg-train checkpoint (best.pt or last.pt)")
     parser.add_argument("weights", type=Path, help="output .safetensors; the .json is written beside it")
     parser.add_argument("--onnx", type=Path, help="also write ONNX at the weights' input size")
+    parser.add_argument(
+        "--train-only-twin", type=Path, help="for weights that saw val: the same recipe's weights trained on train only"
+    )
     args = parser.parse_args(argv)
-    path = export_checkpoint(args.checkpoint, args.weights)
+    path = export_checkpoint(args.checkpoint, args.weights, args.train_only_twin)
     model, info = load_weights(path)
     print(f"{path}: {info.describe()}, {info.epochs} epochs, splits {info.splits}, val mIoU {info.val_miou}")
     if args.onnx:

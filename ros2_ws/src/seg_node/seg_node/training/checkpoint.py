@@ -17,6 +17,7 @@ from torch import nn
 
 from ..weights import SegClass, WeightsError, WeightsInfo, check_compatible, read_info, save_weights
 from .config import TrainingConfig, TrainingError, model_from_config
+from .lineage import lineage, record_train_only_twin, this_stage
 
 
 @dataclass
@@ -73,9 +74,15 @@ def training_state(
     progress: Progress,
     stats: DataStats,
     spec: Any,
+    provenance: dict[str, Any],
 ) -> dict[str, Any]:
-    """Everything ``restore`` needs to continue the run, plus what ``export_checkpoint`` writes into the JSON."""
+    """Everything ``restore`` needs to continue the run, plus what ``export_checkpoint`` writes into the JSON.
+
+    ``provenance``: ``earlier_stages`` (those of the ``--init`` weights) and ``hardware`` (each machine the
+    run has trained on), see ``lineage``.
+    """
     return {
+        **provenance,
         "config": config.to_dict(),
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -163,11 +170,11 @@ def git_commit() -> str:
 
 def weights_info_from_checkpoint(checkpoint: dict[str, Any], model: nn.Module) -> WeightsInfo:
     config = config_of(checkpoint)
-    splits = [Path(name).stem for name in config.train_list]
-    saw_val = any("val" in split for split in splits)
     history = checkpoint["history"]
-    val_mious = [row["val_miou"] for row in history if row["val_miou"] is not None]
-    recipe = ("optimizer", "lr", "batch_size", "crop_size", "epochs", "poly_power", "weight_decay", "aux_weight")
+    scored = [row for row in history if row["val_miou"] is not None]
+    best_epoch = max(scored, key=lambda row: row["val_miou"])["epoch"] if scored else None
+    stages = [*checkpoint.get("earlier_stages", []), this_stage(checkpoint, config, best_epoch)]
+    splits, val_miou, training = lineage(stages, validated_miou(checkpoint))
     return WeightsInfo(
         architecture=model.name,
         variant=model.variant,
@@ -178,23 +185,40 @@ def weights_info_from_checkpoint(checkpoint: dict[str, Any], model: nn.Module) -
         dataset=checkpoint["dataset"],
         splits=splits,
         ignore_index=checkpoint["ignore_index"],
-        # a val mIoU only from weights that never saw val
-        val_miou=None if saw_val or not val_mious else float(checkpoint["best_miou"]),
-        epochs=int(checkpoint["epoch"]),
+        val_miou=val_miou,
+        epochs=sum(int(stage.get("epochs", 0)) for stage in stages),
         commit=git_commit(),
-        training={k: getattr(config, k) for k in recipe}
-        | {"steps": checkpoint["global_step"], "best_epoch_by_val": _best_epoch(history)},
+        training=training,
     )
 
 
-def _best_epoch(history: list[dict[str, Any]]) -> int | None:
-    scored = [row for row in history if row["val_miou"] is not None]
-    return max(scored, key=lambda row: row["val_miou"])["epoch"] if scored else None
+def validated_miou(checkpoint: dict[str, Any]) -> float | None:
+    """The val mIoU of the checkpoint's own weights: measured when its epoch ended, else unknown (None).
+
+    ``best.pt`` is saved right after its epoch's validation; ``last.pt`` holds the best mIoU so far, not
+    its own, and after a Ctrl-C mid-epoch its weights have moved on since the last validation.
+    """
+    history = checkpoint["history"]
+    ended = checkpoint["step_in_epoch"] == 0 and history and history[-1]["epoch"] == checkpoint["epoch"]
+    return history[-1]["val_miou"] if ended else None
 
 
-def export_checkpoint(checkpoint_path: str | Path, weights_path: str | Path) -> Path:
-    """Write the weights of a training checkpoint as ``<name>.safetensors`` plus ``<name>.json``."""
+def export_checkpoint(
+    checkpoint_path: str | Path, weights_path: str | Path, train_only_twin: str | Path | None = None
+) -> Path:
+    """Write the weights of a training checkpoint as ``<name>.safetensors`` plus ``<name>.json``.
+
+    ``train_only_twin``: for weights that saw val, the weights of the same recipe trained on train only;
+    the JSON names them with their val mIoU (``lineage.record_train_only_twin``).
+    """
     checkpoint = load_checkpoint(checkpoint_path)
     model = model_from_config(config_of(checkpoint), len(checkpoint["classes"]), training=False)
     model.load_state_dict({k: v for k, v in checkpoint["model"].items() if not k.startswith("aux_")})
-    return save_weights(model, weights_info_from_checkpoint(checkpoint, model), weights_path)
+    info = weights_info_from_checkpoint(checkpoint, model)
+    if train_only_twin is not None:
+        try:
+            twin = read_info(train_only_twin)
+        except WeightsError as error:
+            raise TrainingError(f"train-only twin: {error}") from error
+        record_train_only_twin(info, twin, Path(train_only_twin).stem)
+    return save_weights(model, info, weights_path)

@@ -44,6 +44,7 @@ from .checkpoint import (
 from .config import TrainingConfig, TrainingError, model_from_config
 from .data import ImageCache, ListSampler, TrainingSet, dataset_spec, normalize
 from .device_augment import DeviceBatches
+from .lineage import describe_hardware, earlier_stages
 
 LOG_EVERY = 10  # steps between progress-bar updates (each one reads the loss back from the device)
 
@@ -113,9 +114,17 @@ class Trainer:
         self.model, self.eager_network = self._build_model()
         # compiled lazily, at the first step; validation and checkpoints use the plain model
         self.network = torch.compile(self.eager_network) if config.compile else self.eager_network
+        # what the exported JSON says the weights went through (training.lineage)
+        self.provenance = {
+            "earlier_stages": checkpoint.get("earlier_stages", []) if checkpoint else [],
+            "hardware": list(checkpoint.get("hardware", [])) if checkpoint else [],
+        }
+        if describe_hardware(self.device) not in self.provenance["hardware"]:
+            self.provenance["hardware"].append(describe_hardware(self.device))
         if config.init and checkpoint is None:
             info = load_initial_weights(self.model, config.init)
             self.stats.mean, self.stats.std = info.mean, info.std  # the weights' features expect their inputs
+            self.provenance["earlier_stages"] = earlier_stages(info)
         self._build_data()
         self.total_steps = self.steps_per_epoch * config.epochs
         self.optimizer, self.scheduler = build_optimizer(config, self.model, self.total_steps)
@@ -218,7 +227,8 @@ class Trainer:
     def checkpoint(self, path: Path) -> None:
         if self.rank == 0:
             state = training_state(
-                self.config, self.model, self.optimizer, self.scheduler, self.progress, self.stats, self.train_spec
+                self.config, self.model, self.optimizer, self.scheduler, self.progress, self.stats, self.train_spec,
+                self.provenance,
             )
             save_checkpoint(state, path)
 

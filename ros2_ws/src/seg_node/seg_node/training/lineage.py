@@ -1,0 +1,116 @@
+"""What a set of weights was trained on, stage by stage, for the JSON beside them.
+
+A run started with ``--init`` continues the weights it starts from, so the exported JSON lists
+that file's stages and then this run's: each with its splits, recipe, steps and hardware. The
+weights saw every split of every stage; a val mIoU is stated only when no stage saw val.
+Weights trained on train + val name their *train-only twin* (the same recipe on train alone),
+whose val mIoU is the figure for the recipe (``record_train_only_twin``).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..weights import WeightsInfo
+from .config import TrainingConfig, TrainingError
+
+RECIPE = ("optimizer", "lr", "batch_size", "crop_size", "poly_power", "weight_decay", "aux_weight")
+# what must be equal, stage by stage, for two runs to be twins (the splits may differ)
+TWIN_RECIPE = (*RECIPE, "planned_epochs")
+
+
+def describe_hardware(device: torch.device) -> str:
+    """The machine a run trains on, in words: the GPU's name, or the CPU's cores."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} GPU, PyTorch {torch.__version__}"
+    return f"{os.cpu_count()}-core {platform.machine()} CPU, PyTorch {torch.__version__}"
+
+
+def split_names(lists: list[str]) -> list[str]:
+    """``['.../train.txt', 'val.txt']`` -> ``['train', 'val']``."""
+    return [Path(name).stem for name in lists]
+
+
+def saw_val(splits: list[str]) -> bool:
+    return any("val" in split for split in splits)
+
+
+def earlier_stages(info: WeightsInfo) -> list[dict[str, Any]]:
+    """The stages that produced ``info``'s weights; a JSON without stages is one stage of its own."""
+    training = dict(info.training)
+    stages = [dict(stage) for stage in training.pop("stages", None) or [training]]
+    for stage in stages:
+        stage.setdefault("splits", list(info.splits))
+        if "hardware" in training:
+            stage.setdefault("hardware", training["hardware"])
+    return stages
+
+
+def _as_json(value: Any) -> Any:
+    # tuples as JSON gives them back (lists), so that a stage read from a file equals one just made
+    return list(value) if isinstance(value, tuple) else value
+
+
+def this_stage(checkpoint: dict[str, Any], config: TrainingConfig, best_epoch: int | None) -> dict[str, Any]:
+    """The stage a checkpoint finished: its splits, recipe, schedule and the hardware it ran on."""
+    return {
+        "splits": split_names(config.train_list),
+        "init": Path(config.init).stem if config.init else None,
+        **{key: _as_json(getattr(config, key)) for key in RECIPE},
+        "planned_epochs": config.epochs,
+        "epochs": int(checkpoint["epoch"]),
+        "steps": int(checkpoint["global_step"]),
+        "best_epoch_by_val": best_epoch,
+        "hardware": checkpoint.get("hardware", []),
+    }
+
+
+def lineage(stages: list[dict[str, Any]], best_miou: float | None) -> tuple[list[str], float | None, dict[str, Any]]:
+    """The splits the weights saw, their val mIoU (None when any stage saw val) and the JSON's ``training``."""
+    splits: list[str] = []
+    for stage in stages:
+        splits += [split for split in stage["splits"] if split not in splits]
+    hardware: list[str] = []
+    for stage in stages:
+        found = stage.get("hardware") or []
+        hardware += [name for name in ([found] if isinstance(found, str) else found) if name not in hardware]
+    val_miou = None if saw_val(splits) else best_miou
+    training = {
+        "splits": splits,
+        "hardware": hardware,
+        "stages": stages,
+        "total_steps": sum(int(stage.get("steps", 0)) for stage in stages),
+    }
+    return splits, val_miou, training
+
+
+def record_train_only_twin(info: WeightsInfo, twin: WeightsInfo, twin_name: str) -> None:
+    """Name in ``info`` (weights that saw val) the train-only weights of the same recipe, with their val mIoU.
+
+    Raises TrainingError when ``twin`` saw val, has no val mIoU, is another network, or its stages
+    differ from ``info``'s in anything but their splits.
+    """
+    if not saw_val(info.splits):
+        raise TrainingError(f"the weights never saw val (splits {info.splits}): their own val mIoU needs no twin")
+    if saw_val(twin.splits) or twin.val_miou is None:
+        raise TrainingError(f"{twin_name} saw val or has no val mIoU (splits {twin.splits}): it is no train-only twin")
+    if (twin.architecture, twin.variant) != (info.architecture, info.variant):
+        raise TrainingError(f"{twin_name} is {twin.describe()}, not {info.describe()}")
+    ours, theirs = earlier_stages(info), earlier_stages(twin)
+    if len(ours) != len(theirs):
+        raise TrainingError(f"{twin_name} has {len(theirs)} training stages, these weights {len(ours)}")
+    for number, (a, b) in enumerate(zip(ours, theirs, strict=True), 1):
+        differ = [key for key in TWIN_RECIPE if key in a and key in b and a[key] != b[key]]
+        if differ:
+            shown = ", ".join(f"{key} {a[key]!r} vs {b[key]!r}" for key in differ)
+            raise TrainingError(f"stage {number} of {twin_name} is another recipe: {shown}")
+    info.training["train_only_twin"] = {
+        "weights": twin_name,
+        "val_miou": twin.val_miou,
+        "note": "the same stages on train only; its val mIoU is this recipe's figure on unseen frames",
+    }
