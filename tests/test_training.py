@@ -147,15 +147,35 @@ def test_poly_schedule_decays_per_iteration_and_the_log_stays_calm(tmp_path, tin
 
 
 @pytest.mark.slow
-def test_resume_mid_epoch_equals_an_uninterrupted_run(tmp_path, tiny_camvid):
+@pytest.mark.parametrize(
+    ("device", "cache_gb"),
+    [
+        pytest.param("cpu", 4.0, id="cpu-cached"),  # decoded images in memory, crops computed directly
+        pytest.param("cpu", 0.0, id="cpu-from-disk"),
+        pytest.param(
+            "cuda", 4.0, id="cuda-on-device",  # the data set on the GPU, augmented there, bfloat16 autocast
+            marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
+        ),
+    ],
+)
+def test_resume_mid_epoch_equals_an_uninterrupted_run(tmp_path, tiny_camvid, device, cache_gb, monkeypatch):
     torch.set_num_threads(1)
-    straight = Trainer(tiny_config(tmp_path / "a", tiny_camvid))
+    if device == "cuda":  # exact equality needs deterministic kernels
+        monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+        monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+
+    def config(folder: str, **overrides) -> TrainingConfig:
+        return tiny_config(tmp_path / folder, tiny_camvid, device=device, cache_gb=cache_gb, **overrides)
+
+    straight = Trainer(config("a"))
+    assert straight.device.type == device and (straight.device_batches is not None) == (device == "cuda")
     straight.run()
 
-    interrupted = Trainer(tiny_config(tmp_path / "b", tiny_camvid, max_steps=1))
+    interrupted = Trainer(config("b", max_steps=1))
     interrupted.run()
     assert interrupted.progress.step_in_epoch == 1
-    resumed = Trainer(tiny_config(tmp_path / "b", tiny_camvid), resume=str(tmp_path / "b/run/last.pt"))
+    resumed = Trainer(config("b"), resume=str(tmp_path / "b/run/last.pt"))
     assert resumed.progress.global_step == 1
     resumed.run()
 
