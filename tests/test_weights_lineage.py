@@ -41,7 +41,7 @@ def test_weights_saw_every_split_of_every_stage_and_state_val_miou_only_without_
     # a JSON from before stages were recorded is one stage with the file's splits and hardware
     old = WeightsInfo("cgnet", {}, [], (0,) * 3, (1,) * 3, (1, 1), "camvid", ["train"],
                       training={"lr": 1e-3, "steps": 7, "hardware": "a CPU"})
-    assert earlier_stages(old) == [{"lr": 1e-3, "steps": 7, "hardware": "a CPU", "splits": ["train"]}]
+    assert earlier_stages(old) == [{"lr": 1e-3, "steps": 7, "hardware": ["a CPU"], "splits": ["train"]}]
 
 
 def test_a_train_only_twin_must_be_the_same_recipe_on_train_only():

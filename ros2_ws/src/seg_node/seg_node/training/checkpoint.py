@@ -199,7 +199,7 @@ def validated_miou(checkpoint: dict[str, Any]) -> float | None:
     its own, and after a Ctrl-C mid-epoch its weights have moved on since the last validation.
     """
     history = checkpoint["history"]
-    ended = checkpoint["step_in_epoch"] == 0 and history and history[-1]["epoch"] == checkpoint["epoch"]
+    ended = checkpoint["step_in_epoch"] == 0 and bool(history) and history[-1]["epoch"] == checkpoint["epoch"]
     return history[-1]["val_miou"] if ended else None
 
 

@@ -46,8 +46,9 @@ def earlier_stages(info: WeightsInfo) -> list[dict[str, Any]]:
     stages = [dict(stage) for stage in training.pop("stages", None) or [training]]
     for stage in stages:
         stage.setdefault("splits", list(info.splits))
-        if "hardware" in training:
-            stage.setdefault("hardware", training["hardware"])
+        # JSONs written before stages were recorded may name one machine, as a string, for the whole file
+        hardware = stage.get("hardware") or training.get("hardware") or []
+        stage["hardware"] = [hardware] if isinstance(hardware, str) else list(hardware)
     return stages
 
 
@@ -77,8 +78,7 @@ def lineage(stages: list[dict[str, Any]], best_miou: float | None) -> tuple[list
         splits += [split for split in stage["splits"] if split not in splits]
     hardware: list[str] = []
     for stage in stages:
-        found = stage.get("hardware") or []
-        hardware += [name for name in ([found] if isinstance(found, str) else found) if name not in hardware]
+        hardware += [name for name in stage.get("hardware", []) if name not in hardware]
     val_miou = None if saw_val(splits) else best_miou
     training = {
         "splits": splits,

@@ -115,12 +115,12 @@ class Trainer:
         # compiled lazily, at the first step; validation and checkpoints use the plain model
         self.network = torch.compile(self.eager_network) if config.compile else self.eager_network
         # what the exported JSON says the weights went through (training.lineage)
+        previous, here = checkpoint or {}, describe_hardware(self.device)
+        hardware = list(previous.get("hardware", []))
         self.provenance = {
-            "earlier_stages": checkpoint.get("earlier_stages", []) if checkpoint else [],
-            "hardware": list(checkpoint.get("hardware", [])) if checkpoint else [],
+            "earlier_stages": previous.get("earlier_stages", []),
+            "hardware": hardware if here in hardware else [*hardware, here],
         }
-        if describe_hardware(self.device) not in self.provenance["hardware"]:
-            self.provenance["hardware"].append(describe_hardware(self.device))
         if config.init and checkpoint is None:
             info = load_initial_weights(self.model, config.init)
             self.stats.mean, self.stats.std = info.mean, info.std  # the weights' features expect their inputs
