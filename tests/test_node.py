@@ -803,3 +803,38 @@ def test_change_state_answers_false_to_a_transition_the_state_does_not_allow(in_
     request.transition.id = Transition.TRANSITION_UNCONFIGURED_SHUTDOWN  # an allowed one still runs
     assert node._service_change_state.callback(request, ChangeState.Response()).success
     assert node.lifecycle_state == "finalized"
+
+
+def test_a_failing_callback_is_logged_once_and_the_node_keeps_spinning(ros_env, capfd):
+    """A timer that raises on every tick (a bug met by every message) neither ends the spin nor floods the log."""
+    from types import SimpleNamespace
+
+    from seg_node.ros.process import spin_until_stopped
+
+    context = Context()
+    rclpy.init(context=context, domain_id=DOMAIN)
+    try:
+        node = rclpy.create_node("spin_guard", context=context)
+        stop = SimpleNamespace(requested=False)
+        ticks = []
+
+        def faulty() -> None:
+            raise ValueError("a bug in a callback")
+
+        def count() -> None:
+            ticks.append(time.monotonic())
+            stop.requested = len(ticks) >= 10
+
+        node.create_timer(0.01, faulty)
+        node.create_timer(0.02, count)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        spin_until_stopped(executor, node, stop)
+        executor.shutdown()
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+    assert len(ticks) == 10
+    log = capfd.readouterr().err
+    assert log.count("a callback failed and was skipped") == 1, log
+    assert "ValueError: a bug in a callback" in log

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -69,6 +70,12 @@ class RateLimitedLog:
         self._suppressed: dict[tuple[str, str], int] = {}
 
     def warn(self, key: tuple[str, str], message: str) -> None:
+        self._log(key, message, self._node.get_logger().warning)
+
+    def error(self, key: tuple[str, str], message: str) -> None:
+        self._log(key, message, self._node.get_logger().error)
+
+    def _log(self, key: tuple[str, str], message: str, log: Callable[[str], object]) -> None:
         now = time.monotonic()
         with self._lock:
             if now - self._last.get(key, -np.inf) < self._period_s:
@@ -77,7 +84,7 @@ class RateLimitedLog:
             self._last[key] = now
             suppressed = self._suppressed.pop(key, 0)
         more = f" ({suppressed} more like it in the last {self._period_s:.0f} s)" if suppressed else ""
-        self._node.get_logger().warning(message + more)
+        log(message + more)
 
 
 def publish_outputs(tag: FrameTag, result: SegResult, palette: np.ndarray, overlay_alpha: float) -> list[str]:

@@ -6,6 +6,9 @@ lands wherever shutdown happens to be (joining the pipeline's threads), the node
 reports "process has died". Here the first signal sets ``requested`` (the spin loop ends and the node
 shuts down through its lifecycle) and makes the process ignore both signals from then on; while nothing
 spins the node's loop (start-up, an engine build), it also raises KeyboardInterrupt to stop that work.
+
+An exception from a callback would end rclpy's spin and with it the car's segmentation; the loop logs it
+(traceback included, at most once per ``CALLBACK_LOG_EVERY_S`` for the same error) and goes on.
 """
 
 from __future__ import annotations
@@ -13,17 +16,21 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Callable
 from types import FrameType
 from typing import NoReturn
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
 from .node import SegmentationNode
+from .outputs import RateLimitedLog
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+CALLBACK_LOG_EVERY_S = 10.0
 
 
 class ShutdownRequest:
@@ -49,6 +56,21 @@ class ShutdownRequest:
             signal.signal(number, signal.SIG_IGN)
 
 
+def spin_until_stopped(executor: Executor, node: Node, stop: ShutdownRequest) -> None:
+    """Spin ``node`` until ``stop`` is requested or its context shuts down; a failing callback is logged."""
+    failures = RateLimitedLog(node, CALLBACK_LOG_EVERY_S)
+    while not stop.requested and rclpy.ok(context=node.context):
+        try:
+            executor.spin_once(timeout_sec=0.1)
+        except ExternalShutdownException:
+            raise
+        except Exception as error:  # noqa: BLE001 - a bug met by one message or timer must not end the node
+            failures.error(
+                (type(error).__name__, str(error)),
+                f"a callback failed and was skipped; the node goes on:\n{traceback.format_exc().rstrip()}",
+            )
+
+
 def run(args: list[str] | None = None) -> int:
     """Run the node until SIGINT/SIGTERM (0) or, under autostart, report why it cannot start (1)."""
     # rclpy's own handlers would shut the context down at once and let a second Ctrl-C (ros2 launch
@@ -64,8 +86,7 @@ def run(args: list[str] | None = None) -> int:
         stop.interrupts = lambda: bool(node.building)  # spinning: interrupt only an engine build
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        while not stop.requested and rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
+        spin_until_stopped(executor, node, stop)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
