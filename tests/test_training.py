@@ -27,6 +27,7 @@ from seg_node.datasets import (
     image_folder,
     label_histogram,
 )
+from seg_node.evaluation.evaluate import evaluate_model
 from seg_node.training.augment import Augmentation, augment, augment_crop, draw_params
 from seg_node.training.augment import jitter_colors as jitter_colors_cv2
 from seg_node.training.checkpoint import export_checkpoint, load_checkpoint
@@ -148,17 +149,19 @@ def test_poly_schedule_decays_per_iteration_and_the_log_stays_calm(tmp_path, tin
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("device", "cache_gb"),
+    ("device", "cache_gb", "ema_decay"),
     [
-        pytest.param("cpu", 4.0, id="cpu-cached"),  # decoded images in memory, crops computed directly
-        pytest.param("cpu", 0.0, id="cpu-from-disk"),
+        pytest.param("cpu", 4.0, 0.0, id="cpu-cached"),  # decoded images in memory, crops computed directly
+        pytest.param("cpu", 0.0, 0.0, id="cpu-from-disk"),
+        pytest.param("cpu", 4.0, 0.5, id="cpu-cached-ema"),  # the moving average of the weights resumes too
         pytest.param(
-            "cuda", 4.0, id="cuda-on-device",  # the data set on the GPU, augmented there, bfloat16 autocast
+            "cuda", 4.0, 0.0, id="cuda-on-device",  # the data set on the GPU, augmented there, bfloat16 autocast
             marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
         ),
     ],
 )
-def test_resume_mid_epoch_equals_an_uninterrupted_run(tmp_path, tiny_camvid, device, cache_gb, monkeypatch):
+def test_resume_mid_epoch_equals_an_uninterrupted_run(tmp_path, tiny_camvid, device, cache_gb, ema_decay,
+                                                      monkeypatch):
     torch.set_num_threads(1)
     if device == "cuda":  # exact equality needs deterministic kernels
         monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -166,7 +169,8 @@ def test_resume_mid_epoch_equals_an_uninterrupted_run(tmp_path, tiny_camvid, dev
         monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
 
     def config(folder: str, **overrides) -> TrainingConfig:
-        return tiny_config(tmp_path / folder, tiny_camvid, device=device, cache_gb=cache_gb, **overrides)
+        return tiny_config(tmp_path / folder, tiny_camvid, device=device, cache_gb=cache_gb, ema_decay=ema_decay,
+                           **overrides)
 
     straight = Trainer(config("a"))
     assert straight.device.type == device and (straight.device_batches is not None) == (device == "cuda")
@@ -180,8 +184,13 @@ def test_resume_mid_epoch_equals_an_uninterrupted_run(tmp_path, tiny_camvid, dev
     resumed.run()
 
     assert resumed.progress.global_step == straight.progress.global_step == 4
-    for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items(), strict=True):
-        assert torch.equal(a, b), name
+    kept = [(straight.model, resumed.model)]
+    if ema_decay:
+        kept.append((straight.ema, resumed.ema))
+        assert int(resumed.ema.n_averaged) == 4
+    for a_model, b_model in kept:
+        for (name, a), (_, b) in zip(a_model.state_dict().items(), b_model.state_dict().items(), strict=True):
+            assert torch.equal(a, b), name
     a, b = straight.progress.history, resumed.progress.history
     assert [(r["epoch"], r["step"], r["lr"]) for r in b] == [(r["epoch"], r["step"], r["lr"]) for r in a] != []
     # epoch 1 of the resumed run averages only the step after the resume; epoch 2 is the same training
@@ -236,6 +245,23 @@ def test_export_round_trip_and_val_miou_only_without_val(tmp_path, tiny_camvid):
     Trainer(seen_val).run()
     info = load_weights(export_checkpoint(tmp_path / "v/run/last.pt", tmp_path / "w/seen.safetensors"))[1]
     assert "val" in info.splits and info.val_miou is None
+
+
+@pytest.mark.slow
+def test_the_moving_average_is_what_is_validated_and_exported(tmp_path, tiny_camvid):
+    trainer = Trainer(tiny_config(tmp_path, tiny_camvid, val_list=tiny_camvid["val"], epochs=1, ema_decay=0.5))
+    trainer.run()
+    averaged, trained = trainer.ema.module.state_dict(), trainer.model.state_dict()
+    assert not torch.equal(averaged["classifier.weight"], trained["classifier.weight"])
+    assert trainer.progress.history[-1]["val_miou"] == pytest.approx(
+        evaluate_model(trainer.ema.module, (trainer.mean, trainer.std), trainer.val_spec, trainer.device).matrix.miou()
+    )
+    model, info = load_weights(export_checkpoint(tmp_path / "run/last.pt", tmp_path / "w/averaged.safetensors"))
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, averaged[name]), name
+    assert info.training["stages"][-1]["ema_decay"] == 0.5
+    with pytest.raises(TrainingError, match="ema_decay must be in"):
+        tiny_config(tmp_path, tiny_camvid, ema_decay=1.0)
 
 
 @pytest.mark.slow

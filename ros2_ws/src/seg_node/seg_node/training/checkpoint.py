@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from ..weights import SegClass, WeightsError, WeightsInfo, check_compatible, read_info, save_weights
 from .config import TrainingConfig, TrainingError, model_from_config
@@ -75,13 +76,16 @@ def training_state(
     stats: DataStats,
     spec: Any,
     provenance: dict[str, Any],
+    ema: AveragedModel | None = None,
 ) -> dict[str, Any]:
     """Everything ``restore`` needs to continue the run, plus what ``export_checkpoint`` writes into the JSON.
 
     ``provenance``: ``earlier_stages`` (those of the ``--init`` weights) and ``hardware`` (each machine the
-    run has trained on), see ``lineage``.
+    run has trained on), see ``lineage``. ``ema``: the moving average of the weights (``ema_decay``), if kept.
     """
+    averaged = {"ema": ema.state_dict()} if ema is not None else {}
     return {
+        **averaged,
         **provenance,
         "config": config.to_dict(),
         "model": model.state_dict(),
@@ -118,9 +122,15 @@ def restore(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
+    ema: AveragedModel | None = None,
 ) -> Progress:
-    """Load the states of ``checkpoint`` and the RNG; the returned progress continues where it stopped."""
+    """Load the states of ``checkpoint`` and the RNG; the returned progress continues where it stopped.
+
+    A run that kept no average before (``ema_decay`` set at the resume) starts its average there.
+    """
     model.load_state_dict(checkpoint["model"])
+    if ema is not None and "ema" in checkpoint:
+        ema.load_state_dict(checkpoint["ema"])
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])
     set_rng_state(checkpoint["rng"])
@@ -203,6 +213,14 @@ def validated_miou(checkpoint: dict[str, Any]) -> float | None:
     return history[-1]["val_miou"] if ended else None
 
 
+def shipped_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights a checkpoint ships: the moving average when the run kept one, else the trained weights."""
+    if "ema" not in checkpoint:
+        return checkpoint["model"]
+    prefix = "module."  # AveragedModel's copy of the model; its other entry counts the updates
+    return {key.removeprefix(prefix): value for key, value in checkpoint["ema"].items() if key.startswith(prefix)}
+
+
 def export_checkpoint(
     checkpoint_path: str | Path, weights_path: str | Path, train_only_twin: str | Path | None = None
 ) -> Path:
@@ -213,7 +231,7 @@ def export_checkpoint(
     """
     checkpoint = load_checkpoint(checkpoint_path)
     model = model_from_config(config_of(checkpoint), len(checkpoint["classes"]), training=False)
-    model.load_state_dict({k: v for k, v in checkpoint["model"].items() if not k.startswith("aux_")})
+    model.load_state_dict({k: v for k, v in shipped_state(checkpoint).items() if not k.startswith("aux_")})
     info = weights_info_from_checkpoint(checkpoint, model)
     if train_only_twin is not None:
         try:

@@ -63,6 +63,10 @@ class TrainingConfig:
     eps: float = _option(1.0e-8, "optimizer epsilon")
     weight_decay: float = _option(5.0e-4, "L2 weight decay")
     poly_power: float = _option(0.9, "poly learning-rate decay per iteration: (1 - step/total)^power")
+    ema_decay: float = _option(
+        0.0, "keep an exponential moving average of the weights, this much of it kept per step (0.99: about the "
+        "last 100 steps); validation, best.pt and export use the average; 0: off"
+    )
     scale_range: tuple[float, float] = _option((0.5, 2.0), "random scale range before cropping")
     mirror: bool = _option(True, "random horizontal flips")
     color_jitter: float = _option(0.0, "strength of random brightness, contrast, saturation and hue")
@@ -96,6 +100,8 @@ class TrainingConfig:
         for key in ("batch_size", "epochs"):
             if getattr(self, key) < 1:
                 raise TrainingError(f"{key} must be at least 1, not {getattr(self, key)}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise TrainingError(f"ema_decay must be in [0, 1) (0: off), not {self.ema_decay}")
 
     @classmethod
     def keys(cls) -> list[str]:

@@ -19,7 +19,7 @@ import torch
 from ..weights import WeightsInfo
 from .config import TrainingConfig, TrainingError
 
-RECIPE = ("optimizer", "lr", "batch_size", "crop_size", "poly_power", "weight_decay", "aux_weight")
+RECIPE = ("optimizer", "lr", "batch_size", "crop_size", "poly_power", "weight_decay", "aux_weight", "ema_decay")
 # what must be equal, stage by stage, for two runs to be twins (the splits may differ)
 TWIN_RECIPE = (*RECIPE, "planned_epochs")
 

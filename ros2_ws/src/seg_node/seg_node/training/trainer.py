@@ -23,6 +23,7 @@ import cv2
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
@@ -133,7 +134,14 @@ class Trainer:
             weight=torch.tensor(weight, device=self.device) if weight is not None else None,
             ignore_index=self.train_spec.ignore_index,
         )
-        self.progress = restore(checkpoint, self.model, self.optimizer, self.scheduler) if checkpoint else Progress()
+        # validated, saved in best.pt and exported in place of the trained weights when kept
+        self.ema = (
+            AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+            if config.ema_decay else None
+        )
+        self.progress = (
+            restore(checkpoint, self.model, self.optimizer, self.scheduler, self.ema) if checkpoint else Progress()
+        )
 
     @property
     def mean(self) -> tuple[float, ...]:
@@ -228,15 +236,17 @@ class Trainer:
         if self.rank == 0:
             state = training_state(
                 self.config, self.model, self.optimizer, self.scheduler, self.progress, self.stats, self.train_spec,
-                self.provenance,
+                self.provenance, self.ema,
             )
             save_checkpoint(state, path)
 
     def validate(self) -> float | None:
-        """Val mIoU of the current model through the node's engine: the one place the trainer uses evaluation."""
+        """Val mIoU of the current weights (their average, if kept) through the node's engine: the one place the
+        trainer uses evaluation."""
         if self.val_spec is None or self.rank != 0:
             return None
-        return evaluate_model(self.model, (self.mean, self.std), self.val_spec, self.device).matrix.miou()
+        model = self.ema.module if self.ema is not None else self.model
+        return evaluate_model(model, (self.mean, self.std), self.val_spec, self.device).matrix.miou()
 
     def run(self) -> None:
         """Train to the last epoch (or ``max_steps``); Ctrl-C saves ``last.pt`` and raises KeyboardInterrupt."""
@@ -269,6 +279,8 @@ class Trainer:
             loss.backward()
             self.optimizer.step()
             self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
             p.global_step += 1
             p.step_in_epoch += 1
             loss_sum += loss.detach()
