@@ -3,7 +3,7 @@ test_ros2_cli.py).
 
 A Probe is an rclpy node of the test process in its own context: it publishes camera frames, records what
 arrives, and calls the node's lifecycle services. ``running_group`` starts a command in its own process group
-and kills what is left of it when the test ends; ``assert_clean_stop`` sends Ctrl-C (SIGINT) to the whole
+and stops what is left of it when the test ends; ``assert_clean_stop`` sends Ctrl-C (SIGINT) to the whole
 group, twice, as an impatient user does, and checks that everything ended cleanly.
 """
 
@@ -243,7 +243,7 @@ def running_group(command: list[str], env: dict[str, str], log: Path, cwd: Path 
     try:
         yield process
     finally:
-        kill_group(process)
+        end_group(process)
 
 
 def assert_clean_stop(process: subprocess.Popen, log: Path) -> str:
@@ -289,11 +289,13 @@ def stop_group(process: subprocess.Popen, second_after_s: float = 0.1, limit_s: 
     return process.returncode, elapsed
 
 
-def kill_group(process: subprocess.Popen) -> None:
-    """Teardown after a failed test: nothing of the group may outlive it."""
+def end_group(process: subprocess.Popen) -> None:
+    """Teardown, after a failed test too: nothing of the group may outlive it. Ctrl-C first and SIGKILL only for
+    what is left after ``STOP_S``: a killed participant never frees its Fast DDS shared-memory segment, which
+    stays in /dev/shm (RAM, 64 MiB with our profile) until the machine reboots."""
     if process.poll() is None or group_alive(process.pid):
         try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
+            stop_group(process)
+        except ProcessLookupError:  # the group ended in between
             pass
     process.wait(timeout=10)

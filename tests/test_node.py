@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -117,9 +118,15 @@ def with_frame_id(frame_id: str) -> Callable[[object], bool]:
     return lambda message: message.header.frame_id == frame_id
 
 
-def camera_status(array: DiagnosticArray, camera: str) -> tuple[bytes, str, dict[str, str]]:
-    (status,) = [s for s in array.status if s.name == f"/seg_node: camera {camera}"]
-    return status.level, status.message, {kv.key: kv.value for kv in status.values}
+def camera_status(array: DiagnosticArray, camera: str) -> tuple[bytes, str, dict[str, str]] | None:
+    """The camera's (level, message, values); None in an array the node published before it was configured."""
+    found = [s for s in array.status if s.name == f"/seg_node: camera {camera}"]
+    return (found[0].level, found[0].message, {kv.key: kv.value for kv in found[0].values}) if found else None
+
+
+def camera_values(array: DiagnosticArray, camera: str) -> dict[str, str]:
+    status = camera_status(array, camera)
+    return status[2] if status else {}
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +187,7 @@ def node_process(ros_env, weights, probe, tmp_path_factory):
         "-p", "expected_fps:=0.0",
     )
     with open(log_path, "w") as log:
-        process = subprocess.Popen(command, env=ros_env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, env=ros_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     process.log_path = log_path
     try:
         ros.wait_until(
@@ -192,9 +199,7 @@ def node_process(ros_env, weights, probe, tmp_path_factory):
         time.sleep(0.5)  # let the probe's subscriptions match the node's publishers as well
         yield process
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        ros.end_group(process)
 
 
 def assert_stops_on_ctrl_c(process: subprocess.Popen, log: Path) -> None:
@@ -280,8 +285,8 @@ def test_latency_and_rates_are_measured(probe, node_process, frames):
         index += 1
         time.sleep(0.1)
     array = probe.wait_for(
-        "/diagnostics", lambda a: camera_status(a, "front")[2]["latency_p50_ms"] != "n/a"
-        and float(camera_status(a, "front")[2]["output_fps"]) > 0
+        "/diagnostics", lambda a: camera_values(a, "front").get("latency_p50_ms", "n/a") != "n/a"
+        and float(camera_values(a, "front")["output_fps"]) > 0
     )
     _, _, front = camera_status(array, "front")
     assert 0 < float(front["latency_p50_ms"]) <= float(front["latency_p95_ms"]) < 10_000
@@ -315,8 +320,8 @@ def test_bad_frames_are_counted_and_the_node_keeps_serving(probe, node_process, 
     send_and_receive(probe, "rear", compressed_message(probe, frames["rear_jpeg"], "rear_after"))
 
     array = probe.wait_for(
-        "/diagnostics", lambda a: int(camera_status(a, "front")[2]["bad_frames"]) >= 4
-        and int(camera_status(a, "rear")[2]["bad_frames"]) >= 1
+        "/diagnostics", lambda a: int(camera_values(a, "front").get("bad_frames", 0)) >= 4
+        and int(camera_values(a, "rear").get("bad_frames", 0)) >= 1
     )
     _, _, front = camera_status(array, "front")
     assert int(front["frames_received"]) >= int(front["frames_published"]) + int(front["bad_frames"])
@@ -332,9 +337,8 @@ def test_a_camera_that_stops_is_stale_while_the_others_are_ok(probe, node_proces
     stop = time.monotonic()
 
     def side_stale_front_ok(array: DiagnosticArray) -> bool:
-        side_level, side_message, _ = camera_status(array, "side")
-        front_level, _, _ = camera_status(array, "front")
-        return side_level == WARN and "stale" in side_message and front_level == OK
+        side, front = camera_status(array, "side"), camera_status(array, "front")
+        return side is not None and front is not None and side[0] == WARN and "stale" in side[1] and front[0] == OK
 
     found = False
     index = 0
@@ -803,6 +807,30 @@ def test_change_state_answers_false_to_a_transition_the_state_does_not_allow(in_
     request.transition.id = Transition.TRANSITION_UNCONFIGURED_SHUTDOWN  # an allowed one still runs
     assert node._service_change_state.callback(request, ChangeState.Response()).success
     assert node.lifecycle_state == "finalized"
+
+
+def fast_dds_segments() -> set[str]:
+    """Fast DDS's shared-memory data segments: fastrtps_<16 hex> (Fast DDS 2, Jazzy), fastdds_<...> (3, Kilted)."""
+    return {path.name for path in Path("/dev/shm").glob("fast*_*")
+            if re.fullmatch(r"fast(rtps|dds)_[0-9a-f]{16}", path.name)}
+
+
+def test_a_destroyed_node_leaves_no_shared_memory_segment_behind(ros_env):
+    """The node's process ends in os._exit, so what destroy_node leaves alive is never freed: the lifecycle
+    state machine kept the DDS participant and its /dev/shm segment (64 MiB with our profile) after each run."""
+    before = fast_dds_segments()
+    context = Context()
+    rclpy.init(context=context, domain_id=DOMAIN)
+    try:
+        node = SegmentationNode(context=context, parameter_overrides=[Parameter("autostart", value=False)])
+        created = fast_dds_segments() - before
+        if not created:
+            pytest.skip(f"{os.environ.get('RMW_IMPLEMENTATION', 'the default RMW')} made no Fast DDS "
+                        "shared-memory segment here, so there is nothing to leak")
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+    assert not created & fast_dds_segments(), "the destroyed node's participant still holds its segment"
 
 
 def test_a_failing_callback_is_logged_once_and_the_node_keeps_spinning(ros_env, capfd):

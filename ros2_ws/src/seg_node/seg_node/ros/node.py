@@ -213,6 +213,17 @@ class SegmentationNode(LifecycleNode):
                 pass
         self._release()
 
+    def destroy_node(self) -> None:
+        """Node.destroy_node, and the lifecycle state machine with it.
+
+        rclpy's LifecycleNode (Humble to Kilted) leaves its state machine holding the node's handle, so the
+        DDS participant outlives the node until garbage collection, which a process ending in os._exit
+        never reaches: every run left its Fast DDS shared-memory segment in /dev/shm (RAM; 64 MiB with
+        config/fastdds_shm.xml) until the next reboot.
+        """
+        super().destroy_node()
+        self._state_machine.destroy_when_not_in_use()
+
     # --- configure and release ------------------------------------------------------------------------
     def _configure(self) -> None:
         self.settings = settings = read_settings(self, self._problems)
