@@ -22,11 +22,8 @@ from typing import Any, NoReturn
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from lifecycle_msgs.msg import Transition
-from lifecycle_msgs.srv import ChangeState
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -38,6 +35,7 @@ from ..imaging import ImageDecodeError, palette_lut
 from ..weights import WeightsError, find_weights, read_info
 from .conversions import frame_from_message
 from .diagnostics import ERROR, OK, WARN, CameraMonitor, key_values
+from .managed import ManagedNode
 from .outputs import CameraOutputs, FrameTag, RateLimitedLog, publish_outputs
 from .parameters import SPECS, Camera, NodeSettings, check_runtime_change, declare_parameters, read_settings
 from .topics import output_topic, status_name
@@ -46,16 +44,6 @@ NODE_NAME = "seg_node"
 LOG_EVERY_S = 5.0  # the same problem on the same camera is logged at most this often
 BUILDING = "building engine (this can take minutes)"
 SUCCESS = TransitionCallbackReturn.SUCCESS
-# the transitions a lifecycle manager requests, by lifecycle_msgs id, for log lines
-TRANSITION_NAMES = {
-    Transition.TRANSITION_CONFIGURE: "configure",
-    Transition.TRANSITION_CLEANUP: "cleanup",
-    Transition.TRANSITION_ACTIVATE: "activate",
-    Transition.TRANSITION_DEACTIVATE: "deactivate",
-    Transition.TRANSITION_UNCONFIGURED_SHUTDOWN: "shutdown",
-    Transition.TRANSITION_INACTIVE_SHUTDOWN: "shutdown",
-    Transition.TRANSITION_ACTIVE_SHUTDOWN: "shutdown",
-}
 
 
 class StartupError(SegNodeError, RuntimeError):
@@ -82,7 +70,7 @@ def free_cuda_memory() -> None:
         torch.cuda.empty_cache()
 
 
-class SegmentationNode(LifecycleNode):
+class SegmentationNode(ManagedNode):
     def __init__(self, **node_kwargs: Any) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
         self._problems = declare_parameters(self)  # values refused at start: reported by configure
@@ -107,7 +95,6 @@ class SegmentationNode(LifecycleNode):
             period = SPECS["diagnostics_period_s"].default
         self.create_timer(period, self.publish_diagnostics)  # in every state
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self._refuse_disallowed_transitions()
 
     # --- lifecycle transitions ------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -162,35 +149,6 @@ class SegmentationNode(LifecycleNode):
         self.lifecycle_state = "unconfigured"
         return SUCCESS
 
-    def _refuse_disallowed_transitions(self) -> None:
-        """Answer success false to a transition the current state does not allow, and keep running.
-
-        rclpy before Kilted (Humble's and Jazzy's) lets that transition's RCLError escape the change_state
-        service callback, which ends the executor's spin and so the node's process: a lifecycle manager that
-        repeats a request (its first answer came late, or ``ros2 lifecycle set`` twice) killed the node.
-        Kilted's rclpy answers false itself (ros2/rclpy#1319); there this wrapper never sees the error.
-        """
-        service = getattr(self, "_service_change_state", None)  # absent without the lifecycle services
-        if service is None:
-            return
-        change_state = service.callback
-
-        def change_state_or_refuse(request: ChangeState.Request, response: ChangeState.Response
-                                   ) -> ChangeState.Response:
-            try:
-                return change_state(request, response)
-            except _rclpy.RCLError as error:
-                transition = request.transition.label or TRANSITION_NAMES.get(request.transition.id,
-                                                                               f"#{request.transition.id}")
-                self.get_logger().warn(
-                    f"refused the lifecycle transition {transition} in state {self.lifecycle_state}: "
-                    f"{str(error).split(', at ')[0]}"  # rcl's message without its source location
-                )
-                response.success = False
-                return response
-
-        service.callback = change_state_or_refuse
-
     def start(self) -> bool:
         """autostart: configure, then activate; False, with ``failure`` saying why, when either fails."""
         self._autostarting = True
@@ -212,17 +170,6 @@ class SegmentationNode(LifecycleNode):
             except Exception:  # noqa: BLE001 - mid-transition (an interrupted configure) has no shutdown
                 pass
         self._release()
-
-    def destroy_node(self) -> None:
-        """Node.destroy_node, and the lifecycle state machine with it.
-
-        rclpy's LifecycleNode (Humble to Kilted) leaves its state machine holding the node's handle, so the
-        DDS participant outlives the node until garbage collection, which a process ending in os._exit
-        never reaches: every run left its Fast DDS shared-memory segment in /dev/shm (RAM; 64 MiB with
-        config/fastdds_shm.xml) until the next reboot.
-        """
-        super().destroy_node()
-        self._state_machine.destroy_when_not_in_use()
 
     # --- configure and release ------------------------------------------------------------------------
     def _configure(self) -> None:
