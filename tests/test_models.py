@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 
 from seg_node.models import UnknownModelError, build_model, count_macs, count_parameters
 from seg_node.models.export import ONNX_OPSET, export_onnx
+from seg_node.models.prelu import PReLU
 
 
 @pytest.mark.parametrize(("classes", "expected"), [(11, 494_258), (19, 496_306)])
@@ -134,6 +136,44 @@ def test_a_few_training_steps_on_camvid_reduce_the_loss(name, camvid_pairs):
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0], losses
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_prelus_cpu_training_backward_equals_atens(channels_last):
+    torch.manual_seed(0)
+    ours, aten = PReLU(6), torch.nn.PReLU(6)
+    with torch.no_grad():
+        ours.weight.uniform_(-0.5, 0.5)
+        aten.weight.copy_(ours.weight)
+    x = torch.randn(3, 6, 17, 19)
+    x[:, :, ::4] = 0.0  # PReLU's gradient at 0 is the weight's side
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    grad = torch.randn_like(x)
+    results = []
+    for module in (ours.train(), aten):
+        inputs = x.clone().requires_grad_()
+        output = module(inputs)
+        output.backward(grad)
+        results.append((output, inputs.grad, module.weight.grad))
+    for ours_tensor, aten_tensor in zip(*results, strict=True):
+        torch.testing.assert_close(ours_tensor, aten_tensor, rtol=1e-6, atol=1e-5)
+    assert results[0][1].is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert ours.eval()(x).equal(aten(x))
+
+
+def test_cgnet_training_step_gives_atens_gradients():
+    from seg_node.training.speed import with_aten_prelu
+
+    torch.manual_seed(0)
+    model = build_model("cgnet", 11, variant="M3N9").train()
+    reference = with_aten_prelu(copy.deepcopy(model))
+    assert not any(isinstance(module, PReLU) for module in reference.modules())
+    images, labels = torch.randn(2, 3, 64, 80), torch.randint(0, 11, (2, 64, 80))
+    for network in (model, reference):
+        F.cross_entropy(network(images), labels).backward()
+    for (name, ours), theirs in zip(model.named_parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
 @pytest.mark.parametrize("name", ["cgnet", "contextnet"])

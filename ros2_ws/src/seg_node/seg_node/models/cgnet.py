@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .prelu import PReLU
+
 # The authors' code uses eps=1e-3 in every BatchNorm.
 BN_EPS = 1e-3
 
@@ -42,13 +44,13 @@ class ConvBNPReLU(nn.Sequential):
         super().__init__(
             nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, bias=False),
             nn.BatchNorm2d(out_channels, eps=BN_EPS),
-            nn.PReLU(out_channels),
+            PReLU(out_channels),
         )
 
 
 class BNPReLU(nn.Sequential):
     def __init__(self, channels: int) -> None:
-        super().__init__(nn.BatchNorm2d(channels, eps=BN_EPS), nn.PReLU(channels))
+        super().__init__(nn.BatchNorm2d(channels, eps=BN_EPS), PReLU(channels))
 
 
 def channel_wise_conv(channels: int, dilation: int = 1) -> nn.Conv2d:

@@ -83,6 +83,9 @@ class TrainingConfig:
         "ContextNet's 0.70x; if compiling fails, training goes on uncompiled"
     )
     threads: int | None = _option(None, "CPU threads for PyTorch; none: PyTorch's default")
+    keep_freed_memory: bool = _option(
+        True, "CPU: keep freed memory in the process (glibc malloc) instead of faulting it in again every step"
+    )
     device: str | None = _option(None, "cpu | cuda | cuda:N; none: cuda if available")
     out: str = _option("runs/train", "output folder (checkpoints, history.csv, curves.png)")
     max_steps: int | None = _option(None, "stop after this many optimizer steps (smoke tests)")

@@ -1,25 +1,31 @@
-"""Training throughput of the original data path against the current one, in one run, steps interleaved.
+"""Training throughput of the original trainer against the current one, in one run, steps interleaved.
 
     python -m seg_node.training.speed [--config configs/cgnet_camvid.yaml] [--steps 2] [--compile] [--json speed.json]
 
 ``original``: each sample read from disk (cv2.imread) and augmented by resizing the whole image
-before cropping, NCHW tensors, no device-side augmentation. ``current``: the images decoded once
-into memory, crops computed directly (``augment_crop``), channels-last tensors (on CUDA: the data
-set on the device, augmented there, bfloat16 autocast). Both train the same model from the same
-initial weights with the same batch and crop; their steps alternate so that a machine's changing
-load hits both alike. ``--compile`` adds ``compiled``: the current path with the network compiled by
-``torch.compile`` (its compiling happens in the warm-up steps and is reported apart). Prints a table
-and writes JSON.
+before cropping, NCHW tensors, no device-side augmentation, PReLU's gradients from ATen, and malloc's
+default of returning freed memory to the kernel. ``current``: the images decoded once into memory,
+crops computed directly (``augment_crop``), channels-last tensors (on CUDA: the data set on the
+device, augmented there, bfloat16 autocast), PReLU's faster CPU backward (``models.prelu``) and freed
+memory kept (``host_memory``, CPU only). Both train the same model from the same initial weights with
+the same batch and crop. Each path runs in a process of its own, because keeping freed memory is a
+setting of the whole process; their steps alternate, one process computing at a time, so that a
+machine's changing load hits both alike. ``--compile`` adds ``compiled``: the current path with the
+network compiled by ``torch.compile`` (its compiling happens in the warm-up steps and is reported
+apart). Prints a table and writes JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import statistics
 import time
 from collections.abc import Iterator, Sequence
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 import cv2
 import torch
@@ -27,10 +33,23 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..datasets import DatasetSpec
+from ..models.prelu import PReLU
 from .augment import Augmentation
-from .config import TrainingConfig, load_config, model_from_config
+from .config import TrainingConfig, TrainingError, load_config, model_from_config
 from .data import ImageCache, TrainingSet, dataset_spec, normalize
 from .device_augment import DeviceBatches
+from .host_memory import keep_freed_memory
+
+
+def with_aten_prelu(model: nn.Module) -> nn.Module:
+    """``model`` with each ``models.prelu.PReLU`` replaced by ``nn.PReLU`` holding the same weight."""
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, PReLU):
+                plain = nn.PReLU(child.num_parameters)
+                plain.weight = child.weight
+                setattr(module, name, plain)
+    return model
 
 
 class TimedPath:
@@ -45,7 +64,8 @@ class TimedPath:
         self.channels_last = current and config.channels_last
         augmentation = Augmentation(config.crop_size, config.scale_range, config.mirror, config.color_jitter)
         torch.manual_seed(config.seed)
-        model = model_from_config(config, source.num_classes, training=True).to(device).train()
+        model = model_from_config(config, source.num_classes, training=True)
+        model = (model if current else with_aten_prelu(model)).to(device).train()
         self.model = model.to(memory_format=torch.channels_last) if self.channels_last else model
         self.network = torch.compile(self.model) if compiled else self.model
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
@@ -108,35 +128,70 @@ def data_only_rate(source: DatasetSpec | ImageCache, config: TrainingConfig, fas
     return samples / (time.perf_counter() - start)
 
 
-def benchmark(config: TrainingConfig, steps: int, warmup: int, compiled: bool = False) -> dict:
+def _serve_path(connection: Connection, name: str, config: TrainingConfig, compiled: bool) -> None:
+    """A path's process: builds it, then answers "step" with a step's seconds and "report" with its row."""
     cv2.setNumThreads(1)
+    if config.threads:
+        torch.set_num_threads(config.threads)
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    current = name != "original"
+    if current and device.type == "cpu" and config.keep_freed_memory:
+        keep_freed_memory()
     spec = dataset_spec(config, config.train_list)
-    cache = ImageCache(spec, show_progress=False)
-    original = TimedPath("original", config, spec, device, current=False)
-    paths = [original, TimedPath("current", config, cache, device, current=True)]
-    if compiled:
-        paths.append(TimedPath("compiled", config, cache, device, current=True, compiled=True))
-    for number in range(warmup + steps):
-        for path in paths:
-            elapsed = path.step()
-            print(f"step {number + 1}/{warmup + steps} {path.name}: {elapsed:.2f} s", flush=True)
-    rows = {
-        path.name: {
-            "images_per_s": path.images_per_s(warmup),
-            "step_s": [round(t, 3) for t in path.times[warmup:]],
-            "warmup_s": round(sum(path.times[:warmup]), 1),  # with compiling, for the compiled path
-            "data_only_images_per_s": data_only_rate(path.source, config, path.current, 16),
-        }
-        for path in paths
-    }
+    source = ImageCache(spec, show_progress=False) if current else spec
+    path = TimedPath(name, config, source, device, current, compiled)
+    connection.send({"device": str(device), "threads": torch.get_num_threads()})
+    while (request := connection.recv()) != "stop":
+        if request == "step":
+            connection.send(path.step())
+        else:
+            warmup = request
+            connection.send({
+                "images_per_s": path.images_per_s(warmup),
+                "step_s": [round(t, 3) for t in path.times[warmup:]],
+                "warmup_s": round(sum(path.times[:warmup]), 1),  # with compiling, for the compiled path
+                "data_only_images_per_s": data_only_rate(source, config, current, 16),
+            })
+
+
+def benchmark(config: TrainingConfig, steps: int, warmup: int, compiled: bool = False) -> dict:
+    names = ["original", "current"] + (["compiled"] if compiled else [])
+    context = multiprocessing.get_context("spawn")  # a fresh process per path, with malloc's defaults
+    connections, processes = {}, []
+    for name in names:
+        ours, theirs = context.Pipe()
+        process = context.Process(target=_serve_path, args=(theirs, name, config, name == "compiled"), daemon=True)
+        process.start()
+        connections[name] = ours
+        processes.append(process)
+    def ask(name: str, request: str | int | None = None) -> Any:
+        try:
+            if request is not None:
+                connections[name].send(request)
+            return connections[name].recv()
+        except (EOFError, BrokenPipeError) as error:
+            raise TrainingError(f"the {name} path's process ended early; its error is printed above") from error
+
+    try:
+        setup = {name: ask(name) for name in names}
+        for number in range(warmup + steps):
+            for name in names:
+                print(f"step {number + 1}/{warmup + steps} {name}: {ask(name, 'step'):.2f} s", flush=True)
+        rows = {name: ask(name, warmup) for name in names}
+        for connection in connections.values():
+            connection.send("stop")
+    finally:
+        for process in processes:
+            process.join(timeout=60)
+            if process.is_alive():
+                process.kill()
     return {
         "model": config.model,
         "variant": config.variant,
         "batch_size": config.batch_size,
         "crop_size": list(config.crop_size),
-        "device": str(device),
-        "threads": torch.get_num_threads(),
+        "device": setup["current"]["device"],
+        "threads": setup["current"]["threads"],
         "workers": config.workers,
         "steps": steps,
         "warmup": warmup,
@@ -153,13 +208,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--crop", type=int, nargs=2, default=[360, 360], metavar=("H", "W"))
     parser.add_argument("--workers", type=int, help="data loader processes (default: the recipe's)")
     parser.add_argument("--device", help="cpu or cuda (default: cuda if available)")
+    parser.add_argument("--threads", type=int, help="CPU threads per path (default: the recipe's)")
     parser.add_argument("--steps", type=int, default=2, help="timed steps per path")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per path first")
     parser.add_argument("--compile", action="store_true", help="also time the current path under torch.compile")
     parser.add_argument("--json", type=Path, default=Path("runs/speed.json"))
     args = parser.parse_args(argv)
-    overrides = {"batch_size": args.batch_size, "crop_size": args.crop, "workers": args.workers}
-    config = load_config(args.config, overrides | {"variant": args.variant, "device": args.device})
+    overrides = {"batch_size": args.batch_size, "crop_size": args.crop, "workers": args.workers,
+                 "variant": args.variant, "device": args.device, "threads": args.threads}
+    config = load_config(args.config, overrides)
     result = benchmark(config, args.steps, max(args.warmup, 1 if args.compile else 0), args.compile)
     shown = f"{config.model} {config.variant or '(default variant)'}, batch {config.batch_size}"
     print(f"\n{shown}, crop {config.crop_size[0]}x{config.crop_size[1]}, {result['device']}")

@@ -45,6 +45,7 @@ from .checkpoint import (
 from .config import TrainingConfig, TrainingError, model_from_config
 from .data import ImageCache, ListSampler, TrainingSet, dataset_spec, normalize
 from .device_augment import DeviceBatches
+from .host_memory import keep_freed_memory
 from .lineage import describe_hardware, earlier_stages
 
 LOG_EVERY = 10  # steps between progress-bar updates (each one reads the loss back from the device)
@@ -101,6 +102,8 @@ class Trainer:
         if config.threads:
             torch.set_num_threads(config.threads)
         cv2.setNumThreads(1)  # one per data loader process; the network gets the cores
+        if config.keep_freed_memory and not self.cuda:
+            keep_freed_memory()
         self.out = Path(config.out)
         self.out.mkdir(parents=True, exist_ok=True)
         checkpoint = load_checkpoint(resume) if resume else None
