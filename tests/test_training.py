@@ -424,7 +424,7 @@ def test_when_compiling_fails_training_goes_on_uncompiled(tmp_path, tiny_camvid,
 def test_the_speed_tool_times_the_original_and_current_paths_in_one_run(tmp_path, tiny_camvid):
     from seg_node.training.speed import benchmark
 
-    config = tiny_config(tmp_path, tiny_camvid, model="cgnet", variant="M3N9", optimizer="adam", lr=1e-3)
+    config = tiny_config(tmp_path, tiny_camvid, model="cgnet", variant="M3N9", optimizer="adam", lr=1e-3, workers=1)
     result = benchmark(config, steps=2, warmup=1)
     assert list(result["paths"]) == ["original", "current"]
     for name, row in result["paths"].items():

@@ -128,6 +128,13 @@ def data_only_rate(source: DatasetSpec | ImageCache, config: TrainingConfig, fas
     return samples / (time.perf_counter() - start)
 
 
+def _receive(connection: Connection) -> str | int:
+    try:
+        return connection.recv()
+    except EOFError:  # the benchmark ended early: stop with it
+        return "stop"
+
+
 def _serve_path(connection: Connection, name: str, config: TrainingConfig, compiled: bool) -> None:
     """A path's process: builds it, then answers "step" with a step's seconds and "report" with its row."""
     cv2.setNumThreads(1)
@@ -141,7 +148,7 @@ def _serve_path(connection: Connection, name: str, config: TrainingConfig, compi
     source = ImageCache(spec, show_progress=False) if current else spec
     path = TimedPath(name, config, source, device, current, compiled)
     connection.send({"device": str(device), "threads": torch.get_num_threads()})
-    while (request := connection.recv()) != "stop":
+    while (request := _receive(connection)) != "stop":
         if request == "step":
             connection.send(path.step())
         else:
@@ -160,7 +167,8 @@ def benchmark(config: TrainingConfig, steps: int, warmup: int, compiled: bool = 
     connections, processes = {}, []
     for name in names:
         ours, theirs = context.Pipe()
-        process = context.Process(target=_serve_path, args=(theirs, name, config, name == "compiled"), daemon=True)
+        # not a daemon: a path's data loader starts processes of its own
+        process = context.Process(target=_serve_path, args=(theirs, name, config, name == "compiled"))
         process.start()
         connections[name] = ours
         processes.append(process)
@@ -181,8 +189,10 @@ def benchmark(config: TrainingConfig, steps: int, warmup: int, compiled: bool = 
         for connection in connections.values():
             connection.send("stop")
     finally:
+        for connection in connections.values():
+            connection.close()
         for process in processes:
-            process.join(timeout=60)
+            process.join(timeout=30)
             if process.is_alive():
                 process.kill()
     return {
