@@ -136,7 +136,7 @@ def _receive(connection: Connection) -> str | int:
 
 
 def _serve_path(connection: Connection, name: str, config: TrainingConfig, compiled: bool) -> None:
-    """A path's process: builds it, then answers "step" with a step's seconds and "report" with its row."""
+    """A path's process: builds it, then answers "step" with a step's seconds and a warm-up count with its row."""
     cv2.setNumThreads(1)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -172,6 +172,7 @@ def benchmark(config: TrainingConfig, steps: int, warmup: int, compiled: bool = 
         process.start()
         connections[name] = ours
         processes.append(process)
+
     def ask(name: str, request: str | int | None = None) -> Any:
         try:
             if request is not None:
