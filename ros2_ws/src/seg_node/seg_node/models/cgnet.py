@@ -28,10 +28,10 @@ injection). Scores are bilinearly up-sampled to the input size.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .prelu import PReLU
+from .upsampling import upsample_scores
 
 # The authors' code uses eps=1e-3 in every BatchNorm.
 BN_EPS = 1e-3
@@ -188,7 +188,7 @@ class CGNet(nn.Module):
         first, last = self.stage3(quarter)
         eighth = self.stage3_out(torch.cat([first, last], 1))
         scores = self.classifier(self.dropout(eighth))
-        return F.interpolate(scores, size=x.shape[2:], mode="bilinear", align_corners=False)
+        return upsample_scores(scores, x.shape[2:])
 
 
 # Table 6's variants as (m, n) keyword arguments.

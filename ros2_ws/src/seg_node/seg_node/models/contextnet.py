@@ -49,6 +49,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .upsampling import upsample_scores
+
 
 class ReLU6(nn.Module):
     """ReLU6 through ``F.relu6``: TensorRT converters handle it as a clamp."""
@@ -218,12 +220,9 @@ class ContextNet(nn.Module):
         )
         deep = self.deep_branch(small)
         fused = self.fusion(deep, self.shallow_branch(x))
-        logits = F.interpolate(
-            self.classifier(self.dropout(fused)), size=(height, width), mode="bilinear", align_corners=False
-        )
+        logits = upsample_scores(self.classifier(self.dropout(fused)), (height, width))
         if self.aux_classifier is not None and self.training:
-            aux = F.interpolate(self.aux_classifier(deep), size=(height, width), mode="bilinear", align_corners=False)
-            return logits, aux
+            return logits, upsample_scores(self.aux_classifier(deep), (height, width))
         return logits
 
 
