@@ -79,8 +79,8 @@ class TrainingConfig:
     channels_last: bool = _option(True, "channels-last tensors (faster convolutions on CPU and CUDA)")
     compile: bool = _option(
         False, "torch.compile the network (Inductor; on a CPU it needs a C++ compiler): minutes of compiling at the "
-        "start; measure first (python -m seg_node.training.speed --compile): on 2 CPU cores CGNet steps ran 1.08x "
-        "as fast, ContextNet's 0.55x; if compiling fails, training goes on uncompiled"
+        "start; measure first (python -m seg_node.training.speed --compile): on 2 CPU cores CGNet steps ran 1.01-1.08x "
+        "as fast, ContextNet's 0.40-0.55x; if compiling fails, training goes on uncompiled"
     )
     threads: int | None = _option(None, "CPU threads for PyTorch; none: PyTorch's default")
     keep_freed_memory: bool = _option(
