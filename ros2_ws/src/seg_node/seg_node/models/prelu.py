@@ -4,8 +4,8 @@ ATen computes PReLU's gradients on the CPU in one loop with two outputs (the inp
 full-size tensor of weight-gradient terms, summed afterwards), which it does not vectorise. In a CGNet
 training step on this project's 2-core CPU (batch 8, 360x360, ``torch.profiler``) that backward took 29%
 of the step while PReLU's forward took 2.6%. ``_PReLUFunction`` computes the same gradients from
-element-wise ops that are vectorised, in about 60% of ATen's time (``tests/test_layers.py`` compares
-both).
+element-wise ops that are vectorised, in about half to two thirds of ATen's time;
+``tests/test_models.py`` checks that the gradients are ATen's.
 
 Only training on the CPU takes this path. On CUDA ATen's fused kernel is faster than four separate ones,
 and in eval mode (inference, ONNX and TensorRT export) the module is ``nn.PReLU`` as it was: the same

@@ -56,10 +56,10 @@ class TimedPath:
     """One data path with its own copy of the model and optimizer; ``step()`` times one optimizer step."""
 
     def __init__(
-        self, name: str, config: TrainingConfig, source: DatasetSpec | ImageCache, device: torch.device, current: bool,
+        self, config: TrainingConfig, source: DatasetSpec | ImageCache, device: torch.device, current: bool,
         compiled: bool = False,
     ) -> None:
-        self.name, self.config, self.device, self.current, self.source = name, config, device, current, source
+        self.config, self.device, self.current = config, device, current
         self.cuda = device.type == "cuda"
         self.channels_last = current and config.channels_last
         augmentation = Augmentation(config.crop_size, config.scale_range, config.mirror, config.color_jitter)
@@ -146,7 +146,7 @@ def _serve_path(connection: Connection, name: str, config: TrainingConfig, compi
         keep_freed_memory()
     spec = dataset_spec(config, config.train_list)
     source = ImageCache(spec, show_progress=False) if current else spec
-    path = TimedPath(name, config, source, device, current, compiled)
+    path = TimedPath(config, source, device, current, compiled)
     connection.send({"device": str(device), "threads": torch.get_num_threads()})
     while (request := _receive(connection)) != "stop":
         if request == "step":
