@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import subprocess
 import sys
 
@@ -13,8 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from seg_node.models import UnknownModelError, build_model, count_macs, count_parameters
+from seg_node.models.cgnet import BNPReLU, ChannelWiseConv
+from seg_node.models.cpu_training import use_cpu_training_kernels
 from seg_node.models.export import ONNX_OPSET, export_onnx
-from seg_node.models.prelu import PReLU
 
 
 @pytest.mark.parametrize(("classes", "expected"), [(11, 494_258), (19, 496_306)])
@@ -138,42 +140,98 @@ def test_a_few_training_steps_on_camvid_reduce_the_loss(name, camvid_pairs):
     assert losses[-1] < 0.7 * losses[0], losses
 
 
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_prelus_cpu_training_backward_equals_atens(channels_last):
-    torch.manual_seed(0)
-    ours, aten = PReLU(6), torch.nn.PReLU(6)
-    with torch.no_grad():
-        ours.weight.uniform_(-0.5, 0.5)
-        aten.weight.copy_(ours.weight)
-    x = torch.randn(3, 6, 17, 19)
-    x[:, :, ::4] = 0.0  # PReLU's gradient at 0 is the weight's side
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    grad = torch.randn_like(x)
+def _trained_twice(module, x, grad):
+    """Output, input gradient, parameter gradients and buffers after two training passes of ``module``."""
     results = []
-    for module in (ours.train(), aten):
+    for _ in range(2):
         inputs = x.clone().requires_grad_()
         output = module(inputs)
         output.backward(grad)
-        results.append((output, inputs.grad, module.weight.grad))
-    for ours_tensor, aten_tensor in zip(*results, strict=True):
-        torch.testing.assert_close(ours_tensor, aten_tensor, rtol=1e-6, atol=1e-5)
-    assert results[0][1].is_contiguous(memory_format=torch.channels_last) == channels_last
-    assert ours.eval()(x).equal(aten(x))
+        results += [output, inputs.grad]
+    return results + [p.grad for p in module.parameters()] + list(module.buffers())
 
 
-def test_cgnet_training_step_gives_atens_gradients():
-    from seg_node.training.speed import with_aten_prelu
-
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fused_batch_norm_prelu_trains_as_atens(channels_last):
     torch.manual_seed(0)
-    model = build_model("cgnet", 11, variant="M3N9").train()
-    reference = with_aten_prelu(copy.deepcopy(model))
-    assert not any(isinstance(module, PReLU) for module in reference.modules())
+    aten = BNPReLU(6).train()
+    with torch.no_grad():
+        aten[0].weight.uniform_(0.5, 1.5)
+        aten[0].bias.uniform_(-0.5, 0.5)
+        aten[1].weight.uniform_(-0.5, 0.5)
+    fused = copy.deepcopy(aten)
+    assert use_cpu_training_kernels(fused) == 1
+    x = torch.randn(3, 6, 17, 19) * 2 + 1
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    grad = torch.randn_like(x)
+    ours, theirs = _trained_twice(fused, x, grad), _trained_twice(aten, x, grad)
+    for ours_tensor, aten_tensor in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(ours_tensor, aten_tensor, rtol=1e-5, atol=1e-5)
+    assert int(fused[0].num_batches_tracked) == 2
+    assert ours[1].is_contiguous(memory_format=torch.channels_last) == channels_last
+    fused.load_state_dict(aten.state_dict())  # equal to rounding; eval mode must then give ATen's numbers exactly
+    assert fused.eval()(x).equal(aten.eval()(x))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("dilation", [2, 4])
+def test_dilated_channel_wise_convolutions_gradients_are_atens(channels_last, dilation):
+    torch.manual_seed(0)
+    aten = ChannelWiseConv(5, dilation).train()
+    ours = copy.deepcopy(aten)
+    use_cpu_training_kernels(ours)
+    x = torch.randn(2, 5, 23, 18)
+    if channels_last:
+        aten, ours = (m.to(memory_format=torch.channels_last) for m in (aten, ours))
+        x = x.contiguous(memory_format=torch.channels_last)
+    grad = torch.randn_like(x)
+    for ours_tensor, aten_tensor in zip(_trained_twice(ours, x, grad), _trained_twice(aten, x, grad), strict=True):
+        torch.testing.assert_close(ours_tensor, aten_tensor, rtol=1e-5, atol=1e-5)
+
+
+def test_cgnet_training_step_with_cpu_training_kernels_gives_atens_gradients():
+    torch.manual_seed(0)
+    reference = build_model("cgnet", 11, variant="M3N9").train()
+    model = copy.deepcopy(reference)
+    # stage 1's three Convs, the three stage outputs' BN-PReLUs, and five modules in each of the 3 + 9 CG blocks
+    assert use_cpu_training_kernels(model) == 3 + 3 + 5 * (3 + 9)
+    assert use_cpu_training_kernels(reference, enabled=False) == use_cpu_training_kernels(model)
     images, labels = torch.randn(2, 3, 64, 80), torch.randint(0, 11, (2, 64, 80))
     for network in (model, reference):
         F.cross_entropy(network(images), labels).backward()
     for (name, ours), theirs in zip(model.named_parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-4, atol=1e-6, msg=name)
+    for (name, ours), theirs in zip(model.named_buffers(), reference.buffers(), strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_cpu_training_kernels_run_uncompiled_with_a_warning_when_compiling_fails(tmp_path):
+    """Without a working C++ compiler (here: CXX names none), training goes on with ATen's results."""
+    script = """
+import copy, warnings
+import torch
+from seg_node.models.cgnet import BNPReLU
+from seg_node.models.cpu_training import use_cpu_training_kernels
+torch.manual_seed(0)
+aten = BNPReLU(4).train()
+fused = copy.deepcopy(aten)
+use_cpu_training_kernels(fused)
+x = torch.randn(2, 4, 8, 8)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    ours = fused(x)
+    ours.sum().backward()
+print([str(w.message) for w in caught])
+torch.testing.assert_close(ours, aten(x))
+print("same results")
+"""
+    environment = {**os.environ, "CXX": str(tmp_path / "no-compiler"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "compiling the CPU training kernels failed" in run.stdout
+    assert "uncompiled layers" in run.stdout
+    assert run.stdout.rstrip().endswith("same results")
 
 
 @pytest.mark.parametrize("name", ["cgnet", "contextnet"])

@@ -30,41 +30,58 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .prelu import PReLU
+from .cpu_training import CPUTrainingKernels, batch_norm_prelu, dilated_channel_wise_conv2d, spatial_mean
 from .upsampling import upsample_scores
 
 # The authors' code uses eps=1e-3 in every BatchNorm.
 BN_EPS = 1e-3
 
 
-class ConvBNPReLU(nn.Sequential):
+class ConvBNPReLU(CPUTrainingKernels, nn.Sequential):
     """The paper's "Conv": k x k convolution, BatchNorm, PReLU."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1) -> None:
         super().__init__(
             nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, bias=False),
             nn.BatchNorm2d(out_channels, eps=BN_EPS),
-            PReLU(out_channels),
+            nn.PReLU(out_channels),
         )
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv, norm, activation = self
+        return batch_norm_prelu(conv(x), norm, activation, self._runs_cpu_training_kernels(x))
 
-class BNPReLU(nn.Sequential):
+
+class BNPReLU(CPUTrainingKernels, nn.Sequential):
     def __init__(self, channels: int) -> None:
-        super().__init__(nn.BatchNorm2d(channels, eps=BN_EPS), PReLU(channels))
+        super().__init__(nn.BatchNorm2d(channels, eps=BN_EPS), nn.PReLU(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        norm, activation = self
+        return batch_norm_prelu(x, norm, activation, self._runs_cpu_training_kernels(x))
 
 
-def channel_wise_conv(channels: int, dilation: int = 1) -> nn.Conv2d:
+class ChannelWiseConv(CPUTrainingKernels, nn.Conv2d):
     """3x3 channel-wise (depth-wise) convolution; f_loc with dilation 1, f_sur dilated."""
-    return nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation, groups=channels, bias=False)
+
+    def __init__(self, channels: int, dilation: int = 1) -> None:
+        super().__init__(channels, channels, 3, padding=dilation, dilation=dilation, groups=channels, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # undilated, oneDNN's backward is fast already
+        if self.dilation[0] > 1 and self._runs_cpu_training_kernels(x):
+            return dilated_channel_wise_conv2d(x, self.weight, self.dilation[0])
+        return super().forward(x)
 
 
-class GlobalContext(nn.Module):
+class GlobalContext(CPUTrainingKernels, nn.Module):
     """f_glo: global average pool, two-layer MLP, sigmoid, channel-wise re-weighting.
 
     The pool is a mean over height and width, not ``nn.AdaptiveAvgPool2d(1)``: the same numbers, but
     TensorRT turns it into a reduce layer, where the adaptive pool became a pooling layer whose window
     is the whole feature map (131,072 at 1024x2048), over TensorRT's pooling window limit. The pool has
-    no parameters, so the state_dict keys (and the shipped weights) are unchanged.
+    no parameters, so the state_dict keys (and the shipped weights) are unchanged. CPU training takes it
+    as a sum divided by the count (``cpu_training.spatial_mean``), whose gradient is cheaper.
     """
 
     def __init__(self, channels: int, reduction: int) -> None:
@@ -77,7 +94,7 @@ class GlobalContext(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weights = self.mlp(x.mean((2, 3), keepdim=True).flatten(1))
+        weights = self.mlp(spatial_mean(x, as_sum=self._runs_cpu_training_kernels(x)))
         return x * weights.view(weights.shape[0], weights.shape[1], 1, 1)
 
 
@@ -93,8 +110,8 @@ class ContextGuidedBlock(nn.Module):
         super().__init__()
         half = channels // 2
         self.reduce = ConvBNPReLU(channels, half, 1)
-        self.f_loc = channel_wise_conv(half)
-        self.f_sur = channel_wise_conv(half, dilation)
+        self.f_loc = ChannelWiseConv(half)
+        self.f_sur = ChannelWiseConv(half, dilation)
         self.f_joi = BNPReLU(channels)
         self.f_glo = GlobalContext(channels, reduction)
 
@@ -114,8 +131,8 @@ class DownsamplingContextGuidedBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, dilation: int, reduction: int) -> None:
         super().__init__()
         self.downsample = ConvBNPReLU(in_channels, out_channels, 3, stride=2)
-        self.f_loc = channel_wise_conv(out_channels)
-        self.f_sur = channel_wise_conv(out_channels, dilation)
+        self.f_loc = ChannelWiseConv(out_channels)
+        self.f_sur = ChannelWiseConv(out_channels, dilation)
         self.f_joi = BNPReLU(2 * out_channels)
         self.project = nn.Conv2d(2 * out_channels, out_channels, 1, bias=False)
         self.f_glo = GlobalContext(out_channels, reduction)

@@ -3,11 +3,11 @@
     python -m seg_node.training.speed [--config configs/cgnet_camvid.yaml] [--steps 2] [--compile] [--json speed.json]
 
 ``original``: each sample read from disk (cv2.imread) and augmented by resizing the whole image
-before cropping, NCHW tensors, no device-side augmentation, PReLU's gradients from ATen, and malloc's
+before cropping, NCHW tensors, no device-side augmentation, every layer through ATen, and malloc's
 default of returning freed memory to the kernel. ``current``: the images decoded once into memory,
 crops computed directly (``augment_crop``), channels-last tensors (on CUDA: the data set on the
-device, augmented there, bfloat16 autocast), PReLU's faster CPU backward (``models.prelu``) and freed
-memory kept (``host_memory``, CPU only). Both train the same model from the same initial weights with
+device, augmented there, bfloat16 autocast), CGNet's CPU training kernels (``models.cpu_training``)
+and freed memory kept (``host_memory``, CPU only). Both train the same model from the same initial weights with
 the same batch and crop. Each path runs in a process of its own, because keeping freed memory is a
 setting of the whole process; their steps alternate, one process computing at a time, so that a
 machine's changing load hits both alike. ``--compile`` adds ``compiled``: the current path with the
@@ -33,23 +33,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..datasets import DatasetSpec
-from ..models.prelu import PReLU
+from ..models.cpu_training import use_cpu_training_kernels
 from .augment import Augmentation
 from .config import TrainingConfig, TrainingError, load_config, model_from_config
 from .data import ImageCache, TrainingSet, dataset_spec, normalize
 from .device_augment import DeviceBatches
 from .host_memory import keep_freed_memory
-
-
-def with_aten_prelu(model: nn.Module) -> nn.Module:
-    """``model`` with each ``models.prelu.PReLU`` replaced by ``nn.PReLU`` holding the same weight."""
-    for module in list(model.modules()):
-        for name, child in module.named_children():
-            if isinstance(child, PReLU):
-                plain = nn.PReLU(child.num_parameters)
-                plain.weight = child.weight
-                setattr(module, name, plain)
-    return model
 
 
 class TimedPath:
@@ -65,7 +54,8 @@ class TimedPath:
         augmentation = Augmentation(config.crop_size, config.scale_range, config.mirror, config.color_jitter)
         torch.manual_seed(config.seed)
         model = model_from_config(config, source.num_classes, training=True)
-        model = (model if current else with_aten_prelu(model)).to(device).train()
+        use_cpu_training_kernels(model, current and config.cpu_training_kernels)
+        model = model.to(device).train()
         self.model = model.to(memory_format=torch.channels_last) if self.channels_last else model
         self.network = torch.compile(self.model) if compiled else self.model
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from ..datasets import DatasetSpec, enet_class_weights, label_histogram, mean_std
 from ..evaluation.evaluate import evaluate_model
+from ..models.cpu_training import use_cpu_training_kernels
 from ..plots import plot_training_curves
 from ..progress import progress_bar
 from .augment import Augmentation
@@ -160,6 +161,8 @@ class Trainer:
         if self.distributed and self.cuda:  # SyncBatchNorm runs on CUDA only
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = model.to(self.device)
+        if self.config.cpu_training_kernels:  # they run only on CPU tensors
+            use_cpu_training_kernels(model)
         if self.config.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if not self.distributed:
