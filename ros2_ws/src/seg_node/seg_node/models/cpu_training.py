@@ -5,7 +5,7 @@ training step spent most of its time not in its convolutions' arithmetic but in 
 
 - **BatchNorm followed by PReLU** (54 pairs): ATen runs them as separate kernels forward and backward,
   and ATen's PReLU backward is not vectorised (29% of the step on its own). ``batch_norm_prelu`` runs
-  each pair as one kernel that ``torch.compile`` (Inductor) generates, forward and backward: 2.0-2.9x
+  each pair as one kernel that ``torch.compile`` (Inductor) generates, forward and backward: 2.3-3.2x
   as fast as ATen's pair on CGNet's feature maps, forward plus backward.
 - **The dilated channel-wise convolutions** (f_sur): oneDNN's backward for them is about 7x slower
   than for the undilated ones (f_loc). ``dilated_channel_wise_conv2d`` computes the input's gradient as a
