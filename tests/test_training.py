@@ -152,18 +152,19 @@ def test_poly_schedule_decays_per_iteration_and_the_log_stays_calm(tmp_path, tin
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("device", "cache_gb", "ema_decay"),
+    ("device", "cache_gb", "ema_decay", "model"),
     [
-        pytest.param("cpu", 4.0, 0.0, id="cpu-cached"),  # decoded images in memory, crops computed directly
-        pytest.param("cpu", 0.0, 0.0, id="cpu-from-disk"),
-        pytest.param("cpu", 4.0, 0.5, id="cpu-cached-ema"),  # the moving average of the weights resumes too
+        pytest.param("cpu", 4.0, 0.0, "contextnet", id="cpu-cached"),  # images in memory, crops computed directly
+        pytest.param("cpu", 0.0, 0.0, "contextnet", id="cpu-from-disk"),
+        pytest.param("cpu", 4.0, 0.5, "contextnet", id="cpu-cached-ema"),  # the weights' moving average resumes too
+        pytest.param("cpu", 4.0, 0.0, "cgnet", id="cpu-cgnet-training-kernels"),  # models.cpu_training's kernels
         pytest.param(
-            "cuda", 4.0, 0.0, id="cuda-on-device",  # the data set on the GPU, augmented there, bfloat16 autocast
+            "cuda", 4.0, 0.0, "contextnet", id="cuda-on-device",  # data set on the GPU, augmented there, bf16 autocast
             marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
         ),
     ],
 )
-def test_resume_mid_epoch_equals_an_uninterrupted_run(tmp_path, tiny_camvid, device, cache_gb, ema_decay,
+def test_resume_mid_epoch_equals_an_uninterrupted_run(tmp_path, tiny_camvid, device, cache_gb, ema_decay, model,
                                                       monkeypatch):
     torch.set_num_threads(1)
     if device == "cuda":  # exact equality needs deterministic kernels
@@ -172,11 +173,14 @@ def test_resume_mid_epoch_equals_an_uninterrupted_run(tmp_path, tiny_camvid, dev
         monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
 
     def config(folder: str, **overrides) -> TrainingConfig:
+        variant = {"variant": "M3N9", "optimizer": "adam", "lr": 1e-3} if model == "cgnet" else {}
         return tiny_config(tmp_path / folder, tiny_camvid, device=device, cache_gb=cache_gb, ema_decay=ema_decay,
-                           **overrides)
+                           model=model, **variant, **overrides)
 
     straight = Trainer(config("a"))
     assert straight.device.type == device and (straight.device_batches is not None) == (device == "cuda")
+    switched_on = [module for module in straight.model.modules() if getattr(module, "cpu_training_kernels", False)]
+    assert len(switched_on) == (66 if model == "cgnet" else 0)  # the trainer switches CGNet's on
     straight.run()
 
     interrupted = Trainer(config("b", max_steps=1))
