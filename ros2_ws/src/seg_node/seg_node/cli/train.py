@@ -5,8 +5,9 @@
     seg-train --resume runs/x/last.pt [--epochs 900]
     torchrun --nproc-per-node 4 -m seg_node.cli.train --config ...   (DistributedDataParallel)
 
-A checkpoint is written every epoch and on Ctrl-C; ``--resume`` continues exactly where it
-stopped. ``history.csv`` and ``curves.png`` record loss, learning rate, images/s and val mIoU.
+A checkpoint is written at the end of an epoch (at most every 30 s), after each validation and
+the last epoch, and on Ctrl-C; ``--resume`` continues exactly where it stopped. ``history.csv``
+and ``curves.png`` record loss, learning rate, images/s and val mIoU.
 With ``--export weights/<name>.safetensors`` the best (or last) weights are written with their
 JSON at the end. Option values are YAML: ``--crop-size "[360, 360]"``, ``--val-list "''"``.
 """

@@ -1,4 +1,5 @@
-"""Training checkpoints: what a run saves every epoch, how it resumes exactly, and export to shippable weights.
+"""Training checkpoints: what a run saves at the end of its epochs, how it resumes exactly, and export to
+shippable weights.
 
 A checkpoint holds only plain values and tensors (the config as a dict, state dicts, RNG
 states), so it is read with ``torch.load(weights_only=True)`` and never unpickles objects.

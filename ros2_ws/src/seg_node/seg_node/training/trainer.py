@@ -1,8 +1,11 @@
 """The Trainer: CGNet or ContextNet on a data set, with exact resume, validation and throughput logging.
 
-A checkpoint is written every epoch (model, optimizer, scheduler, epoch, RNG states) and on
-Ctrl-C; resuming continues exactly where it stopped. The best checkpoint by val mIoU is kept as
-``best.pt``; ``history.csv`` and ``curves.png`` record loss, learning rate, images/s and val mIoU.
+A checkpoint (model, optimizer, scheduler, epoch, RNG states) is written at the end of an epoch, at
+most every ``CHECKPOINT_EVERY_S`` seconds (on a GPU a CamVid epoch is a matter of seconds, and writing
+the checkpoint and plotting the curves after each would take a large share of them), and always after a
+validation, after the last epoch and on Ctrl-C; resuming continues exactly where it stopped. The
+best checkpoint by val mIoU is kept as ``best.pt``; ``history.csv`` (every epoch) and ``curves.png``
+record loss, learning rate, images/s and val mIoU.
 
 Data paths: the training images are decoded once into memory (``cache_gb``). On the CPU, data
 loader processes crop them (``augment_crop``) and the network runs channels-last. On CUDA, the
@@ -50,6 +53,7 @@ from .host_memory import keep_freed_memory
 from .lineage import describe_hardware, earlier_stages
 
 LOG_EVERY = 10  # steps between progress-bar updates (each one reads the loss back from the device)
+CHECKPOINT_EVERY_S = 30.0  # at most this often, at an epoch's end, last.pt and curves.png are written again
 
 
 def setup_distributed(config: TrainingConfig) -> tuple[int, int, torch.device]:
@@ -146,6 +150,7 @@ class Trainer:
         self.progress = (
             restore(checkpoint, self.model, self.optimizer, self.scheduler, self.ema) if checkpoint else Progress()
         )
+        self._saved_at = time.monotonic()
 
     @property
     def mean(self) -> tuple[float, ...]:
@@ -256,6 +261,7 @@ class Trainer:
 
     def run(self) -> None:
         """Train to the last epoch (or ``max_steps``); Ctrl-C saves ``last.pt`` and raises KeyboardInterrupt."""
+        self._run_started = time.perf_counter()
         try:
             while self.progress.epoch < self.config.epochs:
                 if not self._train_epoch(self.config.max_steps):
@@ -324,23 +330,31 @@ class Trainer:
             "loss": loss,
             "lr": self.scheduler.get_last_lr()[0],
             "images_per_s": images_per_s,
+            # wall-clock seconds since this process began training, at the end of this epoch's validation
+            "time_s": round(time.perf_counter() - self._run_started, 3),
             "val_miou": miou,
         }
         p.history.append(row)
         if miou is not None and miou > p.best_miou:
             p.best_miou = miou
             self.checkpoint(self.out / "best.pt")
-        self.checkpoint(self.out / "last.pt")
+        due = last or miou is not None or time.monotonic() - self._saved_at >= CHECKPOINT_EVERY_S
+        if due:
+            self.checkpoint(self.out / "last.pt")
+            self._saved_at = time.monotonic()
         if self.rank == 0:
-            self._write_history()
+            self._write_history(plot=due)
             shown = "" if miou is None else f", val mIoU {100 * miou:.2f}% (best {100 * p.best_miou:.2f}%)"
             print(f"epoch {p.epoch}: loss {loss:.4f}, {images_per_s:.2f} images/s{shown}", flush=True)
 
-    def _write_history(self) -> None:
+    def _write_history(self, plot: bool) -> None:
         with open(self.out / "history.csv", "w", newline="") as stream:
-            writer = csv.DictWriter(stream, fieldnames=list(self.progress.history[0]))
+            # every row's columns: a run resumed from an older checkpoint has rows without time_s
+            columns = list(dict.fromkeys(key for row in self.progress.history for key in row))
+            writer = csv.DictWriter(stream, fieldnames=columns, restval="")
             writer.writeheader()
             writer.writerows(self.progress.history)
-        plot_training_curves(
-            self.progress.history, self.out / "curves.png", title=f"{self.config.model} on {self.train_spec.name}"
-        )
+        if plot:
+            plot_training_curves(
+                self.progress.history, self.out / "curves.png", title=f"{self.config.model} on {self.train_spec.name}"
+            )
