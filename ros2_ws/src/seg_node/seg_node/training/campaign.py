@@ -1,0 +1,427 @@
+"""The papers' CamVid schedules in one command on a lent GPU: both models, each on train and on train + val.
+
+    python -m seg_node.cli.campaign --budget 540 --out /tmp/campaign --report $OUT
+    python -m seg_node.cli.campaign --models cgnet --epochs cgnet=800 --budget 540 ...
+
+This project is lent a GPU for minutes, not hours, so one call has to do everything issue #13 asks of
+it. Each model trains twice from scratch with its recipe (``configs/<model>_camvid.yaml``): on train
+(the *train-only twin*, whose val mIoU is the recipe's figure) and on train + val (the weights that ship,
+as the CGNet paper trains its final model). All runs share the one GPU, side by side:
+
+1. **Probe.** Every run trains ``PROBE_EPOCHS`` short epochs, all at once as they will run later. This
+   proves the CUDA training path before the budget goes into it, and measures each run's images/s under
+   that shared load, its start-up time and what a validation costs.
+2. **Schedule.** A model keeps its recipe's epochs (the papers': CGNet 800, ContextNet 1000) where both
+   its runs end within the budget at the probed rates, else as many as fit (``--epochs MODEL=N`` sets them).
+   The twin gets the same epochs as the train + val run, so that the two stay twins (``seg-export
+   --train-only-twin`` compares their recipes).
+3. **Train.** All runs start together; ``nvidia-smi`` is read every second for the GPU's busy percentage.
+   A run still going at the deadline is stopped (Ctrl-C: its ``last.pt`` is saved for ``seg-train
+   --resume``) and is not exported: weights from the middle of a schedule are not the recipe's.
+4. **Export.** A finished twin to ``weights/<model>_camvid_train``, a finished train + val run (whose twin
+   finished) to ``weights/<model>_camvid`` naming its twin; their JSONs list the stages and hardware.
+5. **Report.** ``campaign.json`` and ``campaign.md`` (per run: outcome, epochs, steps, images/s, val mIoU;
+   the GPU's busy percentage) and ``campaign.tar.gz`` with the weights and every run's history, curves and
+   log, in ``--report``: three files, since the device tool brings back only a few.
+
+On a CPU it runs the same way (``tests/test_campaign.py`` runs it on a few frames); the GPU's busy
+percentage is then not measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .checkpoint import export_checkpoint
+from .config import TrainingConfig, TrainingError, load_config
+
+MODELS = ("cgnet", "contextnet")
+SPLITS = ("train", "trainval")  # the twin first: the train + val export names it
+PROBE_EPOCHS = 3  # the first one warms up (CUDA context, cuDNN's algorithm search); the rate is the others'
+VALIDATIONS = 8  # the twin's val mIoU at this many points of its schedule (and after the last epoch)
+EXPORT_RESERVE_S = 30.0  # kept back from the budget for stopping runs, exporting and packing
+FIT_SHARE = 0.9  # of the seconds left: the pace of the probe's few epochs is only an estimate
+STOP_GRACE_S = 30.0  # how long a stopped run may take to save its checkpoint before it is killed
+
+
+@dataclass
+class Run:
+    """One training process: ``model`` on ``split`` (train or trainval), in ``folder``."""
+
+    model: str
+    split: str
+    folder: Path
+    outcome: str = "not started"
+    seconds: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}_{self.split}"
+
+    @property
+    def log(self) -> Path:
+        return self.folder / "train.log"
+
+    def history(self) -> list[dict[str, str]]:
+        path = self.folder / "history.csv"
+        if not path.is_file():
+            return []
+        with open(path, newline="") as stream:
+            return list(csv.DictReader(stream))
+
+
+@dataclass
+class Probe:
+    """What a model's probe runs measured: an epoch's seconds per split (without validation), the start-up's
+    seconds and one validation's."""
+
+    epoch_s: dict[str, float]
+    startup_s: float
+    validation_s: float
+
+
+@dataclass
+class Plan:
+    """A model's schedule: the recipe's epochs, the epochs that fit (or were set) and how they were chosen."""
+
+    recipe_epochs: int
+    epochs: int
+    val_every: int
+    reason: str
+    images_per_epoch: dict[str, int] = field(default_factory=dict)
+    probe: dict[str, Any] = field(default_factory=dict)
+
+
+class GpuBusySampler:
+    """Reads the GPU's busy percentage (``nvidia-smi utilization.gpu``) once a second while it runs."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self.unavailable = "" if shutil.which("nvidia-smi") else "nvidia-smi not found (no NVIDIA GPU)"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> GpuBusySampler:
+        if not self.unavailable:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _sample(self) -> None:
+        query = ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "--id=0"]
+        while not self._stop.wait(1.0):
+            try:
+                text = subprocess.run(query, capture_output=True, text=True, timeout=5, check=True).stdout
+                self.samples.append(float(text.split()[0]))
+            except (OSError, subprocess.SubprocessError, ValueError, IndexError) as error:
+                self.unavailable = f"nvidia-smi failed: {error}"
+                return
+
+    def summary(self) -> dict[str, Any]:
+        if not self.samples:
+            return {"measured": False, "why": self.unavailable or "no sample was taken"}
+        ordered = sorted(self.samples)
+        return {
+            "measured": True,
+            "samples": len(ordered),
+            "mean_percent": round(sum(ordered) / len(ordered), 1),
+            "median_percent": ordered[len(ordered) // 2],
+            "min_percent": ordered[0],
+        }
+
+
+def train_command(run: Run, settings: argparse.Namespace, epochs: int, val_every: int) -> list[str]:
+    """The ``seg-train`` command line of ``run`` (``settings.train_program`` and its options): its recipe from
+    scratch, its split, these epochs."""
+    lists = [settings.train_list] + ([settings.val_list] if run.split == "trainval" else [])
+    val_list = settings.val_list if run.split == "train" else ""
+    options = {
+        "config": str(Path(settings.configs) / f"{run.model}_camvid.yaml"),
+        "data": settings.data,
+        "train-list": json.dumps(lists),
+        "val-list": json.dumps(val_list),
+        "epochs": str(epochs),
+        "val-every": str(val_every if run.split == "train" else 0),
+        "out": str(run.folder),
+        "workers": "0",  # on CUDA the data set is on the GPU; on a CPU the cores go to the network
+        "threads": str(settings.threads_per_run),
+        **({"device": settings.device} if settings.device else {}),
+        **_pairs(settings.override),
+    }
+    command = list(settings.train_program)  # seg-train's command, which the console script passes in
+    for key, value in options.items():
+        command += [f"--{key}", value]
+    return command
+
+
+def supervise(commands: dict[str, list[str]], logs: dict[str, Path], deadline: float) -> dict[str, tuple[str, float]]:
+    """Run every command at once, each writing ``logs[name]``, until all end or ``deadline`` (a monotonic time).
+
+    Returns per name its outcome (``finished``, ``failed (exit N)``, ``stopped at the deadline``) and its
+    seconds. At the deadline the runs still going get SIGINT (seg-train then saves ``last.pt``), and
+    SIGKILL after ``STOP_GRACE_S``.
+    """
+    processes: dict[str, subprocess.Popen] = {}
+    started, outcomes = time.monotonic(), {}
+    try:
+        for name, command in commands.items():
+            logs[name].parent.mkdir(parents=True, exist_ok=True)
+            with open(logs[name], "w") as log:
+                processes[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        while len(outcomes) < len(processes):
+            for name, process in processes.items():
+                if name not in outcomes and process.poll() is not None:
+                    code = process.returncode
+                    outcomes[name] = ("finished" if code == 0 else f"failed (exit {code})", time.monotonic() - started)
+            if len(outcomes) < len(processes) and time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+    finally:
+        still_running = {name: p for name, p in processes.items() if name not in outcomes}
+        for process in still_running.values():
+            process.send_signal(signal.SIGINT)
+        for name, process in still_running.items():
+            try:
+                process.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            outcomes[name] = ("stopped at the deadline", time.monotonic() - started)
+    return outcomes
+
+
+def probe_results(runs: dict[str, Run], images_per_epoch: dict[str, int]) -> Probe:
+    """What a model's probe measured (its runs, ``PROBE_EPOCHS`` epochs each, the twin validating every epoch).
+
+    An epoch's seconds are those between the first and the last epoch's end (the first one warms up), from
+    the history's wall clock; they include the epoch's bookkeeping and, for the twin, a validation, whose
+    cost is what the twin's epoch takes beyond the train + val run's epoch scaled to the twin's images.
+    Start-up is what the process took beyond its epochs (imports, CUDA, decoding the data set, the end).
+    """
+    epoch_s, startup = {}, {}
+    for split, run in runs.items():
+        history = run.history()
+        if run.outcome != "finished" or len(history) < 2:
+            raise TrainingError(f"the probe of {run.name} did not train ({run.outcome}); its log: {run.log}")
+        first, last = float(history[0]["time_s"]), float(history[-1]["time_s"])
+        epoch_s[split] = (last - first) / (len(history) - 1)
+        startup[split] = max(0.0, run.seconds - last)
+    train_epoch_s = epoch_s["trainval"] * images_per_epoch["train"] / images_per_epoch["trainval"]
+    validation = max(0.0, epoch_s["train"] - train_epoch_s)
+    return Probe({"train": train_epoch_s, "trainval": epoch_s["trainval"]}, max(startup.values()), validation)
+
+
+def fit_epochs(recipe_epochs: int, images_per_epoch: dict[str, int], probe: Probe, seconds: float) -> Plan:
+    """The most epochs (up to the recipe's) in which both runs of a model end within ``FIT_SHARE`` of
+    ``seconds`` at the probed pace, start-up and the twin's validations included; 0 if not even one fits."""
+    fitting = []
+    for split, epoch_s in probe.epoch_s.items():
+        validations = (VALIDATIONS + 1) * probe.validation_s if split == "train" else 0.0
+        fitting.append((FIT_SHARE * seconds - probe.startup_s - validations) / epoch_s)
+    epochs = max(0, min(recipe_epochs, math.floor(min(fitting))))
+    reason = "the recipe's" if epochs == recipe_epochs else f"fitted to {seconds:.0f} s at the probed pace"
+    if epochs == 0:
+        reason = f"not started: {seconds:.0f} s left, not enough for start-up and one epoch at the probed pace"
+    return Plan(recipe_epochs, epochs, validation_interval(epochs), reason, dict(images_per_epoch))
+
+
+def validation_interval(epochs: int) -> int:
+    """Validate every this many epochs: at most ``VALIDATIONS`` times, and after the last epoch."""
+    return max(1, math.ceil(epochs / VALIDATIONS))
+
+
+def _pairs(items: Sequence[str]) -> dict[str, str]:
+    """``["a=1", "b=x=y"]`` -> ``{"a": "1", "b": "x=y"}``."""
+    return dict(item.split("=", 1) for item in items)
+
+
+def _list_length(data: str, name: str) -> int:
+    path = Path(name) if Path(name).is_absolute() else Path(data) / name
+    try:
+        return sum(1 for line in path.read_text().splitlines() if line.strip())
+    except OSError as error:
+        raise TrainingError(f"cannot read the list {path}: {error}") from error
+
+
+def _runs(models: Sequence[str], folder: Path) -> dict[str, dict[str, Run]]:
+    return {model: {split: Run(model, split, folder / f"{model}_{split}") for split in SPLITS} for model in models}
+
+
+def _run_all(
+    runs: dict[str, dict[str, Run]], settings: argparse.Namespace, plans: dict[str, tuple[int, int]], deadline: float
+) -> None:
+    every = [run for by_split in runs.values() for run in by_split.values()]
+    commands = {run.name: train_command(run, settings, *plans[run.model]) for run in every}
+    for run in every:
+        shutil.rmtree(run.folder, ignore_errors=True)  # a fresh schedule, never a leftover checkpoint
+    outcomes = supervise(commands, {run.name: run.log for run in every}, deadline)
+    for run in every:
+        run.outcome, run.seconds = outcomes[run.name]
+
+
+def _export(runs: dict[str, Run], weights: Path) -> dict[str, str]:
+    """Weights of a model's finished runs: the twin, then the train + val run naming it."""
+    exported: dict[str, str] = {}
+    twin = weights / f"{runs['train'].model}_camvid_train.safetensors"
+    if runs["train"].outcome == "finished":
+        exported["train"] = str(export_checkpoint(runs["train"].folder / "last.pt", twin))
+        if runs["trainval"].outcome == "finished":
+            shipped = weights / f"{runs['trainval'].model}_camvid.safetensors"
+            exported["trainval"] = str(export_checkpoint(runs["trainval"].folder / "last.pt", shipped, twin))
+    return exported
+
+
+def _run_report(run: Run) -> dict[str, Any]:
+    history = run.history()
+    scored = [float(row["val_miou"]) for row in history if row["val_miou"]]
+    rates = [float(row["images_per_s"]) for row in history]
+    return {
+        "outcome": run.outcome,
+        "seconds": round(run.seconds, 1),
+        "epochs_done": len(history),
+        "steps": int(history[-1]["step"]) if history else 0,
+        "images_per_s": round(sum(rates) / len(rates), 1) if rates else None,
+        "val_miou_last": scored[-1] if scored and history[-1]["val_miou"] else None,
+        "val_miou_best": max(scored) if scored else None,
+    }
+
+
+def write_markdown(report: dict[str, Any], path: Path) -> None:
+    gpu = report["gpu_busy"]
+    busy = f"{gpu['mean_percent']}% mean, {gpu['min_percent']}% min" if gpu["measured"] else gpu["why"]
+    lines = [
+        f"# Training campaign on {report['hardware']}",
+        "",
+        f"Budget {report['budget_s']:.0f} s, used {report['seconds']:.0f} s; GPU busy while training: {busy}.",
+        "",
+        "| run | outcome | epochs (recipe) | steps | images/s | val mIoU last / best | seconds |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, run in report["runs"].items():
+        plan = report["plans"][name.rsplit("_", 1)[0]]
+        val = " / ".join(f"{100 * v:.2f}%" for v in (run["val_miou_last"], run["val_miou_best"]) if v is not None)
+        lines.append(
+            f"| {name} | {run['outcome']} | {run['epochs_done']} of {plan['epochs']} ({plan['recipe_epochs']}) | "
+            f"{run['steps']} | {run['images_per_s'] or '-'} | {val or '-'} | {run['seconds']} |"
+        )
+    plans = report["plans"].items()
+    lines += ["", *(f"- {model}: {plan['epochs']} epoch(s), {plan['reason']}" for model, plan in plans)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def pack(archive: Path, out: Path, weights: Path, runs: Sequence[Run]) -> Path:
+    """``archive`` (.tar.gz): the exported weights and, per run, its history, curves and log."""
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in sorted(weights.glob("*")):
+            tar.add(path, arcname=f"weights/{path.name}")
+        for run in runs:
+            for name in ("history.csv", "curves.png", "train.log"):
+                if (run.folder / name).is_file():
+                    tar.add(run.folder / name, arcname=f"runs/{run.folder.relative_to(out)}/{name}")
+    return archive
+
+
+def _every(runs: dict[str, dict[str, Run]]) -> list[Run]:
+    return [run for by_split in runs.values() for run in by_split.values()]
+
+
+def _plans(
+    recipes: dict[str, TrainingConfig], lengths: dict[str, int], probe_runs: dict[str, dict[str, Run]],
+    forced: dict[str, str], seconds_left: float,
+) -> dict[str, Plan]:
+    """Each model's schedule from its probe: the epochs set with ``--epochs``, else those that fit."""
+    plans: dict[str, Plan] = {}
+    for model, recipe in recipes.items():
+        per_epoch = {split: lengths[split] // recipe.batch_size * recipe.batch_size for split in SPLITS}
+        probe = probe_results(probe_runs[model], per_epoch)
+        if model in forced:
+            epochs = int(forced[model])
+            plans[model] = Plan(recipe.epochs, epochs, validation_interval(epochs), "set by --epochs", per_epoch)
+        else:
+            plans[model] = fit_epochs(recipe.epochs, per_epoch, probe, seconds_left)
+        plans[model].probe = asdict(probe)
+        paces = ", ".join(f"{split} {seconds:.2f} s" for split, seconds in probe.epoch_s.items())
+        print(f"{model}: an epoch takes {paces}; start-up {probe.startup_s:.1f} s, validation {probe.validation_s:.1f}"
+              f" s; {plans[model].epochs} epoch(s) ({plans[model].reason})", flush=True)
+    return plans
+
+
+def _write_report(report: dict[str, Any], folder: Path) -> None:
+    (folder / "campaign.json").write_text(json.dumps(report, indent=1) + "\n")
+    if "error" in report:
+        (folder / "campaign.md").write_text(f"# Training campaign on {report['hardware']}\n\n{report['error']}\n")
+    else:
+        write_markdown(report, folder / "campaign.md")
+
+
+def campaign(settings: argparse.Namespace) -> dict[str, Any]:
+    """Probe, schedule, train, export and report (the module's docstring); returns the report."""
+    start = time.monotonic()
+    end = start + settings.budget
+    out, report_folder = Path(settings.out), Path(settings.report or settings.out)
+    report_folder.mkdir(parents=True, exist_ok=True)
+    overrides = {key.replace("-", "_"): yaml.safe_load(value) for key, value in _pairs(settings.override).items()}
+    recipes = {model: load_config(Path(settings.configs) / f"{model}_camvid.yaml", overrides)
+               for model in settings.models}
+    lengths = {"train": _list_length(settings.data, settings.train_list)}
+    lengths["trainval"] = lengths["train"] + _list_length(settings.data, settings.val_list)
+    weights = out / "weights"
+    shutil.rmtree(weights, ignore_errors=True)
+    weights.mkdir(parents=True)
+    report: dict[str, Any] = {"hardware": _hardware(), "budget_s": settings.budget, "command": " ".join(sys.argv)}
+
+    print(f"probe: {PROBE_EPOCHS} epochs of every run, side by side", flush=True)
+    probe_runs = _runs(settings.models, out / "probe")
+    _run_all(probe_runs, settings, {model: (PROBE_EPOCHS, 1) for model in settings.models}, end - EXPORT_RESERVE_S)
+    report["probe_runs"] = {run.name: _run_report(run) for run in _every(probe_runs)}
+    try:
+        plans = _plans(recipes, lengths, probe_runs, _pairs(settings.epochs), end - EXPORT_RESERVE_S - time.monotonic())
+    except TrainingError as error:  # the probe's logs are what the one who lent the GPU needs now
+        report |= {"error": str(error), "seconds": round(time.monotonic() - start, 1)}
+        _write_report(report, report_folder)
+        pack(report_folder / "campaign.tar.gz", out, weights, _every(probe_runs))
+        raise
+
+    runs = _runs(settings.models, out)
+    started = [model for model, plan in plans.items() if plan.epochs > 0]
+    with GpuBusySampler() as sampler:
+        _run_all({model: runs[model] for model in started}, settings,
+                 {model: (plans[model].epochs, plans[model].val_every) for model in started}, end - EXPORT_RESERVE_S)
+    report |= {
+        "exported": {model: _export(runs[model], weights) for model in settings.models},
+        "gpu_busy": sampler.summary(),
+        "plans": {model: asdict(plan) for model, plan in plans.items()},
+        "runs": {run.name: _run_report(run) for run in _every(runs)},
+        "seconds": round(time.monotonic() - start, 1),
+    }
+    _write_report(report, report_folder)
+    pack(report_folder / "campaign.tar.gz", out, weights, _every(probe_runs) + _every(runs))
+    return report
+
+
+def _hardware() -> str:
+    import torch  # here: the campaign's own process never trains
+
+    from .lineage import describe_hardware
+
+    return describe_hardware(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
