@@ -30,6 +30,7 @@ from seg_node.datasets import (
     label_histogram,
 )
 from seg_node.evaluation.evaluate import evaluate_model
+from seg_node.training import trainer as trainer_module
 from seg_node.training.augment import Augmentation, augment, augment_crop, draw_params
 from seg_node.training.augment import jitter_colors as jitter_colors_cv2
 from seg_node.training.checkpoint import export_checkpoint, load_checkpoint
@@ -224,6 +225,21 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path, tiny_camvid):
     assert "Traceback" not in output and "--resume" in output
     checkpoint = load_checkpoint(out / "last.pt")
     assert checkpoint["global_step"] >= 2
+
+
+@pytest.mark.parametrize("every_s, saved", [(1e9, ["last.pt"]), (0.0, ["last.pt", "last.pt", "last.pt"])])
+def test_last_pt_is_written_at_most_every_interval_and_after_the_last_epoch(tmp_path, tiny_camvid, monkeypatch,
+                                                                            every_s, saved):
+    # on a GPU an epoch takes seconds: writing last.pt and curves.png after each would take a large share
+    monkeypatch.setattr(trainer_module, "CHECKPOINT_EVERY_S", every_s)
+    trainer = Trainer(tiny_config(tmp_path, tiny_camvid, epochs=3))
+    written: list[str] = []
+    monkeypatch.setattr(trainer, "checkpoint", lambda path: written.append(path.name))
+    trainer.run()
+    assert written == saved
+    times = [row["time_s"] for row in trainer.progress.history]
+    assert len(times) == 3 and 0 < times[0] < times[1] < times[2]
+    assert (tmp_path / "run/history.csv").read_text().splitlines()[0].endswith("time_s,val_miou")
 
 
 def test_checkpoints_are_read_without_unpickling(tmp_path):
