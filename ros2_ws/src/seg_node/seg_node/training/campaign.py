@@ -9,10 +9,10 @@ it. Each model trains twice from scratch with its recipe (``configs/<model>_camv
 as the CGNet paper trains its final model). All runs share the one GPU, side by side:
 
 1. **Probe.** Every run trains ``PROBE_EPOCHS`` short epochs, all at once as they will run later. This
-   proves the CUDA training path before the budget goes into it, and measures each run's images/s under
-   that shared load, its start-up time and what a validation costs.
+   proves the CUDA training path before the budget goes into it, and measures each run's seconds per
+   epoch under that shared load, its start-up time and what a validation costs.
 2. **Schedule.** A model keeps its recipe's epochs (the papers': CGNet 800, ContextNet 1000) where both
-   its runs end within the budget at the probed rates, else as many as fit (``--epochs MODEL=N`` sets them).
+   its runs end within the budget at the probed pace, else as many as fit (``--epochs MODEL=N`` sets them).
    The twin gets the same epochs as the train + val run, so that the two stay twins (``seg-export
    --train-only-twin`` compares their recipes).
 3. **Train.** All runs start together; ``nvidia-smi`` is read every second for the GPU's busy percentage.
@@ -46,14 +46,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
+from ..datasets import read_pair_list
 from .checkpoint import export_checkpoint
 from .config import TrainingConfig, TrainingError, load_config
+from .lineage import describe_hardware
 
 MODELS = ("cgnet", "contextnet")
 SPLITS = ("train", "trainval")  # the twin first: the train + val export names it
-PROBE_EPOCHS = 3  # the first one warms up (CUDA context, cuDNN's algorithm search); the rate is the others'
+PROBE_EPOCHS = 3  # the first one warms up (CUDA context, cuDNN's algorithm search); the pace is the others'
 VALIDATIONS = 8  # the twin's val mIoU at this many points of its schedule (and after the last epoch)
 EXPORT_RESERVE_S = 30.0  # kept back from the budget for stopping runs, exporting and packing
 FIT_SHARE = 0.9  # of the seconds left: the pace of the probe's few epochs is only an estimate
@@ -255,14 +258,6 @@ def _pairs(items: Sequence[str]) -> dict[str, str]:
     return dict(item.split("=", 1) for item in items)
 
 
-def _list_length(data: str, name: str) -> int:
-    path = Path(name) if Path(name).is_absolute() else Path(data) / name
-    try:
-        return sum(1 for line in path.read_text().splitlines() if line.strip())
-    except OSError as error:
-        raise TrainingError(f"cannot read the list {path}: {error}") from error
-
-
 def _runs(models: Sequence[str], folder: Path) -> dict[str, dict[str, Run]]:
     return {model: {split: Run(model, split, folder / f"{model}_{split}") for split in SPLITS} for model in models}
 
@@ -270,7 +265,7 @@ def _runs(models: Sequence[str], folder: Path) -> dict[str, dict[str, Run]]:
 def _run_all(
     runs: dict[str, dict[str, Run]], settings: argparse.Namespace, plans: dict[str, tuple[int, int]], deadline: float
 ) -> None:
-    every = [run for by_split in runs.values() for run in by_split.values()]
+    every = _every(runs)
     commands = {run.name: train_command(run, settings, *plans[run.model]) for run in every}
     for run in every:
         shutil.rmtree(run.folder, ignore_errors=True)  # a fresh schedule, never a leftover checkpoint
@@ -383,12 +378,15 @@ def campaign(settings: argparse.Namespace) -> dict[str, Any]:
     overrides = {key.replace("-", "_"): yaml.safe_load(value) for key, value in _pairs(settings.override).items()}
     recipes = {model: load_config(Path(settings.configs) / f"{model}_camvid.yaml", overrides)
                for model in settings.models}
-    lengths = {"train": _list_length(settings.data, settings.train_list)}
-    lengths["trainval"] = lengths["train"] + _list_length(settings.data, settings.val_list)
+    lengths = {"train": len(read_pair_list(settings.data, settings.train_list))}
+    lengths["trainval"] = lengths["train"] + len(read_pair_list(settings.data, settings.val_list))
     weights = out / "weights"
     shutil.rmtree(weights, ignore_errors=True)
     weights.mkdir(parents=True)
-    report: dict[str, Any] = {"hardware": _hardware(), "budget_s": settings.budget, "command": " ".join(sys.argv)}
+    device = torch.device(settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))  # as seg-train picks
+    report: dict[str, Any] = {
+        "hardware": describe_hardware(device), "budget_s": settings.budget, "command": " ".join(sys.argv)
+    }
 
     print(f"probe: {PROBE_EPOCHS} epochs of every run, side by side", flush=True)
     probe_runs = _runs(settings.models, out / "probe")
@@ -417,11 +415,3 @@ def campaign(settings: argparse.Namespace) -> dict[str, Any]:
     _write_report(report, report_folder)
     pack(report_folder / "campaign.tar.gz", out, weights, _every(probe_runs) + _every(runs))
     return report
-
-
-def _hardware() -> str:
-    import torch  # here: the campaign's own process never trains
-
-    from .lineage import describe_hardware
-
-    return describe_hardware(torch.device("cuda" if torch.cuda.is_available() else "cpu"))

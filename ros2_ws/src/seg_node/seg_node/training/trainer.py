@@ -150,7 +150,7 @@ class Trainer:
         self.progress = (
             restore(checkpoint, self.model, self.optimizer, self.scheduler, self.ema) if checkpoint else Progress()
         )
-        self._saved_at = time.monotonic()
+        self._saved_at = time.perf_counter()
 
     @property
     def mean(self) -> tuple[float, ...]:
@@ -338,10 +338,10 @@ class Trainer:
         if miou is not None and miou > p.best_miou:
             p.best_miou = miou
             self.checkpoint(self.out / "best.pt")
-        due = last or miou is not None or time.monotonic() - self._saved_at >= CHECKPOINT_EVERY_S
+        due = last or miou is not None or time.perf_counter() - self._saved_at >= CHECKPOINT_EVERY_S
         if due:
             self.checkpoint(self.out / "last.pt")
-            self._saved_at = time.monotonic()
+            self._saved_at = time.perf_counter()
         if self.rank == 0:
             self._write_history(plot=due)
             shown = "" if miou is None else f", val mIoU {100 * miou:.2f}% (best {100 * p.best_miou:.2f}%)"
