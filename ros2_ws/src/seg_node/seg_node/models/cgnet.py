@@ -30,7 +30,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .cpu_training import CPUTrainingKernels, batch_norm_prelu, dilated_channel_wise_conv2d, spatial_mean
+from .cpu_training import (
+    CPUTrainingKernels,
+    batch_norm_prelu,
+    dense_conv2d,
+    dilated_channel_wise_conv2d,
+    spatial_mean,
+)
 from .upsampling import upsample_scores
 
 # The authors' code uses eps=1e-3 in every BatchNorm.
@@ -49,7 +55,13 @@ class ConvBNPReLU(CPUTrainingKernels, nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv, norm, activation = self
-        return batch_norm_prelu(conv(x), norm, activation, self._runs_cpu_training_kernels(x))
+        fused = self._runs_cpu_training_kernels(x)
+        # a 1x1 convolution's weight gradient is one matrix product, fast in either layout
+        if fused and conv.kernel_size != (1, 1):
+            features = dense_conv2d(x, conv.weight, conv.stride[0], conv.padding[0])
+        else:
+            features = conv(x)
+        return batch_norm_prelu(features, norm, activation, fused)
 
 
 class BNPReLU(CPUTrainingKernels, nn.Sequential):

@@ -12,6 +12,13 @@ training step spent most of its time not in its convolutions' arithmetic but in 
   forward convolution with the flipped kernel (what the gradient of a stride-1 convolution is; oneDNN's
   forward is fast when dilated) and the weight's nine taps in one compiled reduction: the backward of
   a 64-channel 45x45 map at dilation 4 went from 8.5 to 2.9 ms.
+- **The dense 3x3 convolutions** (stage 1 and the down-sampling Convs) on channels-last maps: oneDNN's
+  weight gradient for them was 2-3x slower than on the same maps in NCHW (32 channels at 180x180:
+  385 against 175 ms on one thread of an AMD EPYC), while their input gradient is faster channels-last.
+  ``dense_conv2d`` keeps ATen's forward and input gradient and takes the weight's gradient through NCHW
+  copies for the layers where that is faster: which layers, it measures at each shape's first backward
+  (``WEIGHT_GRADIENT_FROM_NCHW``), as it differs between processors (one layer of CGNet was faster
+  channels-last on that machine).
 - **f_glo's global average pool** (one per CG block): ``Tensor.mean``'s backward writes the gradient
   out as a full-size tensor, divided element by element, that autograd then adds to the re-weighting's
   gradient. ``spatial_mean`` takes the mean as a sum divided by the count instead, whose backward is
@@ -28,6 +35,7 @@ the layers run uncompiled, with the same results.
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Callable
 
@@ -38,6 +46,7 @@ from torch import nn
 __all__ = [
     "CPUTrainingKernels",
     "batch_norm_prelu",
+    "dense_conv2d",
     "dilated_channel_wise_conv2d",
     "spatial_mean",
     "use_cpu_training_kernels",
@@ -139,6 +148,67 @@ class _DilatedChannelWiseConv(torch.autograd.Function):
         return grad_x, grad_weight, None
 
 
+# per (input shape, weight shape, stride, padding) of a channels-last convolution: whether its weight's
+# gradient was faster from NCHW copies when both ways were timed, at the shape's first backward
+WEIGHT_GRADIENT_FROM_NCHW: dict[tuple, bool] = {}
+
+
+def _conv_gradient(
+    grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int, which: tuple[bool, bool]
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    grad_x, grad_weight, _ = torch.ops.aten.convolution_backward(
+        grad, x, weight, None, [stride] * 2, [padding] * 2, [1, 1], False, [0, 0], 1, [*which, False]
+    )
+    return grad_x, grad_weight
+
+
+def _dense_conv_weight_gradient(
+    grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int
+) -> torch.Tensor:
+    def from_nchw() -> torch.Tensor:
+        nchw = _conv_gradient(grad.contiguous(), x.contiguous(), weight.contiguous(), stride, padding, (False, True))
+        return nchw[1].contiguous(memory_format=torch.channels_last)
+
+    def as_is() -> torch.Tensor:
+        return _conv_gradient(grad, x, weight, stride, padding, (False, True))[1]
+
+    if x.is_contiguous():  # already NCHW
+        return as_is()
+    key = (tuple(x.shape), tuple(weight.shape), stride, padding)
+    if key not in WEIGHT_GRADIENT_FROM_NCHW:
+        start = time.perf_counter()
+        as_is()
+        middle = time.perf_counter()
+        gradient = from_nchw()
+        WEIGHT_GRADIENT_FROM_NCHW[key] = time.perf_counter() - middle < middle - start
+        return gradient
+    return from_nchw() if WEIGHT_GRADIENT_FROM_NCHW[key] else as_is()
+
+
+class _DenseConv(torch.autograd.Function):
+    """k x k convolution, groups 1, dilation 1, no bias: ATen's forward and input gradient, own weight gradient."""
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int
+    ) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.stride, ctx.padding = stride, padding
+        return F.conv2d(x, weight, None, stride, padding)
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
+        x, weight = ctx.saved_tensors
+        grad_x = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _conv_gradient(grad, x, weight, ctx.stride, ctx.padding, (True, False))[0]
+        if ctx.needs_input_grad[1]:
+            grad_weight = _dense_conv_weight_gradient(grad, x, weight, ctx.stride, ctx.padding)
+        return grad_x, grad_weight, None, None
+
+
 class CPUTrainingKernels:
     """Mixin for modules that can train through this file's kernels; off until switched on."""
 
@@ -170,6 +240,12 @@ def batch_norm_prelu(x: torch.Tensor, norm: nn.BatchNorm2d, activation: nn.PReLU
     return _fused_batch_norm_prelu(
         x, norm.weight, norm.bias, norm.running_mean, norm.running_var, norm.momentum, norm.eps, activation.weight
     )
+
+
+def dense_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int) -> torch.Tensor:
+    """Convolution of ``x`` (groups 1, dilation 1, no bias) whose weight gradient comes from NCHW copies where
+    that was measured faster."""
+    return _DenseConv.apply(x, weight, stride, padding)
 
 
 def dilated_channel_wise_conv2d(x: torch.Tensor, weight: torch.Tensor, dilation: int) -> torch.Tensor:
