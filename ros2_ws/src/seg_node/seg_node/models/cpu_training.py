@@ -18,7 +18,8 @@ training step spent most of its time not in its convolutions' arithmetic but in 
   ``dense_conv2d`` keeps ATen's forward and input gradient and takes the weight's gradient through NCHW
   copies for the layers where that is faster: which layers, it measures at each shape's first backward
   (``WEIGHT_GRADIENT_FROM_NCHW``), as it differs between processors (one layer of CGNet was faster
-  channels-last on that machine).
+  channels-last on that machine). Both ways gave bit-identical gradients there, so a resumed run takes
+  the same steps whichever way its process measured faster.
 - **f_glo's global average pool** (one per CG block): ``Tensor.mean``'s backward writes the gradient
   out as a full-size tensor, divided element by element, that autograd then adds to the re-weighting's
   gradient. ``spatial_mean`` takes the mean as a sum divided by the count instead, whose backward is
@@ -177,11 +178,12 @@ def _dense_conv_weight_gradient(
     key = (tuple(x.shape), tuple(weight.shape), stride, padding)
     if key not in WEIGHT_GRADIENT_FROM_NCHW:
         start = time.perf_counter()
-        as_is()
+        kept_layout = as_is()
         middle = time.perf_counter()
-        gradient = from_nchw()
+        copied = from_nchw()
         WEIGHT_GRADIENT_FROM_NCHW[key] = time.perf_counter() - middle < middle - start
-        return gradient
+        # the way chosen from the first step on, so that a process's steps all take the same way
+        return copied if WEIGHT_GRADIENT_FROM_NCHW[key] else kept_layout
     return from_nchw() if WEIGHT_GRADIENT_FROM_NCHW[key] else as_is()
 
 
