@@ -246,9 +246,10 @@ def running_group(command: list[str], env: dict[str, str], log: Path, cwd: Path 
         end_group(process)
 
 
-def assert_clean_stop(process: subprocess.Popen, log: Path) -> str:
-    """Ctrl-C twice to the group: gone within 2 s, exit 0, no traceback, no [ERROR] line; the log's text."""
-    code, elapsed = stop_group(process)
+def assert_clean_stop(process: subprocess.Popen, log: Path, twice: bool = True) -> str:
+    """Ctrl-C to the group (``twice``, as an impatient user does): gone within 2 s, exit 0, no traceback, no
+    [ERROR] line; the log's text."""
+    code, elapsed = stop_group(process, twice=twice)
     output = log.read_text(errors="replace")
     assert "Traceback" not in output, output[-4000:]
     errors = [line for line in output.splitlines() if "[ERROR]" in line]
@@ -266,15 +267,18 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
-def stop_group(process: subprocess.Popen, second_after_s: float = 0.1, limit_s: float = STOP_S) -> tuple[int, float]:
-    """SIGINT to the whole group, again after ``second_after_s`` (during shutdown); (exit status, seconds until
-    every process of the group is gone). Whatever is left after ``limit_s`` is killed, and the time says so."""
+def stop_group(process: subprocess.Popen, second_after_s: float = 0.1, limit_s: float = STOP_S, twice: bool = True
+               ) -> tuple[int, float]:
+    """SIGINT to the whole group, if ``twice`` again after ``second_after_s`` (during shutdown); (exit
+    status, seconds until every process of the group is gone). Whatever is left after ``limit_s`` is killed, and
+    the time says so."""
     pgid = process.pid
     started = time.monotonic()
     os.killpg(pgid, signal.SIGINT)
-    time.sleep(second_after_s)
-    if group_alive(pgid):
-        os.killpg(pgid, signal.SIGINT)
+    if twice:
+        time.sleep(second_after_s)
+        if group_alive(pgid):
+            os.killpg(pgid, signal.SIGINT)
     deadline = started + limit_s
     while (process.poll() is None or group_alive(pgid)) and time.monotonic() < deadline:
         time.sleep(0.02)

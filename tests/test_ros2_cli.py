@@ -256,4 +256,9 @@ def test_ros2_run(install, probe, tmp_path):
         assert probe.lifecycle_state() == "active"
         sent, label = probe.send_until_labelled("/run/image_raw", LABEL, "run")
         assert label.header == sent.header
-        ros.assert_clean_stop(process, log)
+        # One Ctrl-C: ros2run (upstream) waits for its child in a loop that swallows KeyboardInterrupt, but once
+        # the node has ended, the wrapper's interpreter restores SIGINT's default handler while it finalises,
+        # and a second Ctrl-C that arrives then kills it with -2 and no message (1 in 8 tries with a copy of
+        # ros2run's loop here; CI once). The node's own handling of two presses is tested directly
+        # (test_node_smoke) and under ros2 launch (above).
+        ros.assert_clean_stop(process, log, twice=False)
