@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
+import platform
 import statistics
 import time
 from collections.abc import Iterator, Sequence
@@ -151,6 +153,25 @@ def _serve_path(connection: Connection, name: str, config: TrainingConfig, compi
             })
 
 
+def describe_processor(device: torch.device) -> str:
+    """The chip the paths ran on, for the JSON: processors of one name (the project's "AMD EPYC") differ in
+    generation and vector units, and the speed-ups with them."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:  # not Linux
+        return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    flags = set(fields.get("flags", "").split())
+    widest = next((name for name, flag in (("AMX", "amx_tile"), ("AVX-512", "avx512f"), ("AVX2", "avx2"))
+                   if flag in flags), "no AVX2")
+    return (f"{fields.get('model name', platform.machine())}, family {fields.get('cpu family', '?')} model "
+            f"{fields.get('model', '?')}, {widest}, {os.cpu_count()} cores")
+
+
 def benchmark(config: TrainingConfig, steps: int, warmup: int, compiled: bool = False) -> dict:
     names = ["original", "current"] + (["compiled"] if compiled else [])
     context = multiprocessing.get_context("spawn")  # a fresh process per path, with malloc's defaults
@@ -192,6 +213,7 @@ def benchmark(config: TrainingConfig, steps: int, warmup: int, compiled: bool = 
         "batch_size": config.batch_size,
         "crop_size": list(config.crop_size),
         "device": setup["current"]["device"],
+        "processor": describe_processor(torch.device(setup["current"]["device"])),
         "threads": setup["current"]["threads"],
         "workers": config.workers,
         "steps": steps,
@@ -220,7 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = load_config(args.config, overrides)
     result = benchmark(config, args.steps, max(args.warmup, 1 if args.compile else 0), args.compile)
     shown = f"{config.model} {config.variant or '(default variant)'}, batch {config.batch_size}"
-    print(f"\n{shown}, crop {config.crop_size[0]}x{config.crop_size[1]}, {result['device']}")
+    print(f"\n{shown}, crop {config.crop_size[0]}x{config.crop_size[1]}, {result['device']} "
+          f"({result['processor']})")
     print(f"{'path':<10} {'images/s':>9} {'vs original':>12} {'warm-up s':>10} {'data only images/s':>19}")
     for name, row in result["paths"].items():
         print(f"{name:<10} {row['images_per_s']:>9.2f} {result['speedup'][name]:>11.2f}x {row['warmup_s']:>10.1f} "
