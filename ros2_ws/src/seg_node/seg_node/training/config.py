@@ -72,6 +72,10 @@ class TrainingConfig:
     color_jitter: float = _option(0.0, "strength of random brightness, contrast, saturation and hue")
     class_weighting: str = _option("enet", "enet (1/ln(1.10+p)) | none")
     aux_weight: float = _option(0.0, "ContextNet's auxiliary loss on the deep branch")
+    lovasz_weight: float = _option(
+        0.0, "add this much of the Lovasz-softmax loss (Berman et al. 2018: a surrogate of each class's 1 - IoU, so "
+        "small classes count as much as large ones) to the cross-entropy; 0: cross-entropy alone"
+    )
     workers: int = _option(2, "data loader processes (CPU data path)")
     seed: int = _option(1, "seed of the initial weights, the shuffling and the augmentation")
     val_every: int = _option(1, "validate every N epochs (and after the last); 0: never")
@@ -109,6 +113,8 @@ class TrainingConfig:
         for key in ("batch_size", "epochs"):
             if getattr(self, key) < 1:
                 raise TrainingError(f"{key} must be at least 1, not {getattr(self, key)}")
+        if self.lovasz_weight < 0:
+            raise TrainingError(f"lovasz_weight must be at least 0 (0: off), not {self.lovasz_weight}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise TrainingError(f"ema_decay must be in [0, 1) (0: off), not {self.ema_decay}")
 

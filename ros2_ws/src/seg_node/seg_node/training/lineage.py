@@ -20,7 +20,7 @@ from ..weights import WeightsInfo
 from .config import TrainingConfig, TrainingError
 
 RECIPE = ("optimizer", "lr", "batch_size", "crop_size", "poly_power", "weight_decay", "aux_weight", "ema_decay",
-          "class_weighting")
+          "class_weighting", "lovasz_weight")
 # what must be equal, stage by stage, for two runs to be twins (the splits may differ)
 TWIN_RECIPE = (*RECIPE, "planned_epochs")
 

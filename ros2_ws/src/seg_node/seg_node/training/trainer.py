@@ -51,6 +51,7 @@ from .data import ImageCache, ListSampler, TrainingSet, dataset_spec, normalize
 from .device_augment import DeviceBatches
 from .host_memory import keep_freed_memory
 from .lineage import describe_hardware, earlier_stages
+from .losses import SegmentationLoss
 
 LOG_EVERY = 10  # steps between progress-bar updates (each one reads the loss back from the device)
 CHECKPOINT_EVERY_S = 30.0  # at most this often, at an epoch's end, last.pt and curves.png are written again
@@ -138,9 +139,10 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * config.epochs
         self.optimizer, self.scheduler = build_optimizer(config, self.model, self.total_steps)
         weight = self.stats.class_weights
-        self.criterion = nn.CrossEntropyLoss(
-            weight=torch.tensor(weight, device=self.device) if weight is not None else None,
-            ignore_index=self.train_spec.ignore_index,
+        self.criterion = SegmentationLoss(
+            torch.tensor(weight, device=self.device) if weight is not None else None,
+            self.train_spec.ignore_index,
+            config.lovasz_weight,
         )
         # validated, saved in best.pt and exported in place of the trained weights when kept
         self.ema = (
