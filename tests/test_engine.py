@@ -396,3 +396,29 @@ def test_normalize_is_the_engine_preprocessing(weights_path, make_frames):
     assert torch.allclose(normalized, expected, atol=1e-5)
     engine_input = Preprocess(info, NETWORK_SIZE)(torch.from_numpy(frame)[None])  # same size: no resize
     assert torch.equal(engine_input, normalized)
+
+
+@pytest.mark.parametrize("name", ["cgnet", "contextnet"])
+def test_both_networks_fold_their_batchnorms_and_compute_the_same(name, caplog):
+    from seg_node.engine.backends.torch_backend import fold_batchnorm
+    from seg_node.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(name, 11).eval()
+    for layer in model.modules():  # statistics other than the initial ones, so that folding has work to do
+        if isinstance(layer, torch.nn.BatchNorm2d):
+            layer.running_mean.uniform_(-0.5, 0.5)
+            layer.running_var.uniform_(0.5, 2.0)
+    with caplog.at_level(logging.WARNING):
+        folded = fold_batchnorm(model)
+    assert "folding skipped" not in caplog.text
+
+    def batchnorms(module: torch.nn.Module) -> int:
+        return sum(isinstance(layer, torch.nn.BatchNorm2d) for layer in module.modules())
+
+    # CGNet keeps the BatchNorms that follow a concatenation (no single convolution to fold them into)
+    assert batchnorms(folded) < batchnorms(model)
+    image = torch.randn(1, 3, 72, 96)
+    with torch.no_grad():
+        expected = model(image)
+        torch.testing.assert_close(folded(image), expected, rtol=1e-3, atol=1e-3 * float(expected.abs().max()))

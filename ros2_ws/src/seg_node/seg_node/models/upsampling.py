@@ -17,4 +17,5 @@ def upsample_scores(scores: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     batch (16 x 11 x 45 x 45 to 360x360, one CPU thread), about 8% of its training step. In an exported
     graph the copy is an identity.
     """
-    return F.interpolate(scores.contiguous(), size=tuple(size), mode="bilinear", align_corners=False)
+    height, width = size[0], size[1]  # indexed, not unpacked: torch.fx can trace it (BatchNorm folding)
+    return F.interpolate(scores.contiguous(), size=(height, width), mode="bilinear", align_corners=False)
