@@ -227,6 +227,24 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path, tiny_camvid):
     assert checkpoint["global_step"] >= 2
 
 
+def test_a_stop_request_whose_exception_python_dropped_still_stops_the_run_at_the_next_step(tmp_path, tiny_camvid,
+                                                                                          monkeypatch):
+    # what seg-train's signal handler leaves when its KeyboardInterrupt lands in a weakref callback: only the flag
+    trainer = Trainer(tiny_config(tmp_path, tiny_camvid, epochs=50))
+    step = trainer.optimizer.step
+
+    def step_and_request_a_stop_at_the_second() -> None:
+        step()
+        if trainer.progress.global_step == 1:  # counted after the optimizer's step
+            trainer.stop_requested.set()
+
+    monkeypatch.setattr(trainer.optimizer, "step", step_and_request_a_stop_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
+    assert trainer.progress.global_step == 2
+    assert load_checkpoint(tmp_path / "run/last.pt")["global_step"] == 2
+
+
 @pytest.mark.parametrize("every_s, saved", [(1e9, ["last.pt"]), (0.0, ["last.pt", "last.pt", "last.pt"])])
 def test_last_pt_is_written_at_most_every_interval_and_after_the_last_epoch(tmp_path, tiny_camvid, monkeypatch,
                                                                             every_s, saved):

@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -59,7 +60,14 @@ def config_from_args(args: argparse.Namespace) -> TrainingConfig:
     return config_of(load_checkpoint(args.resume)).updated(**overrides)
 
 
+STOP_REQUESTED = threading.Event()
+
+
 def _interrupt(signum: int, _frame: object) -> None:
+    # The flag as well as the exception: Python drops an exception raised while a weakref or __del__
+    # callback runs (a run went on after one Ctrl-C that landed in validation); the trainer checks the
+    # flag before every step.
+    STOP_REQUESTED.set()
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
@@ -69,7 +77,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     args = build_parser().parse_args(argv)
     config = config_from_args(args)
-    trainer = Trainer(config, resume=args.resume)
+    trainer = Trainer(config, resume=args.resume, stop_requested=STOP_REQUESTED)
     if trainer.rank == 0:
         print(
             f"training {config.model} on {len(trainer.dataset)} images, {trainer.steps_per_epoch} steps/epoch, "

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,8 +102,13 @@ def build_optimizer(
 
 
 class Trainer:
-    def __init__(self, config: TrainingConfig, resume: str | None = None) -> None:
+    def __init__(
+        self, config: TrainingConfig, resume: str | None = None, stop_requested: threading.Event | None = None
+    ) -> None:
+        """``stop_requested``: set by a signal handler; the run stops as on Ctrl-C at the next step (a
+        KeyboardInterrupt raised inside a garbage collector's callback is printed and dropped by Python)."""
         self.config = config
+        self.stop_requested = stop_requested or threading.Event()
         self.rank, self.world, self.device = setup_distributed(config)
         self.distributed, self.cuda = self.world > 1, self.device.type == "cuda"
         if config.threads:
@@ -288,6 +294,8 @@ class Trainer:
             self._batches(), total=total, desc=f"epoch {p.epoch + 1}/{self.config.epochs}", disable=self.rank != 0
         )
         for images, labels in bar:
+            if self.stop_requested.is_set():
+                raise KeyboardInterrupt("stop requested")
             self.optimizer.zero_grad(set_to_none=True)
             loss = self._loss(images, labels)
             loss.backward()
