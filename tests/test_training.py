@@ -235,7 +235,7 @@ def test_a_stop_request_whose_exception_python_dropped_still_stops_the_run_at_th
 
     def step_and_request_a_stop_at_the_second() -> None:
         step()
-        if trainer.progress.global_step == 1:  # counted after the optimizer's step
+        if trainer.progress.global_step == 1:  # it counts finished steps: 1 while the second one runs
             trainer.stop_requested.set()
 
     monkeypatch.setattr(trainer.optimizer, "step", step_and_request_a_stop_at_the_second)
