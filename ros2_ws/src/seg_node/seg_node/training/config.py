@@ -76,6 +76,11 @@ class TrainingConfig:
         0.0, "add this much of the Lovasz-softmax loss (Berman et al. 2018: a surrogate of each class's 1 - IoU, so "
         "small classes count as much as large ones) to the cross-entropy; 0: cross-entropy alone"
     )
+    bn_recalibration: bool = _option(
+        False, "after the last epoch, recompute every BatchNorm's statistics for the final weights over the training "
+        "images as inference sees them (whole, unaugmented, at input_size; training.batchnorm); the last validation "
+        "and the checkpoints then hold them"
+    )
     workers: int = _option(2, "data loader processes (CPU data path)")
     seed: int = _option(1, "seed of the initial weights, the shuffling and the augmentation")
     val_every: int = _option(1, "validate every N epochs (and after the last); 0: never")

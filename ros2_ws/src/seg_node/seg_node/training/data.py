@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
@@ -105,6 +106,25 @@ def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, chann
     """(N, H, W, 3) uint8 to normalised (N, 3, H, W) float; the permuted view is channels-last already."""
     out = (images.permute(0, 3, 1, 2).float() - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
     return out.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def whole_frames(
+    source: DatasetSpec | ImageCache, size: tuple[int, int], batch_size: int, mean: torch.Tensor, std: torch.Tensor,
+    channels_last: bool,
+) -> Iterator[torch.Tensor]:
+    """Every image of ``source`` whole and unaugmented, as inference sees it: resized to ``size`` (height, width)
+    where it differs, in normalised batches of up to ``batch_size`` on ``mean``'s device."""
+    height, width = size
+    for start in range(0, len(source.pairs), batch_size):
+        images = []
+        for index in range(start, min(start + batch_size, len(source.pairs))):
+            image = source.read(index)[0]
+            if image.shape[:2] != (height, width):
+                # bilinear, as the engine's Preprocess resizes frames for the network
+                image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+            images.append(image)
+        batch = torch.from_numpy(np.stack(images)).to(mean.device)
+        yield normalize(batch, mean, std, channels_last)
 
 
 class ListSampler(Sampler[int]):

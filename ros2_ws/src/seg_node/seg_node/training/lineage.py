@@ -19,8 +19,8 @@ import torch
 from ..weights import WeightsInfo
 from .config import TrainingConfig, TrainingError
 
-RECIPE = ("optimizer", "lr", "batch_size", "crop_size", "poly_power", "weight_decay", "aux_weight", "ema_decay",
-          "class_weighting", "lovasz_weight")
+RECIPE = ("optimizer", "lr", "batch_size", "crop_size", "scale_range", "color_jitter", "poly_power", "weight_decay",
+          "aux_weight", "ema_decay", "class_weighting", "lovasz_weight", "bn_recalibration")
 # what must be equal, stage by stage, for two runs to be twins (the splits may differ)
 TWIN_RECIPE = (*RECIPE, "planned_epochs")
 

@@ -37,6 +37,7 @@ from ..models.cpu_training import use_cpu_training_kernels
 from ..plots import plot_training_curves
 from ..progress import progress_bar
 from .augment import Augmentation
+from .batchnorm import recalibrate_batchnorm
 from .checkpoint import (
     DataStats,
     Progress,
@@ -48,7 +49,7 @@ from .checkpoint import (
     training_state,
 )
 from .config import TrainingConfig, TrainingError, model_from_config
-from .data import ImageCache, ListSampler, TrainingSet, dataset_spec, normalize
+from .data import ImageCache, ListSampler, TrainingSet, dataset_spec, normalize, whole_frames
 from .device_augment import DeviceBatches
 from .host_memory import keep_freed_memory
 from .lineage import describe_hardware, earlier_stages
@@ -333,6 +334,8 @@ class Trainer:
         p.step_in_epoch = 0
         val_every = self.config.val_every
         last = p.epoch == self.config.epochs
+        recalibrated = last and self.config.bn_recalibration
+        before_recalibration = self._recalibrate_batchnorm(validated=val_every > 0) if recalibrated else None
         miou = self.validate() if val_every > 0 and (p.epoch % val_every == 0 or last) else None
         row = {
             "epoch": p.epoch,
@@ -344,6 +347,8 @@ class Trainer:
             "time_s": round(time.perf_counter() - self._run_started, 3),
             "val_miou": miou,
         }
+        if recalibrated:
+            row["val_miou_before_bn_recalibration"] = before_recalibration
         p.history.append(row)
         if miou is not None and miou > p.best_miou:
             p.best_miou = miou
@@ -356,6 +361,19 @@ class Trainer:
             self._write_history(plot=due)
             shown = "" if miou is None else f", val mIoU {100 * miou:.2f}% (best {100 * p.best_miou:.2f}%)"
             print(f"epoch {p.epoch}: loss {loss:.4f}, {images_per_s:.2f} images/s{shown}", flush=True)
+
+    def _recalibrate_batchnorm(self, validated: bool) -> float | None:
+        """The final weights' BatchNorm statistics recomputed over the training images (training.batchnorm);
+        returns the val mIoU they had before, when the run validates."""
+        before = self.validate() if validated else None
+        c = self.config
+        frames = whole_frames(self.source, c.input_size, c.batch_size, self._mean, self._std, c.channels_last)
+        seen = recalibrate_batchnorm(self.ema.module if self.ema is not None else self.model, frames)
+        if self.rank == 0:
+            shown = "" if before is None else f"; val mIoU before: {100 * before:.2f}%"
+            height, width = c.input_size
+            print(f"BatchNorm statistics recomputed over {seen} training images at {height}x{width}{shown}", flush=True)
+        return before
 
     def _write_history(self, plot: bool) -> None:
         with open(self.out / "history.csv", "w", newline="") as stream:
