@@ -54,6 +54,12 @@ def plot_training_curves(history: Sequence[dict], path: str | Path, title: str) 
         miou_axis = loss_axis.twinx()
         miou_axis.plot(*zip(*scored, strict=True), color="tab:red", marker="o", markersize=3, label="val mIoU")
         miou_axis.set_ylabel("val mIoU (%)", color="tab:red")
+        before = [(row["epoch"], 100 * row["val_miou_before_bn_recalibration"]) for row in history
+                  if row.get("val_miou_before_bn_recalibration") is not None]
+        if before:  # the trainer's bn_recalibration: what the last epoch's weights scored with their own statistics
+            miou_axis.plot(*zip(*before, strict=True), linestyle="none", marker="o", markerfacecolor="none",
+                           color="tab:red", label="val mIoU before BatchNorm recalibration")
+            miou_axis.legend(loc="lower right", fontsize=8)
     loss_axis.set_title(title)
     return save_figure(fig, path)
 
