@@ -157,7 +157,8 @@ def test_poly_schedule_decays_per_iteration_and_the_log_stays_calm(tmp_path, tin
     [
         pytest.param("cpu", 4.0, 0.0, "contextnet", id="cpu-cached"),  # images in memory, crops computed directly
         pytest.param("cpu", 0.0, 0.0, "contextnet", id="cpu-from-disk"),
-        pytest.param("cpu", 4.0, 0.5, "contextnet", id="cpu-cached-ema"),  # the weights' moving average resumes too
+        # the weights' moving average resumes too, and the recomputed BatchNorm statistics are the same
+        pytest.param("cpu", 4.0, 0.5, "contextnet", id="cpu-cached-ema-bn-recalibration"),
         pytest.param("cpu", 4.0, 0.0, "cgnet", id="cpu-cgnet-training-kernels"),  # models.cpu_training's kernels
         pytest.param(
             "cuda", 4.0, 0.0, "contextnet", id="cuda-on-device",  # data set on the GPU, augmented there, bf16 autocast
@@ -176,7 +177,7 @@ def test_resume_mid_epoch_equals_an_uninterrupted_run(tmp_path, tiny_camvid, dev
     def config(folder: str, **overrides) -> TrainingConfig:
         variant = {"variant": "M3N9", "optimizer": "adam", "lr": 1e-3} if model == "cgnet" else {}
         return tiny_config(tmp_path / folder, tiny_camvid, device=device, cache_gb=cache_gb, ema_decay=ema_decay,
-                           model=model, **variant, **overrides)
+                           bn_recalibration=bool(ema_decay), model=model, **variant, **overrides)
 
     straight = Trainer(config("a"))
     assert straight.device.type == device and (straight.device_batches is not None) == (device == "cuda")
