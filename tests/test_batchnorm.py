@@ -9,7 +9,8 @@ from torch import nn
 from training_helpers import tiny_config
 
 from seg_node.datasets import camvid
-from seg_node.evaluation.evaluate import evaluate_model
+from seg_node.engine.graph import Preprocess
+from seg_node.evaluation.evaluate import evaluate_model, weights_info_for
 from seg_node.training.batchnorm import batch_norms, recalibrate_batchnorm
 from seg_node.training.checkpoint import export_checkpoint
 from seg_node.training.data import whole_frames
@@ -56,15 +57,19 @@ def test_without_batches_the_statistics_stay():
     assert torch.equal(network[1].running_mean, torch.full((4,), 3.0)) and not network.training
 
 
-def test_whole_frames_are_resized_to_the_input_size_and_normalised(tiny_camvid):
+def test_whole_frames_are_what_the_engine_makes_of_each_image(tiny_camvid):
     spec = camvid(tiny_camvid["data"], tiny_camvid["train"])
-    mean, std = torch.tensor([100.0, 110.0, 120.0]), torch.tensor([50.0, 60.0, 70.0])
-    batches = list(whole_frames(spec, (90, 120), 2, mean, std, channels_last=False))
+    mean, std = (100.0, 110.0, 120.0), (50.0, 60.0, 70.0)
+    preprocess = Preprocess(weights_info_for(small_network(), mean, std), (90, 120))
+    batches = list(whole_frames(spec, preprocess, 2, "cpu"))
     assert sum(b.shape[0] for b in batches) == len(spec.pairs) and all(b.shape[1:] == (3, 90, 120) for b in batches)
     image = spec.read(0)[0]
     assert image.shape[:2] != (90, 120)
-    expected = (torch.from_numpy(cv2.resize(image, (120, 90))).permute(2, 0, 1).float() - mean.view(3, 1, 1))
-    assert torch.allclose(batches[0][0], expected / std.view(3, 1, 1))
+    pixels = batches[0][0] * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)
+    resized = torch.from_numpy(cv2.resize(image, (120, 90), interpolation=cv2.INTER_LINEAR)).permute(2, 0, 1).float()
+    # bilinear at cv2.resize's pixel centres, less its rounding to uint8: within half a grey level
+    assert (pixels - resized).abs().max() <= 0.5 + 1e-3
+    assert torch.equal(batches[0][:1], preprocess(torch.from_numpy(image)[None]))
 
 
 @pytest.mark.slow
@@ -90,8 +95,8 @@ def test_the_trainer_recalibrates_the_kept_weights_before_the_last_validation(tm
         elif not name.endswith("num_batches_tracked"):
             assert torch.equal(a, b), name
     reference = plain.ema.module
-    frames = whole_frames(plain.source, (90, 120), 2, plain._mean, plain._std, channels_last=True)
-    recalibrate_batchnorm(reference, frames)
+    preprocess = Preprocess(weights_info_for(reference, plain.mean, plain.std), (90, 120))
+    recalibrate_batchnorm(reference, whole_frames(plain.source, preprocess, 2, plain.device))
     for name, value in reference.state_dict().items():
         assert torch.allclose(value.float(), kept.state_dict()[name].float()), name
 

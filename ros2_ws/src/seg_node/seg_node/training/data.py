@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
 from ..datasets import DatasetSpec, camvid, cityscapes, image_folder
+from ..engine.graph import Preprocess
 from ..progress import progress_bar
 from .augment import Augmentation, augment, augment_crop
 from .config import TrainingConfig, TrainingError
@@ -109,22 +109,14 @@ def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, chann
 
 
 def whole_frames(
-    source: DatasetSpec | ImageCache, size: tuple[int, int], batch_size: int, mean: torch.Tensor, std: torch.Tensor,
-    channels_last: bool,
+    source: DatasetSpec | ImageCache, preprocess: Preprocess, batch_size: int, device: torch.device | str
 ) -> Iterator[torch.Tensor]:
-    """Every image of ``source`` whole and unaugmented, as inference sees it: resized to ``size`` (height, width)
-    where it differs, in normalised batches of up to ``batch_size`` on ``mean``'s device."""
-    height, width = size
+    """Every image of ``source`` whole and unaugmented, as inference sees it: through the engine's ``preprocess``
+    (resized to its network size, normalised), in batches of up to ``batch_size`` on ``device``."""
     for start in range(0, len(source.pairs), batch_size):
-        images = []
-        for index in range(start, min(start + batch_size, len(source.pairs))):
-            image = source.read(index)[0]
-            if image.shape[:2] != (height, width):
-                # bilinear, as the engine's Preprocess resizes frames for the network
-                image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
-            images.append(image)
-        batch = torch.from_numpy(np.stack(images)).to(mean.device)
-        yield normalize(batch, mean, std, channels_last)
+        indices = range(start, min(start + batch_size, len(source.pairs)))
+        # one image at a time: a data set's images may differ in size until preprocess resizes them
+        yield torch.cat([preprocess(torch.from_numpy(source.read(index)[0]).to(device)[None]) for index in indices])
 
 
 class ListSampler(Sampler[int]):

@@ -32,7 +32,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from ..datasets import DatasetSpec, enet_class_weights, label_histogram, mean_std
-from ..evaluation.evaluate import evaluate_model
+from ..engine.graph import Preprocess
+from ..evaluation.evaluate import evaluate_model, weights_info_for
 from ..models.cpu_training import use_cpu_training_kernels
 from ..plots import plot_training_curves
 from ..progress import progress_bar
@@ -367,8 +368,9 @@ class Trainer:
         returns the val mIoU they had before, when the run validates."""
         before = self.validate() if validated else None
         c = self.config
-        frames = whole_frames(self.source, c.input_size, c.batch_size, self._mean, self._std, c.channels_last)
-        seen = recalibrate_batchnorm(self.ema.module if self.ema is not None else self.model, frames)
+        model = self.ema.module if self.ema is not None else self.model
+        preprocess = Preprocess(weights_info_for(model, self.mean, self.std), c.input_size).to(self.device)
+        seen = recalibrate_batchnorm(model, whole_frames(self.source, preprocess, c.batch_size, self.device))
         if self.rank == 0:
             shown = "" if before is None else f"; val mIoU before: {100 * before:.2f}%"
             height, width = c.input_size
