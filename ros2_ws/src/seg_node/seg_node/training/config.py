@@ -76,6 +76,13 @@ class TrainingConfig:
         0.0, "add this much of the Lovasz-softmax loss (Berman et al. 2018: a surrogate of each class's 1 - IoU, so "
         "small classes count as much as large ones) to the cross-entropy; 0: cross-entropy alone"
     )
+    teacher: str | None = _option(
+        None, "knowledge distillation: trained weights (.safetensors, the same classes) whose per-pixel class "
+        "probabilities the network also learns (training.distillation); their training splits count as seen; "
+        "none: off"
+    )
+    distill_weight: float = _option(1.0, "weight of the distillation term beside the cross-entropy (with teacher)")
+    distill_temperature: float = _option(1.0, "softmax temperature of the distillation term (with teacher)")
     bn_recalibration: bool = _option(
         False, "after the last epoch, recompute every BatchNorm's statistics for the final weights over the training "
         "images as inference sees them (whole, unaugmented, at input_size; training.batchnorm); the last validation "
@@ -120,6 +127,11 @@ class TrainingConfig:
                 raise TrainingError(f"{key} must be at least 1, not {getattr(self, key)}")
         if self.lovasz_weight < 0:
             raise TrainingError(f"lovasz_weight must be at least 0 (0: off), not {self.lovasz_weight}")
+        if self.distill_weight <= 0 or self.distill_temperature <= 0:
+            raise TrainingError(
+                f"distill_weight and distill_temperature must be above 0, not {self.distill_weight} and "
+                f"{self.distill_temperature} (without a teacher there is no distillation)"
+            )
         if not 0.0 <= self.ema_decay < 1.0:
             raise TrainingError(f"ema_decay must be in [0, 1) (0: off), not {self.ema_decay}")
 

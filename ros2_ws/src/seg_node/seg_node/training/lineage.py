@@ -21,8 +21,10 @@ from .config import TrainingConfig, TrainingError
 
 RECIPE = ("optimizer", "lr", "batch_size", "crop_size", "scale_range", "color_jitter", "poly_power", "weight_decay",
           "aux_weight", "ema_decay", "class_weighting", "lovasz_weight", "bn_recalibration")
-# what must be equal, stage by stage, for two runs to be twins (the splits may differ)
-TWIN_RECIPE = (*RECIPE, "planned_epochs")
+# recorded for a stage with a teacher (training.distillation), beside the teacher's name and splits
+DISTILLATION = ("distill_weight", "distill_temperature")
+# what must be equal, stage by stage, for two runs to be twins (the splits, and so the teachers, may differ)
+TWIN_RECIPE = (*RECIPE, *DISTILLATION, "planned_epochs")
 
 
 def describe_hardware(device: torch.device) -> str:
@@ -59,11 +61,17 @@ def _as_json(value: Any) -> Any:
 
 
 def this_stage(checkpoint: dict[str, Any], config: TrainingConfig, best_epoch: int | None) -> dict[str, Any]:
-    """The stage a checkpoint finished: its splits, recipe, schedule and the hardware it ran on."""
+    """The stage a checkpoint finished: its splits, recipe, teacher, schedule and the hardware it ran on."""
+    teacher = checkpoint.get("teacher")  # Teacher.provenance()
+    distilled = {
+        "teacher_splits": list(teacher["splits"]), **{key: getattr(config, key) for key in DISTILLATION}
+    } if teacher else {}
     return {
         "splits": split_names(config.train_list),
         "init": Path(config.init).stem if config.init else None,
         **{key: _as_json(getattr(config, key)) for key in RECIPE},
+        "teacher": teacher["weights"] if teacher else None,
+        **distilled,
         "planned_epochs": config.epochs,
         "epochs": int(checkpoint["epoch"]),
         "steps": int(checkpoint["global_step"]),
@@ -73,10 +81,15 @@ def this_stage(checkpoint: dict[str, Any], config: TrainingConfig, best_epoch: i
 
 
 def lineage(stages: list[dict[str, Any]], best_miou: float | None) -> tuple[list[str], float | None, dict[str, Any]]:
-    """The splits the weights saw, their val mIoU (None when any stage saw val) and the JSON's ``training``."""
+    """The splits the weights saw, their val mIoU (None when any stage saw val) and the JSON's ``training``.
+
+    A stage's teacher passes on what it learnt from its splits, so they count as seen.
+    """
     splits: list[str] = []
     for stage in stages:
-        splits += [split for split in stage["splits"] if split not in splits]
+        for split in [*stage["splits"], *stage.get("teacher_splits", [])]:
+            if split not in splits:
+                splits.append(split)
     hardware: list[str] = []
     for stage in stages:
         hardware += [name for name in stage.get("hardware", []) if name not in hardware]
@@ -94,7 +107,8 @@ def record_train_only_twin(info: WeightsInfo, twin: WeightsInfo, twin_name: str)
     """Name in ``info`` (weights that saw val) the train-only weights of the same recipe, with their val mIoU.
 
     Raises TrainingError when ``twin`` saw val, has no val mIoU, is another network, or its stages
-    differ from ``info``'s in anything but their splits.
+    differ from ``info``'s in anything but their splits (and their teachers, which need only both be there or
+    both not: the twin's learnt from train alone).
     """
     if not saw_val(info.splits):
         raise TrainingError(f"the weights never saw val (splits {info.splits}): their own val mIoU needs no twin")
@@ -107,8 +121,10 @@ def record_train_only_twin(info: WeightsInfo, twin: WeightsInfo, twin_name: str)
         raise TrainingError(f"{twin_name} has {len(theirs)} training stages, these weights {len(ours)}")
     for number, (a, b) in enumerate(zip(ours, theirs, strict=True), 1):
         differ = [key for key in TWIN_RECIPE if key in a and key in b and a[key] != b[key]]
+        if (a.get("teacher") is None) != (b.get("teacher") is None):
+            differ.append("teacher")
         if differ:
-            shown = ", ".join(f"{key} {a[key]!r} vs {b[key]!r}" for key in differ)
+            shown = ", ".join(f"{key} {a.get(key)!r} vs {b.get(key)!r}" for key in differ)
             raise TrainingError(f"stage {number} of {twin_name} is another recipe: {shown}")
     info.training["train_only_twin"] = {
         "weights": twin_name,

@@ -52,6 +52,7 @@ from .checkpoint import (
 from .config import TrainingConfig, TrainingError, model_from_config
 from .data import ImageCache, ListSampler, TrainingSet, dataset_spec, normalize, whole_frames
 from .device_augment import DeviceBatches
+from .distillation import Teacher, distillation_loss
 from .host_memory import keep_freed_memory
 from .lineage import describe_hardware, earlier_stages
 from .losses import SegmentationLoss
@@ -144,6 +145,12 @@ class Trainer:
             self.stats.mean, self.stats.std = info.mean, info.std  # the weights' features expect their inputs
             self.provenance["earlier_stages"] = earlier_stages(info)
         self._build_data()
+        self.teacher = (
+            Teacher(config.teacher, self.train_spec.num_classes, self.mean, self.std, self.device, config.channels_last)
+            if config.teacher else None
+        )
+        if self.teacher is not None:
+            self.provenance["teacher"] = self.teacher.provenance()
         self.total_steps = self.steps_per_epoch * config.epochs
         self.optimizer, self.scheduler = build_optimizer(config, self.model, self.total_steps)
         weight = self.stats.class_weights
@@ -231,12 +238,20 @@ class Trainer:
             yield normalize(images, self._mean, self._std, self.config.channels_last), labels.to(self.device)
 
     def _loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.config.amp):
+        c = self.config
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and c.amp):
             output = self._forward(images)
-        if isinstance(output, tuple):
-            logits, aux = output
-            return self.criterion(logits.float(), labels) + self.config.aux_weight * self.criterion(aux.float(), labels)
-        return self.criterion(output.float(), labels)
+            logits, aux = output if isinstance(output, tuple) else (output, None)
+            teacher_logits = self.teacher(images, logits.shape[2:]) if self.teacher is not None else None
+        loss = self.criterion(logits.float(), labels)
+        if aux is not None:
+            loss = loss + c.aux_weight * self.criterion(aux.float(), labels)
+        if teacher_logits is not None:
+            distilled = distillation_loss(
+                logits.float(), teacher_logits.float(), labels, self.train_spec.ignore_index, c.distill_temperature
+            )
+            loss = loss + c.distill_weight * distilled
+        return loss
 
     def _forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         try:
