@@ -616,6 +616,18 @@ def test_camera_monitor_levels():
     assert status.level == ERROR and "CUDA out of memory" in status.message
 
 
+def test_a_stream_at_the_expected_rate_does_not_warn_whatever_its_phase():
+    # a 10 Hz camera puts 9, 10 or 11 frames into a 1 s window; 8 is a node falling behind
+    monitor = CameraMonitor("front", "/front", started=0.0)
+    for window, frames in enumerate((9, 11, 10, 8)):
+        for frame in range(frames):
+            monitor.input(window + frame / frames)
+            monitor.output(["label"], 0.05)
+        status = monitor.report(window + 1.0, dropped=0, expected_fps=10.0, input_timeout_s=1.0)
+        assert status.level == (WARN if frames == 8 else OK), (frames, status.message)
+    assert status.message == "output 8.0 fps is below expected_fps 10.0"
+
+
 def test_yaml_defaults_equal_the_declared_defaults():
     document = yaml.safe_load((PACKAGE_ROOT / "config" / "seg_node.yaml").read_text())
     assert document["seg_node"]["ros__parameters"] == declared_defaults()

@@ -98,7 +98,9 @@ SPECS: dict[str, Spec] = {
     "qos_reliability": Spec("best_effort", "reliability of the camera subscriptions", ("best_effort", "reliable")),
     "qos_depth": Spec(1, "history depth of the camera subscriptions", (), 1, 100),
     "diagnostics_period_s": Spec(1.0, "seconds between /diagnostics messages", (), 0.1, 60.0),
-    "expected_fps": Spec(10.0, "output rate per camera below which diagnostics warn; 0: no check", (), 0.0, 1000.0),
+    "expected_fps": Spec(
+        10.0, "output rate per camera below which diagnostics warn (by over a frame a report); 0: off", (), 0.0, 1000.0
+    ),
     "input_timeout_s": Spec(2.0, "seconds without a frame after which a camera is reported stale", (), 0.1, 3600.0),
 }
 
