@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -70,7 +71,8 @@ def test_the_teacher_sees_the_batch_normalised_as_it_was_trained():
     got = teacher(as_student, expected.shape[2:])
     assert torch.allclose(got, expected, atol=1e-4)
     assert teacher(as_student, torch.Size((16, 24))).shape == (1, info.num_classes, 16, 24)
-    assert teacher.provenance() == {"weights": "cgnet_camvid_train", "splits": ["train"]}
+    sha256 = hashlib.sha256(TRAIN_ONLY_TEACHER.read_bytes()).hexdigest()
+    assert teacher.provenance() == {"weights": "cgnet_camvid_train", "sha256": sha256, "splits": ["train"]}
 
 
 def test_a_teacher_of_other_classes_or_a_missing_file_is_refused(tmp_path):
@@ -118,12 +120,16 @@ def test_a_run_with_a_teacher_trains_and_exports_what_the_student_saw(tmp_path, 
                              teacher=str(teacher), distill_weight=0.5, distill_temperature=2.0)
         trainer = Trainer(config)
         trainer.run()
-        assert trainer.provenance["teacher"] == {"weights": teacher.stem, "splits": read_info(teacher).splits}
+        assert trainer.provenance["teacher"] == {
+            "weights": teacher.stem, "sha256": hashlib.sha256(teacher.read_bytes()).hexdigest(),
+            "splits": read_info(teacher).splits,
+        }
         return read_info(export_checkpoint(tmp_path / folder / "run/last.pt", tmp_path / f"{folder}.safetensors"))
 
     unseen = distilled("unseen", TRAIN_ONLY_TEACHER)
     stage = unseen.training["stages"][-1]
     assert stage["teacher"] == "cgnet_camvid_train" and stage["teacher_splits"] == ["train"]
+    assert stage["teacher_sha256"] == hashlib.sha256(TRAIN_ONLY_TEACHER.read_bytes()).hexdigest()
     assert stage["distill_weight"] == 0.5 and stage["distill_temperature"] == 2.0
     assert unseen.splits == ["train"] and unseen.val_miou is not None
     seen = distilled("seen", VAL_SEEN_TEACHER)

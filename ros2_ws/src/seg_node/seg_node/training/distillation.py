@@ -15,6 +15,7 @@ train-only twin needs a train-only teacher for its val figure to be one on unsee
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -68,6 +69,8 @@ class Teacher(nn.Module):
             )
         self.info: WeightsInfo = info
         self.name = Path(weights_path).stem
+        # the name alone would not tell which weights taught: shipped files are replaced under their names
+        self.sha256 = hashlib.sha256(Path(weights_path).read_bytes()).hexdigest()
         network = network.to(device).eval().requires_grad_(False)
         self.network = network.to(memory_format=torch.channels_last) if channels_last else network
         # student-normalised x -> teacher-normalised: (x * std_s + mean_s - mean_t) / std_t
@@ -87,5 +90,5 @@ class Teacher(nn.Module):
         return logits
 
     def provenance(self) -> dict[str, object]:
-        """What a checkpoint records of the teacher: its file's name and the splits it was trained on."""
-        return {"weights": self.name, "splits": list(self.info.splits)}
+        """What a checkpoint records of the teacher: its file's name and content hash and its training splits."""
+        return {"weights": self.name, "sha256": self.sha256, "splits": list(self.info.splits)}

@@ -64,7 +64,9 @@ def this_stage(checkpoint: dict[str, Any], config: TrainingConfig, best_epoch: i
     """The stage a checkpoint finished: its splits, recipe, teacher, schedule and the hardware it ran on."""
     teacher = checkpoint.get("teacher")  # Teacher.provenance()
     distilled = {
-        "teacher_splits": list(teacher["splits"]), **{key: getattr(config, key) for key in DISTILLATION}
+        "teacher_sha256": teacher["sha256"],
+        "teacher_splits": list(teacher["splits"]),
+        **{key: getattr(config, key) for key in DISTILLATION},
     } if teacher else {}
     return {
         "splits": split_names(config.train_list),
