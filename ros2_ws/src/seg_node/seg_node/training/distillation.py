@@ -15,13 +15,12 @@ train-only twin needs a train-only teacher for its val figure to be one on unsee
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..weights import WeightsError, WeightsInfo, load_weights
+from ..weights import WeightsError, WeightsInfo, file_sha256, load_weights
 from .config import TrainingError
 
 
@@ -70,7 +69,7 @@ class Teacher(nn.Module):
         self.info: WeightsInfo = info
         self.name = Path(weights_path).stem
         # the name alone would not tell which weights taught: shipped files are replaced under their names
-        self.sha256 = hashlib.sha256(Path(weights_path).read_bytes()).hexdigest()
+        self.sha256 = file_sha256(weights_path)
         network = network.to(device).eval().requires_grad_(False)
         self.network = network.to(memory_format=torch.channels_last) if channels_last else network
         # student-normalised x -> teacher-normalised: (x * std_s + mean_s - mean_t) / std_t
