@@ -82,6 +82,36 @@ def test_a_teacher_of_other_classes_or_a_missing_file_is_refused(tmp_path):
         Teacher(tmp_path / "absent.safetensors", 11, (0.0,) * 3, (1.0,) * 3, torch.device("cpu"), False)
 
 
+def test_an_ensemble_teacher_averages_its_members_probabilities_and_the_mirrored_batch():
+    cpu = torch.device("cpu")
+    contextnet = WEIGHTS / "contextnet_camvid_train.safetensors"
+    images = torch.randn(2, 3, 48, 64, generator=torch.Generator().manual_seed(3))
+    size = torch.Size((48, 64))
+    members = [Teacher(path, 11, (0.0,) * 3, (1.0,) * 3, cpu, False) for path in (TRAIN_ONLY_TEACHER, contextnet)]
+    cgnet, other = (member(images, size).softmax(1) for member in members)
+    ensemble = Teacher([TRAIN_ONLY_TEACHER, contextnet], 11, (0.0,) * 3, (1.0,) * 3, cpu, False, shares=(3, 1))
+    assert torch.allclose(ensemble(images, size).softmax(1), 0.75 * cgnet + 0.25 * other, atol=1e-5)
+    mirrored = members[0](images.flip(3), size).softmax(1).flip(3)
+    flipped = Teacher(TRAIN_ONLY_TEACHER, 11, (0.0,) * 3, (1.0,) * 3, cpu, False, flip=True)
+    assert torch.allclose(flipped(images, size).softmax(1), (cgnet + mirrored) / 2, atol=1e-5)
+    assert not torch.allclose(cgnet, mirrored, atol=1e-2), "the mirrored batch must change something to be tested"
+    provenance = Teacher([TRAIN_ONLY_TEACHER, VAL_SEEN_TEACHER], 11, (0.0,) * 3, (1.0,) * 3, cpu, False).provenance()
+    assert provenance["weights"] == ["cgnet_camvid_train", "cgnet_camvid"]
+    assert provenance["sha256"] == [hashlib.sha256(path.read_bytes()).hexdigest()
+                                    for path in (TRAIN_ONLY_TEACHER, VAL_SEEN_TEACHER)]
+    assert provenance["splits"] == ["train", "val"], "what any member saw counts as seen"
+
+
+def test_ensemble_shares_must_match_the_teachers(tmp_path, tiny_camvid):
+    with pytest.raises(TrainingError, match=r"one share above 0 per teacher \(2 given\)"):
+        Teacher([TRAIN_ONLY_TEACHER] * 2, 11, (0.0,) * 3, (1.0,) * 3, torch.device("cpu"), False, shares=(1.0, 0.0))
+    with pytest.raises(TrainingError, match=r"teacher_shares: one share per teacher \(1\)"):
+        tiny_config(tmp_path, tiny_camvid, teacher=str(TRAIN_ONLY_TEACHER), teacher_shares=[0.5, 0.5])
+    # a recipe names one teacher as a string, several as a list; runs from before the list read teacher: none
+    assert tiny_config(tmp_path, tiny_camvid, teacher=str(TRAIN_ONLY_TEACHER)).teacher == [str(TRAIN_ONLY_TEACHER)]
+    assert tiny_config(tmp_path, tiny_camvid, teacher=None).teacher == []
+
+
 def test_distillation_settings_must_be_positive(tmp_path, tiny_camvid):
     for bad in ({"distill_weight": 0.0}, {"distill_temperature": -1.0}):
         with pytest.raises(TrainingError, match="distill_weight and distill_temperature must be above 0"):
@@ -131,6 +161,7 @@ def test_a_run_with_a_teacher_trains_and_exports_what_the_student_saw(tmp_path, 
     assert stage["teacher"] == "cgnet_camvid_train" and stage["teacher_splits"] == ["train"]
     assert stage["teacher_sha256"] == hashlib.sha256(TRAIN_ONLY_TEACHER.read_bytes()).hexdigest()
     assert stage["distill_weight"] == 0.5 and stage["distill_temperature"] == 2.0
+    assert stage["teacher_shares"] == [] and stage["teacher_flip"] is False
     assert unseen.splits == ["train"] and unseen.val_miou is not None
     seen = distilled("seen", VAL_SEEN_TEACHER)
     assert seen.splits == ["train", "val"] and seen.val_miou is None, "val reached the student through its teacher"

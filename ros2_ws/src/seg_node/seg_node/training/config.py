@@ -76,10 +76,17 @@ class TrainingConfig:
         0.0, "add this much of the Lovasz-softmax loss (Berman et al. 2018: a surrogate of each class's 1 - IoU, so "
         "small classes count as much as large ones) to the cross-entropy; 0: cross-entropy alone"
     )
-    teacher: str | None = _option(
-        None, "knowledge distillation: trained weights (.safetensors, the same classes) whose per-pixel class "
-        "probabilities the network also learns (training.distillation); their training splits count as seen; "
-        "none: off"
+    teacher: list[str] = _option(
+        [], "knowledge distillation: trained weights (.safetensors, the same classes) whose per-pixel class "
+        "probabilities the network also learns (training.distillation); several (\"[a, b]\"): an ensemble, "
+        "their probabilities averaged; their training splits count as seen; empty: off"
+    )
+    teacher_shares: list[float] = _option(
+        [], "how much each teacher's probabilities count in an ensemble, in the order of teacher; empty: equally"
+    )
+    teacher_flip: bool = _option(
+        False, "the teacher's probabilities also averaged with those of the mirrored batch (test-time flip: a "
+        "stronger teacher at twice its cost)"
     )
     distill_weight: float = _option(1.0, "weight of the distillation term beside the cross-entropy (with teacher)")
     distill_temperature: float = _option(1.0, "softmax temperature of the distillation term (with teacher)")
@@ -132,6 +139,10 @@ class TrainingConfig:
                 f"distill_weight and distill_temperature must be above 0, not {self.distill_weight} and "
                 f"{self.distill_temperature} (without a teacher there is no distillation)"
             )
+        if self.teacher_shares and len(self.teacher_shares) != len(self.teacher):
+            raise TrainingError(
+                f"teacher_shares: one share per teacher ({len(self.teacher)}), not {self.teacher_shares}"
+            )
         if not 0.0 <= self.ema_decay < 1.0:
             raise TrainingError(f"ema_decay must be in [0, 1) (0: off), not {self.ema_decay}")
 
@@ -169,7 +180,10 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
                 raise ValueError
             return tuple(_coerce(key, v, a) for v, a in zip(value, args, strict=True))
         if origin is list:
-            return [str(v) for v in ([value] if isinstance(value, str) else value)]
+            if value is None:  # checkpoints of runs before a field became a list (teacher: none)
+                return []
+            (item,) = args or (str,)
+            return [_coerce(key, v, item) for v in ([value] if isinstance(value, str) else value)]
         if hint is bool:
             if isinstance(value, str) and value.lower() in ("true", "false"):
                 return value.lower() == "true"

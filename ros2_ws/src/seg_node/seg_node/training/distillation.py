@@ -15,6 +15,7 @@ train-only twin needs a train-only teacher for its val figure to be one on unsee
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -44,9 +45,8 @@ def distillation_loss(
     return temperature**2 * (per_pixel * labelled).sum() / count.clamp(min=1)
 
 
-class Teacher(nn.Module):
-    """Trained weights that give the logits the student distils, for batches normalised with the student's
-    ``mean`` and ``std``."""
+class TeacherMember(nn.Module):
+    """One trained network of a teacher, fed batches normalised with the student's ``mean`` and ``std``."""
 
     def __init__(
         self,
@@ -80,14 +80,84 @@ class Teacher(nn.Module):
             "shift", ((student_mean - teacher_mean) / teacher_std).view(1, -1, 1, 1).to(device), persistent=False
         )
 
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.network(images * self.scale + self.shift)
+
+
+class Teacher(nn.Module):
+    """Trained weights that give the logits the student distils, for batches normalised with the student's
+    ``mean`` and ``std``.
+
+    ``weights_paths`` is one file or several: an ensemble, whose class probabilities are averaged (in
+    proportion to ``shares``, equally when it is empty). With
+    ``flip`` each member's probabilities are also averaged with those of the mirrored batch (the test-time
+    flip, at twice the member's cost). Measured on CamVid val, both make a stronger teacher than its best
+    member: the CGNet twin alone 66.68%, with the flip 67.95%, averaged with the ContextNet twin (0.6 : 0.4)
+    and flipped 68.33%. An averaged teacher gives the log of its mean probabilities as its logits
+    (``softmax(log p) = p``); one member without the flip gives its own logits.
+    """
+
+    def __init__(
+        self,
+        weights_paths: str | Path | Sequence[str | Path],
+        num_classes: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        device: torch.device,
+        channels_last: bool,
+        *,
+        shares: Sequence[float] = (),
+        flip: bool = False,
+    ) -> None:
+        super().__init__()
+        paths = [weights_paths] if isinstance(weights_paths, (str, Path)) else list(weights_paths)
+        if not paths:
+            raise TrainingError("teacher: no weights given")
+        weights = [float(share) for share in shares] or [1.0] * len(paths)
+        if len(weights) != len(paths) or min(weights) <= 0:
+            raise TrainingError(
+                f"teacher_shares: one share above 0 per teacher ({len(paths)} given), not {list(shares)}"
+            )
+        self.members = nn.ModuleList(
+            TeacherMember(path, num_classes, mean, std, device, channels_last) for path in paths
+        )
+        self.shares = [weight / sum(weights) for weight in weights]
+        self.flip = flip
+
+    @property
+    def splits(self) -> list[str]:
+        """Every split any member trained on."""
+        splits: list[str] = []
+        for member in self.members:
+            splits += [split for split in member.info.splits if split not in splits]
+        return splits
+
     @torch.no_grad()
     def forward(self, images: torch.Tensor, size: torch.Size) -> torch.Tensor:
         """The teacher's logits for the student's ``images``, at the student logits' spatial ``size``."""
-        logits = self.network(images * self.scale + self.shift)
+        if len(self.members) == 1 and not self.flip:
+            logits = self.members[0](images)
+        else:
+            probabilities = 0.0
+            for member, share in zip(self.members, self.shares, strict=True):
+                member_probabilities = member(images).softmax(1)
+                if self.flip:
+                    mirrored = member(images.flip(3)).softmax(1).flip(3)
+                    member_probabilities = (member_probabilities + mirrored) / 2
+                probabilities = probabilities + share * member_probabilities
+            logits = probabilities.clamp(min=torch.finfo(probabilities.dtype).tiny).log()
         if logits.shape[2:] != size:
             logits = nn.functional.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         return logits
 
     def provenance(self) -> dict[str, object]:
-        """What a checkpoint records of the teacher: its file's name and content hash and its training splits."""
-        return {"weights": self.name, "sha256": self.sha256, "splits": list(self.info.splits)}
+        """What a checkpoint records of the teacher: its file's name and content hash (lists for an ensemble) and
+        the splits it trained on."""
+        if len(self.members) == 1:
+            (member,) = self.members
+            return {"weights": member.name, "sha256": member.sha256, "splits": self.splits}
+        return {
+            "weights": [member.name for member in self.members],
+            "sha256": [member.sha256 for member in self.members],
+            "splits": self.splits,
+        }

@@ -146,7 +146,8 @@ class Trainer:
             self.provenance["earlier_stages"] = earlier_stages(info)
         self._build_data()
         self.teacher = (
-            Teacher(config.teacher, self.train_spec.num_classes, self.mean, self.std, self.device, config.channels_last)
+            Teacher(config.teacher, self.train_spec.num_classes, self.mean, self.std, self.device, config.channels_last,
+                    shares=config.teacher_shares, flip=config.teacher_flip)
             if config.teacher else None
         )
         if self.teacher is not None:
