@@ -127,10 +127,7 @@ class Teacher(nn.Module):
     @property
     def splits(self) -> list[str]:
         """Every split any member trained on."""
-        splits: list[str] = []
-        for member in self.members:
-            splits += [split for split in member.info.splits if split not in splits]
-        return splits
+        return list(dict.fromkeys(split for member in self.members for split in member.info.splits))
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor, size: torch.Size) -> torch.Tensor:
@@ -139,10 +136,11 @@ class Teacher(nn.Module):
             logits = self.members[0](images)
         else:
             probabilities = 0.0
+            mirrored_images = images.flip(3) if self.flip else None  # one copy of the batch for all members
             for member, share in zip(self.members, self.shares, strict=True):
                 member_probabilities = member(images).softmax(1)
-                if self.flip:
-                    mirrored = member(images.flip(3)).softmax(1).flip(3)
+                if mirrored_images is not None:
+                    mirrored = member(mirrored_images).softmax(1).flip(3)
                     member_probabilities = (member_probabilities + mirrored) / 2
                 probabilities = probabilities + share * member_probabilities
             logits = probabilities.clamp(min=torch.finfo(probabilities.dtype).tiny).log()

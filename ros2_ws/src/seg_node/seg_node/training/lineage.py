@@ -87,11 +87,9 @@ def lineage(stages: list[dict[str, Any]], best_miou: float | None) -> tuple[list
 
     A stage's teacher passes on what it learnt from its splits, so they count as seen.
     """
-    splits: list[str] = []
-    for stage in stages:
-        for split in [*stage["splits"], *stage.get("teacher_splits", [])]:
-            if split not in splits:
-                splits.append(split)
+    splits = list(dict.fromkeys(
+        split for stage in stages for split in [*stage["splits"], *stage.get("teacher_splits", [])]
+    ))
     hardware: list[str] = []
     for stage in stages:
         hardware += [name for name in stage.get("hardware", []) if name not in hardware]
