@@ -76,6 +76,14 @@ class TrainingConfig:
         0.0, "add this much of the Lovasz-softmax loss (Berman et al. 2018: a surrogate of each class's 1 - IoU, so "
         "small classes count as much as large ones) to the cross-entropy; 0: cross-entropy alone"
     )
+    ohem_threshold: float = _option(
+        0.0, "online hard example mining: the cross-entropy only over the pixels whose true class's probability is "
+        "below this (0.7 in BiSeNet), at least ohem_min_kept of them (training.losses); 0: every pixel"
+    )
+    ohem_min_kept: float = _option(
+        1 / 16, "with ohem_threshold: the share of the labelled pixels, the hardest first, that the cross-entropy "
+        "keeps at the least (BiSeNet: 1/16)"
+    )
     teacher: list[str] = _option(
         [], "knowledge distillation: trained weights (.safetensors, the same classes) whose per-pixel class "
         "probabilities the network also learns (training.distillation); several (\"[a, b]\"): an ensemble, "
@@ -134,6 +142,11 @@ class TrainingConfig:
                 raise TrainingError(f"{key} must be at least 1, not {getattr(self, key)}")
         if self.lovasz_weight < 0:
             raise TrainingError(f"lovasz_weight must be at least 0 (0: off), not {self.lovasz_weight}")
+        if not 0.0 <= self.ohem_threshold < 1.0 or not 0.0 < self.ohem_min_kept <= 1.0:
+            raise TrainingError(
+                f"ohem_threshold must be in [0, 1) (0: off) and ohem_min_kept in (0, 1], not {self.ohem_threshold} "
+                f"and {self.ohem_min_kept}"
+            )
         if self.distill_weight <= 0 or self.distill_temperature <= 0:
             raise TrainingError(
                 f"distill_weight and distill_temperature must be above 0, not {self.distill_weight} and "

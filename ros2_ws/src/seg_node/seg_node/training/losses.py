@@ -1,4 +1,5 @@
-"""The training loss: cross-entropy (class-weighted or not), optionally plus the Lovász-softmax loss.
+"""The training loss: cross-entropy (class-weighted or not, over every pixel or only the hard ones), optionally
+plus the Lovász-softmax loss.
 
 Cross-entropy trains every pixel alike, so the large classes (Road, Sky, Building) dominate it while
 mIoU weighs each class's IoU equally. The Lovász-softmax loss (Berman, Rannen Triki and Blaschko,
@@ -7,9 +8,18 @@ measure in neural networks", CVPR 2018) is the Lovász extension of each class's
 ``1 - IoU``, applied to the softmax probabilities and averaged over the classes present in the batch:
 on one-hot predictions it *is* the mean of ``1 - IoU``; in between it is convex and piecewise linear
 in the per-pixel errors. The paper fine-tunes cross-entropy-trained networks with it.
+
+Online hard example mining (OHEM; Shrivastava, Gupta and Girshick, CVPR 2016, per pixel as real-time
+segmentation networks train it, e.g. BiSeNet, Yu et al., ECCV 2018) averages the cross-entropy over the
+pixels the network still gets wrong or barely right: those whose true class has a probability below
+``ohem_threshold`` (0.7 in BiSeNet's code), and at least the ``ohem_min_kept`` share of the labelled pixels
+with the highest loss. Pixels of Road or Sky that are already right stop diluting the few of Pole or
+SignSymbol that are not.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -51,17 +61,65 @@ def _lovasz_gradient(foreground_sorted: torch.Tensor) -> torch.Tensor:
     return torch.cat([jaccard[:, :1], jaccard[:, 1:] - jaccard[:, :-1]], dim=1)
 
 
-class SegmentationLoss(nn.Module):
-    """Cross-entropy over the logits, plus ``lovasz_weight`` times the Lovász-softmax loss (0: cross-entropy alone)."""
+def hard_pixel_cross_entropy(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    ignore_index: int,
+    threshold: float,
+    min_kept: float,
+    class_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Cross-entropy averaged over the hard labelled pixels only (OHEM): those whose true class's probability is
+    below ``threshold``, and at least the ``min_kept`` share (0-1) of the labelled pixels, the highest losses
+    first. With ``class_weights`` the mean is weighted as ``nn.CrossEntropyLoss`` weighs it; which pixels are hard
+    is decided by the unweighted loss. Zero (with the graph kept) when no pixel is labelled.
+    """
+    losses = nn.functional.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="none").flatten()
+    labelled = labels.flatten() != ignore_index
+    count = int(labelled.sum())
+    if count == 0:
+        return logits.sum() * 0.0
+    losses = losses[labelled]
+    with torch.no_grad():
+        # loss > -log(threshold) <=> the true class's probability < threshold
+        hard = losses > -math.log(threshold)
+        least = min(count, max(1, math.ceil(min_kept * count)))
+        if int(hard.sum()) < least:
+            hard = torch.zeros_like(hard)
+            hard[losses.topk(least, sorted=False).indices] = True
+    if class_weights is None:
+        return losses[hard].mean()
+    weights = class_weights[labels.flatten()[labelled][hard]]
+    return (losses[hard] * weights).sum() / weights.sum()
 
-    def __init__(self, class_weights: torch.Tensor | None, ignore_index: int, lovasz_weight: float = 0.0) -> None:
+
+class SegmentationLoss(nn.Module):
+    """Cross-entropy over the logits (over the hard pixels only with ``ohem_threshold`` above 0), plus
+    ``lovasz_weight`` times the Lovász-softmax loss (0: cross-entropy alone)."""
+
+    def __init__(
+        self,
+        class_weights: torch.Tensor | None,
+        ignore_index: int,
+        lovasz_weight: float = 0.0,
+        ohem_threshold: float = 0.0,
+        ohem_min_kept: float = 0.0,
+    ) -> None:
         super().__init__()
         self.cross_entropy = nn.CrossEntropyLoss(weight=class_weights, ignore_index=ignore_index)
+        self.class_weights = class_weights
         self.ignore_index = ignore_index
         self.lovasz_weight = lovasz_weight
+        self.ohem_threshold = ohem_threshold
+        self.ohem_min_kept = ohem_min_kept
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        loss = self.cross_entropy(logits, labels)
+        if self.ohem_threshold:
+            loss = hard_pixel_cross_entropy(
+                logits, labels, self.ignore_index, self.ohem_threshold, self.ohem_min_kept, self.class_weights
+            )
+        else:
+            loss = self.cross_entropy(logits, labels)
         if self.lovasz_weight:
             # every LOVASZ_STRIDE-th pixel each way: sorting is the term's cost (about 1 s per 11 M values on a
             # core: a CGNet step of 8 crops of 360x360 would take 1.7x as long), and both networks' logits are

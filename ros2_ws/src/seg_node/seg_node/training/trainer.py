@@ -159,6 +159,8 @@ class Trainer:
             torch.tensor(weight, device=self.device) if weight is not None else None,
             self.train_spec.ignore_index,
             config.lovasz_weight,
+            config.ohem_threshold,
+            config.ohem_min_kept,
         )
         # validated, saved in best.pt and exported in place of the trained weights when kept
         self.ema = (
