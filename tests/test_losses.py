@@ -123,13 +123,13 @@ def test_hard_pixel_cross_entropy_gives_easy_and_void_pixels_no_gradient():
     assert float(empty.detach()) == 0.0
 
 
-def test_a_run_with_ohem_trains_and_the_stage_records_it_and_the_dropout(tmp_path, tiny_camvid):
-    trainer = Trainer(tiny_config(tmp_path, tiny_camvid, epochs=1, ohem_threshold=0.7, dropout=0.0))
+def test_a_run_with_ohem_trains_and_the_stage_records_it_the_dropout_and_the_seed(tmp_path, tiny_camvid):
+    trainer = Trainer(tiny_config(tmp_path, tiny_camvid, epochs=1, ohem_threshold=0.7, dropout=0.0, seed=3))
     trainer.run()
     assert np.isfinite(trainer.progress.history[-1]["loss"])
     info = load_weights(export_checkpoint(tmp_path / "run/last.pt", tmp_path / "w/ohem.safetensors"))[1]
     stage = info.training["stages"][-1]
-    assert (stage["ohem_threshold"], stage["ohem_min_kept"], stage["dropout"]) == (0.7, 1 / 16, 0.0)
+    assert (stage["ohem_threshold"], stage["ohem_min_kept"], stage["dropout"], stage["seed"]) == (0.7, 1 / 16, 0.0, 3)
     for bad in ({"ohem_threshold": 1.0}, {"ohem_threshold": 0.7, "ohem_min_kept": 0.0}):
         with pytest.raises(TrainingError, match="ohem_threshold must be in"):
             tiny_config(tmp_path, tiny_camvid, **bad)

@@ -123,3 +123,16 @@ def test_seg_eval_reproduces_the_val_miou_of_train_only_weights(path, camvid_roo
     command = [sys.executable, "-m", "seg_node.cli.eval", "--weights", str(path), "--data", str(camvid_root)]
     subprocess.run([*command, "--list", "val.txt", "--json", str(report)], check=True, capture_output=True)
     assert 100 * json.loads(report.read_text())["miou"] == pytest.approx(100 * read_info(path).val_miou, abs=0.2)
+
+
+def test_a_warm_start_with_the_seed_of_the_stage_before_it_is_told_that_it_draws_the_same_crops(
+    tmp_path, tiny_camvid, capsys
+):
+    Trainer(tiny_config(tmp_path, tiny_camvid, epochs=1, seed=3)).run()
+    first = export_checkpoint(tmp_path / "run/last.pt", tmp_path / "w/first.safetensors")
+    assert read_info(first).training["stages"][-1]["seed"] == 3
+    capsys.readouterr()
+    Trainer(tiny_config(tmp_path, tiny_camvid, init=str(first), seed=3, out=str(tmp_path / "again")))
+    assert "first.safetensors's last stage trained with seed 3 too" in capsys.readouterr().out
+    Trainer(tiny_config(tmp_path, tiny_camvid, init=str(first), seed=4, out=str(tmp_path / "fresh")))
+    assert "seed" not in capsys.readouterr().out

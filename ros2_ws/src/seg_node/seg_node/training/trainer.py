@@ -144,6 +144,12 @@ class Trainer:
             info = load_initial_weights(self.model, config.init)
             self.stats.mean, self.stats.std = info.mean, info.std  # the weights' features expect their inputs
             self.provenance["earlier_stages"] = earlier_stages(info)
+            if self.provenance["earlier_stages"][-1].get("seed") == config.seed and self.rank == 0:
+                print(
+                    f"note: {Path(config.init).name}'s last stage trained with seed {config.seed} too, so this run "
+                    "draws the same crops, flips and order again; --seed with another number draws new ones",
+                    flush=True,
+                )
         self._build_data()
         self.teacher = (
             Teacher(config.teacher, self.train_spec.num_classes, self.mean, self.std, self.device, config.channels_last,
