@@ -75,11 +75,12 @@ def hard_pixel_cross_entropy(
     is decided by the unweighted loss. Zero (with the graph kept) when no pixel is labelled.
     """
     losses = nn.functional.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="none").flatten()
-    labelled = labels.flatten() != ignore_index
+    labels = labels.flatten()
+    labelled = labels != ignore_index
     count = int(labelled.sum())
     if count == 0:
         return logits.sum() * 0.0
-    losses = losses[labelled]
+    losses, labels = losses[labelled], labels[labelled]
     with torch.no_grad():
         # loss > -log(threshold) <=> the true class's probability < threshold
         hard = losses > -math.log(threshold)
@@ -89,7 +90,7 @@ def hard_pixel_cross_entropy(
             hard[losses.topk(least, sorted=False).indices] = True
     if class_weights is None:
         return losses[hard].mean()
-    weights = class_weights[labels.flatten()[labelled][hard]]
+    weights = class_weights[labels[hard]]
     return (losses[hard] * weights).sum() / weights.sum()
 
 
@@ -107,7 +108,6 @@ class SegmentationLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.cross_entropy = nn.CrossEntropyLoss(weight=class_weights, ignore_index=ignore_index)
-        self.class_weights = class_weights
         self.ignore_index = ignore_index
         self.lovasz_weight = lovasz_weight
         self.ohem_threshold = ohem_threshold
@@ -116,7 +116,7 @@ class SegmentationLoss(nn.Module):
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.ohem_threshold:
             loss = hard_pixel_cross_entropy(
-                logits, labels, self.ignore_index, self.ohem_threshold, self.ohem_min_kept, self.class_weights
+                logits, labels, self.ignore_index, self.ohem_threshold, self.ohem_min_kept, self.cross_entropy.weight
             )
         else:
             loss = self.cross_entropy(logits, labels)
