@@ -21,6 +21,7 @@ from torch import nn
 
 from ..errors import SegNodeError
 from ..models import MODELS, build_model
+from .losses import OHEM_MIN_KEPT
 
 
 class TrainingError(SegNodeError, RuntimeError):
@@ -81,8 +82,8 @@ class TrainingConfig:
         "below this (0.7 in BiSeNet), at least ohem_min_kept of them (training.losses); 0: every pixel"
     )
     ohem_min_kept: float = _option(
-        1 / 16, "with ohem_threshold: the share of the labelled pixels, the hardest first, that the cross-entropy "
-        "keeps at the least (BiSeNet: 1/16)"
+        OHEM_MIN_KEPT, "with ohem_threshold: the share of the labelled pixels, the hardest first, that the "
+        "cross-entropy keeps at the least (BiSeNet: 1/16)"
     )
     teacher: list[str] = _option(
         [], "knowledge distillation: trained weights (.safetensors, the same classes) whose per-pixel class "

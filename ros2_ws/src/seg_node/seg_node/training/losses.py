@@ -25,6 +25,8 @@ import torch
 from torch import nn
 
 LOVASZ_STRIDE = 2
+# the least share of the labelled pixels OHEM keeps, hardest first, as BiSeNet's code keeps them
+OHEM_MIN_KEPT = 1 / 16
 
 
 def lovasz_softmax(probabilities: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
@@ -104,7 +106,7 @@ class SegmentationLoss(nn.Module):
         ignore_index: int,
         lovasz_weight: float = 0.0,
         ohem_threshold: float = 0.0,
-        ohem_min_kept: float = 0.0,
+        ohem_min_kept: float = OHEM_MIN_KEPT,
     ) -> None:
         super().__init__()
         self.cross_entropy = nn.CrossEntropyLoss(weight=class_weights, ignore_index=ignore_index)
