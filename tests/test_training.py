@@ -153,21 +153,22 @@ def test_poly_schedule_decays_per_iteration_and_the_log_stays_calm(tmp_path, tin
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("device", "cache_gb", "ema_decay", "model"),
+    ("device", "cache_gb", "ema_decay", "model", "cutmix"),
     [
-        pytest.param("cpu", 4.0, 0.0, "contextnet", id="cpu-cached"),  # images in memory, crops computed directly
-        pytest.param("cpu", 0.0, 0.0, "contextnet", id="cpu-from-disk"),
+        pytest.param("cpu", 4.0, 0.0, "contextnet", 0.0, id="cpu-cached"),  # images in memory, crops computed directly
+        pytest.param("cpu", 0.0, 0.0, "contextnet", 0.0, id="cpu-from-disk"),
         # the weights' moving average resumes too, and the recomputed BatchNorm statistics are the same
-        pytest.param("cpu", 4.0, 0.5, "contextnet", id="cpu-cached-ema-bn-recalibration"),
-        pytest.param("cpu", 4.0, 0.0, "cgnet", id="cpu-cgnet-training-kernels"),  # models.cpu_training's kernels
+        pytest.param("cpu", 4.0, 0.5, "contextnet", 0.0, id="cpu-cached-ema-bn-recalibration"),
+        pytest.param("cpu", 4.0, 0.0, "cgnet", 0.0, id="cpu-cgnet-training-kernels"),  # models.cpu_training's kernels
+        pytest.param("cpu", 4.0, 0.0, "contextnet", 1.0, id="cpu-cached-cutmix"),  # the resumed step mixes the same
         pytest.param(
-            "cuda", 4.0, 0.0, "contextnet", id="cuda-on-device",  # data set on the GPU, augmented there, bf16 autocast
+            "cuda", 4.0, 0.0, "contextnet", 0.0, id="cuda-on-device",  # data on the GPU, augmented there, bf16 autocast
             marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
         ),
     ],
 )
 def test_resume_mid_epoch_equals_an_uninterrupted_run(tmp_path, tiny_camvid, device, cache_gb, ema_decay, model,
-                                                      monkeypatch):
+                                                      cutmix, monkeypatch):
     torch.set_num_threads(1)
     if device == "cuda":  # exact equality needs deterministic kernels
         monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -177,7 +178,7 @@ def test_resume_mid_epoch_equals_an_uninterrupted_run(tmp_path, tiny_camvid, dev
     def config(folder: str, **overrides) -> TrainingConfig:
         variant = {"variant": "M3N9", "optimizer": "adam", "lr": 1e-3} if model == "cgnet" else {}
         return tiny_config(tmp_path / folder, tiny_camvid, device=device, cache_gb=cache_gb, ema_decay=ema_decay,
-                           bn_recalibration=bool(ema_decay), model=model, **variant, **overrides)
+                           bn_recalibration=bool(ema_decay), model=model, cutmix=cutmix, **variant, **overrides)
 
     straight = Trainer(config("a"))
     assert straight.device.type == device and (straight.device_batches is not None) == (device == "cuda")

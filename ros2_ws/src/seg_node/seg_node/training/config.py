@@ -71,6 +71,10 @@ class TrainingConfig:
     scale_range: tuple[float, float] = _option((0.5, 2.0), "random scale range before cropping")
     mirror: bool = _option(True, "random horizontal flips")
     color_jitter: float = _option(0.0, "strength of random brightness, contrast, saturation and hue")
+    cutmix: float = _option(
+        0.0, "CutMix (Yun et al. 2019): with this probability per crop, a random box of another crop of the batch "
+        "and its labels pasted over it; a teacher sees the mixed batch too (training.cutmix); 0: off"
+    )
     class_weighting: str = _option("enet", "enet (1/ln(1.10+p)) | none")
     aux_weight: float = _option(0.0, "ContextNet's auxiliary loss on the deep branch")
     lovasz_weight: float = _option(
@@ -141,6 +145,8 @@ class TrainingConfig:
         for key in ("batch_size", "epochs"):
             if getattr(self, key) < 1:
                 raise TrainingError(f"{key} must be at least 1, not {getattr(self, key)}")
+        if not 0.0 <= self.cutmix <= 1.0:
+            raise TrainingError(f"cutmix is a probability per crop, in [0, 1] (0: off), not {self.cutmix}")
         if self.lovasz_weight < 0:
             raise TrainingError(f"lovasz_weight must be at least 0 (0: off), not {self.lovasz_weight}")
         if not 0.0 <= self.ohem_threshold < 1.0 or not 0.0 < self.ohem_min_kept <= 1.0:

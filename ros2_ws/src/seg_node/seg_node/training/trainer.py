@@ -50,6 +50,7 @@ from .checkpoint import (
     training_state,
 )
 from .config import TrainingConfig, TrainingError, model_from_config
+from .cutmix import cut_mix, mixing_generator
 from .data import ImageCache, ListSampler, TrainingSet, dataset_spec, normalize, whole_frames
 from .device_augment import DeviceBatches
 from .distillation import Teacher, distillation_loss
@@ -322,6 +323,9 @@ class Trainer:
         for images, labels in bar:
             if self.stop_requested.is_set():
                 raise KeyboardInterrupt("stop requested")
+            if self.config.cutmix:
+                generator = mixing_generator(self.config.seed, p.global_step, self.rank)
+                images, labels = cut_mix(images, labels, self.config.cutmix, generator)
             self.optimizer.zero_grad(set_to_none=True)
             loss = self._loss(images, labels)
             loss.backward()
