@@ -8,7 +8,7 @@ from training_helpers import tiny_config
 
 from seg_node.training import trainer as trainer_module
 from seg_node.training.config import TrainingConfig, TrainingError
-from seg_node.training.cutmix import cut_mix, mixing_generator
+from seg_node.training.cutmix import cut_mix, mixing_rng
 from seg_node.training.lineage import RECIPE
 from seg_node.training.trainer import Trainer
 
@@ -22,7 +22,7 @@ def numbered_batch(count: int = 6, height: int = 40, width: int = 60) -> tuple[t
 
 def test_cut_mix_pastes_a_box_of_another_sample_over_images_and_labels_alike():
     images, labels = numbered_batch()
-    mixed_images, mixed_labels = cut_mix(images, labels, 1.0, mixing_generator(seed=3, step=7))
+    mixed_images, mixed_labels = cut_mix(images, labels, 1.0, mixing_rng(seed=3, step=7))
 
     assert torch.equal(images, numbered_batch()[0]) and torch.equal(labels, numbered_batch()[1])  # inputs kept
     assert mixed_images.is_contiguous(memory_format=torch.channels_last)
@@ -45,19 +45,19 @@ def test_cut_mix_pastes_a_box_of_another_sample_over_images_and_labels_alike():
 
 def test_cut_mix_repeats_for_the_same_step_and_differs_between_steps():
     images, labels = numbered_batch()
-    first = cut_mix(images, labels, 0.5, mixing_generator(seed=1, step=10))
-    again = cut_mix(images, labels, 0.5, mixing_generator(seed=1, step=10))
-    other = [cut_mix(images, labels, 0.5, mixing_generator(seed=1, step=step))[1] for step in range(11, 15)]
+    first = cut_mix(images, labels, 0.5, mixing_rng(seed=1, step=10))
+    again = cut_mix(images, labels, 0.5, mixing_rng(seed=1, step=10))
+    other = [cut_mix(images, labels, 0.5, mixing_rng(seed=1, step=step))[1] for step in range(11, 15)]
     assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
     assert any(not torch.equal(first[1], labels_of_step) for labels_of_step in other)
 
 
 def test_cut_mix_off_or_with_one_sample_leaves_the_batch_as_it_is():
     images, labels = numbered_batch()
-    kept_images, kept_labels = cut_mix(images, labels, 0.0, mixing_generator(1, 0))
+    kept_images, kept_labels = cut_mix(images, labels, 0.0, mixing_rng(1, 0))
     assert kept_images is images and kept_labels is labels
     one_image, one_label = images[:1], labels[:1]
-    kept_images, kept_labels = cut_mix(one_image, one_label, 1.0, mixing_generator(1, 0))
+    kept_images, kept_labels = cut_mix(one_image, one_label, 1.0, mixing_rng(1, 0))
     assert kept_images is one_image and kept_labels is one_label
 
 
@@ -71,9 +71,9 @@ def test_the_trainer_mixes_every_batch_it_trains_on_with_cutmix_on(tmp_path, tin
     torch.set_num_threads(1)
     calls = []
 
-    def recording_cut_mix(images, labels, probability, generator):
+    def recording_cut_mix(images, labels, probability, rng):
         calls.append((images.shape[0], probability))
-        return cut_mix(images, labels, probability, generator)
+        return cut_mix(images, labels, probability, rng)
 
     monkeypatch.setattr(trainer_module, "cut_mix", recording_cut_mix)
     Trainer(tiny_config(tmp_path, tiny_camvid, cutmix=0.5, max_steps=2)).run()

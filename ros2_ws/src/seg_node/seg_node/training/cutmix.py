@@ -8,43 +8,45 @@ every batch becomes scenes that were never photographed, and a teacher (``traini
 sees the mixed batch as the student does, labels them consistently ("function matching", Beyer et al.,
 "Knowledge distillation: A good teacher is patient and consistent", CVPR 2022).
 
-The box of a sample covers a share ``1 - lambda`` of the crop, ``lambda`` uniform in [0, 1) as in the paper,
-with the crop's aspect ratio, centred anywhere and clipped at the border. It is mixed on the device, after
-augmentation and normalisation, so every data path mixes alike; the random values come from a generator
-seeded by (seed, step, process), so a resumed run mixes as an uninterrupted one.
+The box of a sample covers a share ``1 - lambda`` of the crop, ``lambda`` uniform as in the paper (so the
+share is too), with the crop's aspect ratio, centred anywhere and clipped at the border. It is mixed on the
+device, after augmentation and normalisation, so every data path mixes alike; the random values come from a
+generator seeded by (seed, step, process), as the crops are by (seed, epoch, sample), so a resumed run mixes as
+an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 
-def mixing_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+def mixing_rng(seed: int, step: int, rank: int = 0) -> np.random.Generator:
     """The generator of one optimizer step's boxes: the same (seed, step, process), the same boxes."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 1_009 + rank)
+    return np.random.default_rng([seed, step, rank])
 
 
 def cut_mix(
-    images: torch.Tensor, labels: torch.Tensor, probability: float, generator: torch.Generator
+    images: torch.Tensor, labels: torch.Tensor, probability: float, rng: np.random.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``images`` (N, C, H, W) and ``labels`` (N, H, W) with, for each sample and with ``probability``, a random
     box of another sample of the batch pasted over both (new tensors; the inputs are left as they are)."""
     count, height, width = labels.shape
     if count < 2 or probability <= 0.0:
         return images, labels
-    mixed = torch.rand(count, generator=generator) < probability
+    mixed = rng.random(count) < probability
     # a partner other than the sample itself: the batch shifted by 1 .. count-1 places
-    shift = int(torch.randint(1, count, (1,), generator=generator))
-    kept = 1.0 - torch.rand(count, generator=generator)  # lambda in (0, 1]: the share of the image left
-    centres = torch.rand(count, 2, generator=generator)
+    shift = int(rng.integers(1, count))
+    box_shares = rng.random(count)  # 1 - lambda: the share of the crop the box covers
+    centres = rng.random((count, 2))
     source_images, source_labels = images, labels
     images, labels = images.clone(), labels.clone()
-    for index in torch.nonzero(mixed).flatten().tolist():
-        side = math.sqrt(1.0 - float(kept[index]))
+    for index in np.flatnonzero(mixed).tolist():
+        side = math.sqrt(box_shares[index])
         box_h, box_w = round(height * side), round(width * side)
-        centre_y, centre_x = float(centres[index, 0]) * height, float(centres[index, 1]) * width
+        centre_y, centre_x = centres[index, 0] * height, centres[index, 1] * width
         top, bottom = max(0, round(centre_y - box_h / 2)), min(height, round(centre_y + box_h / 2))
         left, right = max(0, round(centre_x - box_w / 2)), min(width, round(centre_x + box_w / 2))
         partner = (index + shift) % count

@@ -50,7 +50,7 @@ from .checkpoint import (
     training_state,
 )
 from .config import TrainingConfig, TrainingError, model_from_config
-from .cutmix import cut_mix, mixing_generator
+from .cutmix import cut_mix, mixing_rng
 from .data import ImageCache, ListSampler, TrainingSet, dataset_spec, normalize, whole_frames
 from .device_augment import DeviceBatches
 from .distillation import Teacher, distillation_loss
@@ -324,8 +324,8 @@ class Trainer:
             if self.stop_requested.is_set():
                 raise KeyboardInterrupt("stop requested")
             if self.config.cutmix:
-                generator = mixing_generator(self.config.seed, p.global_step, self.rank)
-                images, labels = cut_mix(images, labels, self.config.cutmix, generator)
+                rng = mixing_rng(self.config.seed, p.global_step, self.rank)
+                images, labels = cut_mix(images, labels, self.config.cutmix, rng)
             self.optimizer.zero_grad(set_to_none=True)
             loss = self._loss(images, labels)
             loss.backward()
