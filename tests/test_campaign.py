@@ -39,7 +39,10 @@ def test_runs_still_going_at_the_deadline_are_stopped_and_outcomes_are_told_apar
     commands = {
         "quick": [sys.executable, "-c", "print('done')"],
         "broken": [sys.executable, "-c", "raise SystemExit(3)"],
-        "slow": [sys.executable, "-c", "import time; time.sleep(60)"],
+        # Like seg-train, the slow run installs its own SIGINT handler: a shell that starts the tests in the
+        # background (`cmd &`) makes its children ignore SIGINT, and Python then installs none of its own.
+        "slow": [sys.executable, "-c",
+                 "import signal, time; signal.signal(signal.SIGINT, signal.default_int_handler); time.sleep(60)"],
     }
     logs = {name: tmp_path / name / "train.log" for name in commands}
     start = time.monotonic()
