@@ -19,7 +19,7 @@ from seg_node.weights import SegClass, WeightsInfo, load_weights, read_info
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 TRAIN_ONLY_TEACHER = WEIGHTS / "cgnet_camvid_train.safetensors"
-VAL_SEEN_TEACHER = WEIGHTS / "cgnet_camvid.safetensors"
+VAL_SEEN_TEACHER = WEIGHTS / "contextnet_camvid.safetensors"  # its last stages trained on train + val
 VOID = 11
 
 
@@ -96,7 +96,7 @@ def test_an_ensemble_teacher_averages_its_members_probabilities_and_the_mirrored
     assert torch.allclose(flipped(images, size).softmax(1), (cgnet + mirrored) / 2, atol=1e-5)
     assert not torch.allclose(cgnet, mirrored, atol=1e-2), "the mirrored batch must change something to be tested"
     provenance = Teacher([TRAIN_ONLY_TEACHER, VAL_SEEN_TEACHER], 11, (0.0,) * 3, (1.0,) * 3, cpu, False).provenance()
-    assert provenance["weights"] == ["cgnet_camvid_train", "cgnet_camvid"]
+    assert provenance["weights"] == ["cgnet_camvid_train", "contextnet_camvid"]
     assert provenance["sha256"] == [hashlib.sha256(path.read_bytes()).hexdigest()
                                     for path in (TRAIN_ONLY_TEACHER, VAL_SEEN_TEACHER)]
     assert provenance["splits"] == ["train", "val"], "what any member saw counts as seen"
