@@ -125,6 +125,32 @@ def read_pair_list(root: str | Path, list_file: str | Path) -> list[tuple[Path, 
     return pairs
 
 
+def drive_of(image: str | Path, separator: str = "_") -> str:
+    """The drive a frame was filmed on: CamVid names its frames ``<drive>_<frame>`` (``0006R0_f02400.jpg``)."""
+    name = Path(image).name
+    if separator not in name:
+        raise DatasetError(f"{image}: the file name names no drive as <drive>{separator}<frame>")
+    return name.split(separator, 1)[0]
+
+
+def lines_by_drive(root: str | Path, list_files: list[str], separator: str = "_") -> dict[str, list[str]]:
+    """The ``image label`` lines of ``list_files`` grouped by drive, in the lists' order (drives sorted by name).
+
+    A frame listed twice would train and validate on the same image, so it is refused.
+    """
+    root = Path(root)
+    by_drive: dict[str, list[str]] = {}
+    seen: dict[Path, str] = {}
+    for list_file in list_files:
+        for image, label in read_pair_list(root, list_file):
+            if image in seen:
+                raise DatasetError(f"{image} is listed twice: in {seen[image]} and in {list_file}")
+            seen[image] = str(list_file)
+            line = f"{image.relative_to(root)} {label.relative_to(root)}"
+            by_drive.setdefault(drive_of(image, separator), []).append(line)
+    return dict(sorted(by_drive.items()))
+
+
 def camvid(root: str | Path, list_files: str | list[str]) -> DatasetSpec:
     names = [list_files] if isinstance(list_files, str) else list_files
     pairs = [pair for name in names for pair in read_pair_list(root, name)]

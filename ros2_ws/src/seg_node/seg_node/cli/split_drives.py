@@ -1,0 +1,45 @@
+"""``seg-split-drives``: list files by drive, so that validation measures a road the weights never saw.
+
+    seg-split-drives --data ../shared/datasets/camvid --lists train.txt val.txt --out configs/splits/camvid
+
+CamVid's frames are named ``<drive>_<frame>``; its ``val.txt`` is all drive 0016E5, as are 204 of the
+367 frames of ``train.txt``, seconds apart, so val scores a drive the weights trained on. This writes
+``drive_<name>.txt`` for every drive found in the lists (every frame of it, from all the lists), in
+the lists' own ``image label`` format. The recipes train on two drives and validate on the third:
+``--train-list "[configs/splits/camvid/drive_0001TP.txt, configs/splits/camvid/drive_0016E5.txt]"
+--val-list configs/splits/camvid/drive_0006R0.txt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..datasets import lines_by_drive
+from . import HelpFormatter, entry_point
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="seg-split-drives", description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="the data set's folder (the lists' paths start there)")
+    parser.add_argument("--lists", nargs="+", default=["train.txt", "val.txt"], help="'image label' lists to split")
+    parser.add_argument("--out", type=Path, required=True, help="folder for drive_<name>.txt (created if missing)")
+    parser.add_argument("--separator", default="_", help="the character that ends the drive's name in a file name")
+    args = parser.parse_args(argv)
+    by_drive = lines_by_drive(args.data, args.lists, args.separator)
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(f"{'drive':<12} {'frames':>6}  list file")
+    for drive, lines in by_drive.items():
+        path = args.out / f"drive_{drive}.txt"
+        path.write_text("".join(f"{line}\n" for line in lines))
+        print(f"{drive:<12} {len(lines):>6}  {path}")
+    return 0
+
+
+main = entry_point("seg-split-drives", _main)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

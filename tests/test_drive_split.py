@@ -1,0 +1,64 @@
+"""seg-split-drives: CamVid's lists split by the drive each frame was filmed on; the recipes' lists are its output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import REPO_ROOT
+
+from seg_node.cli.split_drives import main as split_drives
+from seg_node.datasets import DatasetError, drive_of, lines_by_drive
+
+SPLITS = REPO_ROOT / "configs" / "splits" / "camvid"
+
+
+def test_drive_of_reads_the_prefix() -> None:
+    assert drive_of("train/0006R0_f02400.jpg") == "0006R0"
+    assert drive_of(Path("val/0016E5_07959.jpg")) == "0016E5"
+    with pytest.raises(DatasetError, match="names no drive"):
+        drive_of("train/frame0001.jpg")
+
+
+def test_camvid_has_three_drives_and_val_is_one_of_them(camvid_root: Path) -> None:
+    by_drive = lines_by_drive(camvid_root, ["train.txt", "val.txt"])
+    assert {drive: len(lines) for drive, lines in by_drive.items()} == {"0001TP": 62, "0006R0": 101, "0016E5": 305}
+    val_images = {line.split()[0] for line in (camvid_root / "val.txt").read_text().splitlines() if line.strip()}
+    assert {drive_of(image) for image in val_images} == {"0016E5"}
+    assert val_images <= {line.split()[0] for line in by_drive["0016E5"]}
+
+
+def test_the_committed_lists_are_the_tools_output(camvid_root: Path, tmp_path: Path, capsys) -> None:
+    assert split_drives(["--data", str(camvid_root), "--out", str(tmp_path)]) == 0
+    written = sorted(path.name for path in tmp_path.iterdir())
+    assert written == sorted(path.name for path in SPLITS.glob("drive_*.txt")) == [
+        "drive_0001TP.txt", "drive_0006R0.txt", "drive_0016E5.txt"]
+    for name in written:
+        assert (tmp_path / name).read_text() == (SPLITS / name).read_text(), f"{name} differs: rerun seg-split-drives"
+    assert "0006R0          101" in capsys.readouterr().out
+
+
+def test_no_frame_is_in_two_drives_and_none_is_lost(camvid_root: Path) -> None:
+    lines = [line for path in SPLITS.glob("drive_*.txt") for line in path.read_text().splitlines()]
+    listed = [line for name in ("train.txt", "val.txt") for line in (camvid_root / name).read_text().splitlines()]
+    assert sorted(lines) == sorted(line for line in listed if line.strip())
+
+
+def test_a_frame_listed_twice_is_refused_with_its_lists(camvid_root: Path, tmp_path: Path, capsys) -> None:
+    first = (camvid_root / "val.txt").read_text().splitlines()[0]
+    twice = tmp_path / "twice.txt"
+    twice.write_text(first + "\n")
+    status = split_drives(["--data", str(camvid_root), "--lists", "val.txt", str(twice), "--out", str(tmp_path / "o")])
+    assert status == 1
+    message = capsys.readouterr().err
+    assert "is listed twice" in message and "val.txt" in message and "twice.txt" in message
+
+
+@pytest.mark.parametrize("recipe", ["cgnet_camvid", "contextnet_camvid"])
+def test_the_camvid_recipes_validate_on_a_drive_they_do_not_train_on(recipe: str) -> None:
+    from seg_node.training.config import load_config
+
+    config = load_config(REPO_ROOT / "configs" / f"{recipe}.yaml", {})
+    assert [Path(name).name for name in config.train_list] == ["drive_0001TP.txt", "drive_0016E5.txt"]
+    assert Path(config.val_list).name == "drive_0006R0.txt"
+    assert all((REPO_ROOT / name).is_file() for name in [*config.train_list, config.val_list])
