@@ -88,7 +88,7 @@ def test_a_campaign_probes_trains_twins_side_by_side_and_exports(tmp_path, tiny_
     twin = read_info(out / "weights/contextnet_camvid_train.safetensors")
     shipped = read_info(out / "weights/contextnet_camvid.safetensors")
     assert twin.splits == ["train"] and twin.val_miou == pytest.approx(runs["contextnet_train"]["val_miou_last"])
-    assert shipped.val_miou is None and shipped.training["train_only_twin"]["weights"] == "contextnet_camvid_train"
+    assert shipped.val_miou is None and shipped.training["twin"]["weights"] == "contextnet_camvid_train"
     stage = shipped.training["stages"][-1]
     assert stage["planned_epochs"] == stage["epochs"] == plan["epochs"] and stage["init"] is None
     assert f"{plan['epochs']} of {plan['epochs']} (1000)" in (report_folder / "campaign.md").read_text()

@@ -13,7 +13,7 @@ from training_helpers import tiny_config
 from seg_node.training.checkpoint import export_checkpoint
 from seg_node.training.config import TrainingError
 from seg_node.training.distillation import Teacher, distillation_loss
-from seg_node.training.lineage import lineage, record_train_only_twin
+from seg_node.training.lineage import lineage, record_twin
 from seg_node.training.trainer import Trainer
 from seg_node.weights import SegClass, WeightsInfo, load_weights, read_info
 
@@ -133,14 +133,14 @@ def test_a_distilled_twin_needs_a_distilled_partner():
     assert distilled_twin.val_miou == 0.6
     assert info("cgnet_camvid", ["train"]).val_miou is None, "a teacher that saw val makes the student see it"
     with pytest.raises(TrainingError, match="another recipe: teacher None vs 'cgnet_camvid_train'"):
-        record_train_only_twin(info(None, ["train", "val"]), distilled_twin, "x")
+        record_twin(info(None, ["train", "val"]), distilled_twin, "x")
     shipped = info("cgnet_camvid", ["train", "val"])
-    record_train_only_twin(shipped, distilled_twin, "x")
-    assert shipped.training["train_only_twin"]["val_miou"] == 0.6
+    record_twin(shipped, distilled_twin, "x")
+    assert shipped.training["twin"]["val_miou"] == 0.6
     stronger = copy.deepcopy(distilled_twin)
     stronger.training["stages"][0]["distill_weight"] = 2.0
     with pytest.raises(TrainingError, match="distill_weight 1.0 vs 2.0"):
-        record_train_only_twin(info("cgnet_camvid", ["train", "val"]), stronger, "x")
+        record_twin(info("cgnet_camvid", ["train", "val"]), stronger, "x")
 
 
 @pytest.mark.slow

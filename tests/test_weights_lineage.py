@@ -1,4 +1,4 @@
-"""What weights were trained on: stages carried through --init, train-only twins, and the shipped JSONs' honesty."""
+"""What weights were trained on: stages carried through --init, their drives, twins, and the shipped JSONs' honesty."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from training_helpers import tiny_config
 
 from seg_node.training.checkpoint import export_checkpoint, load_checkpoint, validated_miou
 from seg_node.training.config import TrainingError
-from seg_node.training.lineage import earlier_stages, lineage, record_train_only_twin, saw_val
+from seg_node.training.lineage import earlier_stages, lineage, record_twin, validation_unseen
 from seg_node.training.trainer import Trainer
 from seg_node.weights import SegClass, WeightsInfo, read_info
 
@@ -44,22 +44,38 @@ def test_weights_saw_every_split_of_every_stage_and_state_val_miou_only_without_
     assert earlier_stages(old) == [{"lr": 1e-3, "steps": 7, "hardware": ["a CPU"], "splits": ["train"]}]
 
 
-def test_a_train_only_twin_must_be_the_same_recipe_on_train_only():
+def test_a_twin_must_be_the_same_recipe_without_the_validation_frames():
     shipped = weights_info([stage(["train"]), stage(["train", "val"])], None)
     twin = weights_info([stage(["train"]), stage(["train"])], 0.58)
-    record_train_only_twin(shipped, twin, "contextnet_camvid_train")
-    assert shipped.training["train_only_twin"]["weights"] == "contextnet_camvid_train"
-    assert shipped.training["train_only_twin"]["val_miou"] == 0.58
+    record_twin(shipped, twin, "contextnet_camvid_train")
+    assert shipped.training["twin"]["weights"] == "contextnet_camvid_train"
+    assert shipped.training["twin"]["val_miou"] == 0.58 and shipped.training["twin"]["val_list"] == "val.txt"
 
     fresh = weights_info([stage(["train"]), stage(["train", "val"])], None)
     with pytest.raises(TrainingError, match="stage 2 .* another recipe: lr 0.01 vs 0.02"):
-        record_train_only_twin(fresh, weights_info([stage(["train"]), stage(["train"], lr=0.02)], 0.5), "x")
+        record_twin(fresh, weights_info([stage(["train"]), stage(["train"], lr=0.02)], 0.5), "x")
     with pytest.raises(TrainingError, match="1 training stages, these weights 2"):
-        record_train_only_twin(fresh, weights_info([stage(["train"])], 0.5), "x")
-    with pytest.raises(TrainingError, match="no train-only twin"):
-        record_train_only_twin(fresh, copy.deepcopy(fresh), "x")
-    with pytest.raises(TrainingError, match="never saw val"):
-        record_train_only_twin(twin, twin, "x")
+        record_twin(fresh, weights_info([stage(["train"])], 0.5), "x")
+    with pytest.raises(TrainingError, match="it is no twin"):
+        record_twin(fresh, copy.deepcopy(fresh), "x")
+    with pytest.raises(TrainingError, match="need no twin"):
+        record_twin(twin, twin, "x")
+
+
+def test_a_figure_on_a_drive_is_stated_only_when_no_stage_trained_on_that_drive():
+    def drives_stage(splits: list[str], drives: list[str] | None) -> dict:
+        return stage(splits) | {"drives": drives}
+
+    twin = [drives_stage(["drive_0001TP", "drive_0016E5"], ["0001TP", "0016E5"])]
+    assert validation_unseen(twin, "configs/splits/camvid/drive_0006R0.txt", ["0006R0"])
+    assert not validation_unseen(twin, "val.txt", ["0016E5"]), "val is drive 0016E5, which the twin trained on"
+    everything = [drives_stage(["train", "val"], ["0001TP", "0006R0", "0016E5"])]
+    assert not validation_unseen(everything, "drive_0006R0.txt", ["0006R0"])
+    # a stage that does not record its drives (a JSON from before drives, or a teacher's) may have seen any of them
+    assert not validation_unseen([*twin, drives_stage(["train"], None)], "drive_0006R0.txt", ["0006R0"])
+    assert not validation_unseen([twin[0] | {"teacher_splits": ["train"]}], "drive_0006R0.txt", ["0006R0"])
+    splits, miou, training = lineage(twin, 0.61, "drive_0006R0.txt", ["0006R0"])
+    assert miou == 0.61 and training["drives"] == ["0001TP", "0016E5"] and training["val_drives"] == ["0006R0"]
 
 
 def test_exported_val_miou_is_that_of_the_checkpoints_own_weights():
@@ -87,14 +103,14 @@ def test_a_warm_started_run_exports_all_stages_and_names_its_twin(tmp_path, tiny
     twin = export_checkpoint(second("twin", [tiny_camvid["train"]], val), tmp_path / "w/tiny_train.safetensors")
     with_val = second("both", [tiny_camvid["train"], val], "")
     assert load_checkpoint(with_val)["earlier_stages"] == read_info(first_weights).training["stages"]
-    shipped = read_info(export_checkpoint(with_val, tmp_path / "w/tiny.safetensors", train_only_twin=twin))
+    shipped = read_info(export_checkpoint(with_val, tmp_path / "w/tiny.safetensors", twin=twin))
     first_stage, this = shipped.training["stages"]
     assert first_stage == read_info(first_weights).training["stages"][0] and first_stage["splits"] == ["train"]
     assert this["splits"] == ["train", "val"] and this["init"] == "first" and this["epochs"] == 1
     assert this["hardware"] and this["steps"] == 2 and shipped.epochs == 2 and shipped.val_miou is None
-    assert shipped.training["train_only_twin"] == {
-        "weights": "tiny_train", "val_miou": read_info(twin).val_miou,
-        "note": shipped.training["train_only_twin"]["note"],
+    assert shipped.training["twin"] == {
+        "weights": "tiny_train", "val_list": val, "val_drives": read_info(twin).training["val_drives"],
+        "val_miou": read_info(twin).val_miou, "note": shipped.training["twin"]["note"],
     }
     resumed = Trainer(tiny_config(tmp_path / "both", tiny_camvid, epochs=2), resume=str(with_val))
     assert resumed.provenance["earlier_stages"] == read_info(first_weights).training["stages"]
@@ -106,23 +122,27 @@ def test_shipped_json_states_splits_stages_hardware_and_the_twin(path):
     stages = info.training["stages"]
     assert all(stage["splits"] and stage["hardware"] for stage in stages), "every stage says its splits and hardware"
     assert info.splits == lineage(stages, None)[0], "the top-level splits are every stage's"
-    if not saw_val(info.splits):
+    unseen = validation_unseen(stages, info.val_list or "", info.training.get("val_drives"))
+    if unseen:
         assert info.val_miou is not None
         return
-    assert info.val_miou is None, "weights that saw val state no val mIoU of their own"
-    recorded = info.training["train_only_twin"]
+    assert info.val_miou is None, "weights that trained on their validation frames state no mIoU of their own"
+    recorded = info.training["twin"]
     twin = read_info(WEIGHTS / f"{recorded['weights']}.safetensors")
-    assert recorded["val_miou"] == twin.val_miou
-    record_train_only_twin(copy.deepcopy(info), twin, recorded["weights"])  # raises unless the recipes match
+    assert (recorded["val_miou"], recorded["val_list"]) == (twin.val_miou, twin.val_list)
+    record_twin(copy.deepcopy(info), twin, recorded["weights"])  # raises unless the recipes match
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", [p for p in SHIPPED if read_info(p).val_miou is not None], ids=lambda p: p.stem)
-def test_seg_eval_reproduces_the_val_miou_of_train_only_weights(path, camvid_root, tmp_path):
+def test_seg_eval_reproduces_the_figure_each_card_states(path, camvid_root, tmp_path):
+    """On the list the card names: val.txt, or the drive the weights never trained on (configs/splits/camvid)."""
+    info = read_info(path)
     report = tmp_path / "eval.json"
     command = [sys.executable, "-m", "seg_node.cli.eval", "--weights", str(path), "--data", str(camvid_root)]
-    subprocess.run([*command, "--list", "val.txt", "--json", str(report)], check=True, capture_output=True)
-    assert 100 * json.loads(report.read_text())["miou"] == pytest.approx(100 * read_info(path).val_miou, abs=0.2)
+    subprocess.run([*command, "--list", info.val_list, "--json", str(report)], check=True, capture_output=True,
+                   cwd=WEIGHTS.parent)
+    assert 100 * json.loads(report.read_text())["miou"] == pytest.approx(100 * info.val_miou, abs=0.2)
 
 
 def test_a_warm_start_with_the_seed_of_the_stage_before_it_is_told_that_it_draws_the_same_crops(

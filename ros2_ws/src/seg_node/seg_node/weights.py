@@ -2,8 +2,8 @@
 
 Loading never unpickles. The JSON names the architecture and variant, the
 classes with names and colours, the input normalisation, the network input
-size, the data set and splits the weights saw, the val mIoU (only for
-weights that never saw val), epochs and commit.
+size, the data set and splits the weights saw, the mIoU on a validation
+list they never trained on (and which list), epochs and commit.
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ class WeightsInfo:
     splits: list[str]
     ignore_index: int | None = None
     val_miou: float | None = None
+    val_list: str | None = "val.txt"  # the list val_miou was measured on (seg-eval --list); files before it: val
     epochs: int = 0
     commit: str = ""
     training: dict[str, Any] = field(default_factory=dict)
@@ -95,6 +96,7 @@ class WeightsInfo:
                 splits=list(data["splits"]),
                 ignore_index=data.get("ignore_index"),
                 val_miou=data.get("val_miou"),
+                val_list=data.get("val_list", "val.txt"),
                 epochs=int(data.get("epochs", 0)),
                 commit=data.get("commit", ""),
                 training=dict(data.get("training", {})),

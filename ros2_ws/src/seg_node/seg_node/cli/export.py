@@ -1,12 +1,13 @@
 """``seg-export``: a training checkpoint to shippable weights (and optionally ONNX).
 
-seg-export runs/cgnet_camvid/best.pt weights/cgnet_camvid.safetensors [--onnx out.onnx]
-seg-export runs/cgnet_trainval/last.pt weights/cgnet_camvid.safetensors \
-    --train-only-twin weights/cgnet_camvid_train.safetensors
+seg-export runs/cgnet_drives/last.pt weights/cgnet_camvid_drives.safetensors [--onnx out.onnx]
+seg-export runs/cgnet_alldrives/last.pt weights/cgnet_camvid.safetensors \
+    --twin weights/cgnet_camvid_drives.safetensors
 
-The JSON lists every training stage (those of the ``--init`` weights first) with its splits, recipe,
-steps and hardware. Weights that saw val state no val mIoU of their own; ``--train-only-twin`` names
-the weights of the same recipe trained on train only, whose val mIoU is the recipe's figure.
+The JSON lists every training stage (those of the ``--init`` weights first) with its splits, drives,
+recipe, steps and hardware. Weights that trained on their validation frames (or drive) state no val
+mIoU of their own; ``--twin`` names the weights of the same recipe trained without them (on the drive
+split: 0001TP + 0016E5, validated on 0006R0), whose mIoU is the recipe's figure on an unseen drive.
 """
 
 from __future__ import annotations
@@ -28,12 +29,14 @@ def _main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("weights", type=Path, help="output .safetensors; the .json is written beside it")
     parser.add_argument("--onnx", type=Path, help="also write ONNX at the weights' input size")
     parser.add_argument(
-        "--train-only-twin", type=Path, help="for weights that saw val: the same recipe's weights trained on train only"
+        "--twin", "--train-only-twin", dest="twin", type=Path,
+        help="for weights that trained on their validation frames: the same recipe's weights trained without them",
     )
     args = parser.parse_args(argv)
-    path = export_checkpoint(args.checkpoint, args.weights, args.train_only_twin)
+    path = export_checkpoint(args.checkpoint, args.weights, args.twin)
     model, info = load_weights(path)
-    print(f"{path}: {info.describe()}, {info.epochs} epochs, splits {info.splits}, val mIoU {info.val_miou}")
+    print(f"{path}: {info.describe()}, {info.epochs} epochs, splits {info.splits}, "
+          f"val mIoU {info.val_miou} on {info.val_list}")
     if args.onnx:
         export_onnx(model, args.onnx, *info.input_size)
         print(f"{args.onnx}: ONNX opset 17 at {info.input_size[0]}x{info.input_size[1]}")

@@ -19,7 +19,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from ..weights import SegClass, WeightsError, WeightsInfo, check_compatible, read_info, save_weights
 from .config import TrainingConfig, TrainingError, model_from_config
-from .lineage import lineage, record_train_only_twin, this_stage
+from .lineage import lineage, list_drives, record_twin, this_stage
 
 
 @dataclass
@@ -185,7 +185,9 @@ def weights_info_from_checkpoint(checkpoint: dict[str, Any], model: nn.Module) -
     scored = [row for row in history if row["val_miou"] is not None]
     best_epoch = max(scored, key=lambda row: row["val_miou"])["epoch"] if scored else None
     stages = [*checkpoint.get("earlier_stages", []), this_stage(checkpoint, config, best_epoch)]
-    splits, val_miou, training = lineage(stages, validated_miou(checkpoint))
+    val_list = config.val_list or None
+    val_drives = list_drives(config, [val_list]) if val_list else None
+    splits, val_miou, training = lineage(stages, validated_miou(checkpoint), val_list or "", val_drives)
     return WeightsInfo(
         architecture=model.name,
         variant=model.variant,
@@ -197,6 +199,7 @@ def weights_info_from_checkpoint(checkpoint: dict[str, Any], model: nn.Module) -
         splits=splits,
         ignore_index=checkpoint["ignore_index"],
         val_miou=val_miou,
+        val_list=val_list,
         epochs=sum(int(stage.get("epochs", 0)) for stage in stages),
         commit=git_commit(),
         training=training,
@@ -222,22 +225,20 @@ def shipped_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {key.removeprefix(prefix): value for key, value in checkpoint["ema"].items() if key.startswith(prefix)}
 
 
-def export_checkpoint(
-    checkpoint_path: str | Path, weights_path: str | Path, train_only_twin: str | Path | None = None
-) -> Path:
+def export_checkpoint(checkpoint_path: str | Path, weights_path: str | Path, twin: str | Path | None = None) -> Path:
     """Write the weights of a training checkpoint as ``<name>.safetensors`` plus ``<name>.json``.
 
-    ``train_only_twin``: for weights that saw val, the weights of the same recipe trained on train only;
-    the JSON names them with their val mIoU (``lineage.record_train_only_twin``).
+    ``twin``: for weights with no validation of their own (they trained on every drive), the weights of the
+    same recipe trained without the validation drive; the JSON names them with their mIoU (``lineage.record_twin``).
     """
     checkpoint = load_checkpoint(checkpoint_path)
     model = model_from_config(config_of(checkpoint), len(checkpoint["classes"]), training=False)
     model.load_state_dict({k: v for k, v in shipped_state(checkpoint).items() if not k.startswith("aux_")})
     info = weights_info_from_checkpoint(checkpoint, model)
-    if train_only_twin is not None:
+    if twin is not None:
         try:
-            twin = read_info(train_only_twin)
+            twin_info = read_info(twin)
         except WeightsError as error:
-            raise TrainingError(f"train-only twin: {error}") from error
-        record_train_only_twin(info, twin, Path(train_only_twin).stem)
+            raise TrainingError(f"twin: {error}") from error
+        record_twin(info, twin_info, Path(twin).stem)
     return save_weights(model, info, weights_path)

@@ -1,10 +1,11 @@
 """What a set of weights was trained on, stage by stage, for the JSON beside them.
 
 A run started with ``--init`` continues the weights it starts from, so the exported JSON lists
-that file's stages and then this run's: each with its splits, recipe, steps and hardware. The
-weights saw every split of every stage; a val mIoU is stated only when no stage saw val.
-Weights trained on train + val name their *train-only twin* (the same recipe on train alone),
-whose val mIoU is the figure for the recipe (``record_train_only_twin``).
+that file's stages and then this run's: each with its splits, the drives of those splits (CamVid),
+recipe, steps and hardware. The weights saw every split and drive of every stage; a val mIoU is
+stated only for a validation list no stage trained on (nor, where drives are known, any of its drives).
+Weights trained on every drive name their *twin* (the same recipe on a split that leaves the
+validation drive out), whose val mIoU is the recipe's figure on a road it never saw (``record_twin``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ..datasets import lines_by_drive
 from ..weights import WeightsInfo
 from .config import TrainingConfig, TrainingError
 
@@ -41,8 +43,35 @@ def split_names(lists: list[str]) -> list[str]:
     return [Path(name).stem for name in lists]
 
 
-def saw_val(splits: list[str]) -> bool:
-    return any("val" in split for split in splits)
+def list_drives(config: TrainingConfig, lists: list[str]) -> list[str] | None:
+    """The drives of CamVid ``lists`` (file names ``<drive>_<frame>``); None for other data sets or no list."""
+    if config.dataset != "camvid" or not lists:
+        return None
+    return list(lines_by_drive(config.data, lists))
+
+
+def trained_splits(stages: list[dict[str, Any]]) -> list[str]:
+    """Every split the stages trained on; a stage's teacher passes on what it learnt from its splits."""
+    return list(dict.fromkeys(
+        split for stage in stages for split in [*stage["splits"], *stage.get("teacher_splits", [])]
+    ))
+
+
+def trained_drives(stages: list[dict[str, Any]]) -> list[str] | None:
+    """Every drive the stages trained on; None when a stage (or its teacher) does not record its drives."""
+    if any(stage.get("drives") is None or stage.get("teacher_splits") for stage in stages):
+        return None
+    return sorted({drive for stage in stages for drive in stage["drives"]})
+
+
+def validation_unseen(stages: list[dict[str, Any]], val_list: str, val_drives: list[str] | None) -> bool:
+    """Whether no stage trained on the validation list, nor (where it is known) on any of its drives."""
+    if Path(val_list).stem in trained_splits(stages):
+        return False
+    if val_drives is None:
+        return True
+    drives = trained_drives(stages)
+    return drives is not None and not set(drives) & set(val_drives)
 
 
 def earlier_stages(info: WeightsInfo) -> list[dict[str, Any]]:
@@ -72,6 +101,7 @@ def this_stage(checkpoint: dict[str, Any], config: TrainingConfig, best_epoch: i
     } if teacher else {}
     return {
         "splits": split_names(config.train_list),
+        "drives": list_drives(config, config.train_list),
         "init": Path(config.init).stem if config.init else None,
         **{key: _as_json(getattr(config, key)) for key in RECIPE},
         "teacher": teacher["weights"] if teacher else None,
@@ -80,24 +110,27 @@ def this_stage(checkpoint: dict[str, Any], config: TrainingConfig, best_epoch: i
         "epochs": int(checkpoint["epoch"]),
         "steps": int(checkpoint["global_step"]),
         "best_epoch_by_val": best_epoch,
+        # the list that scored this stage's epochs, and so any choice made on them (a stage kept, a recipe)
+        "chosen_on": Path(config.val_list).stem if config.val_list else None,
         "hardware": checkpoint.get("hardware", []),
     }
 
 
-def lineage(stages: list[dict[str, Any]], best_miou: float | None) -> tuple[list[str], float | None, dict[str, Any]]:
-    """The splits the weights saw, their val mIoU (None when any stage saw val) and the JSON's ``training``.
-
-    A stage's teacher passes on what it learnt from its splits, so they count as seen.
-    """
-    splits = list(dict.fromkeys(
-        split for stage in stages for split in [*stage["splits"], *stage.get("teacher_splits", [])]
-    ))
+def lineage(
+    stages: list[dict[str, Any]], best_miou: float | None, val_list: str = "val.txt",
+    val_drives: list[str] | None = None,
+) -> tuple[list[str], float | None, dict[str, Any]]:
+    """The splits the weights saw, their mIoU on ``val_list`` (None when a stage trained on it or on one of
+    its ``val_drives``) and the JSON's ``training``."""
+    splits = trained_splits(stages)
     hardware: list[str] = []
     for stage in stages:
         hardware += [name for name in stage.get("hardware", []) if name not in hardware]
-    val_miou = None if saw_val(splits) else best_miou
+    val_miou = best_miou if validation_unseen(stages, val_list, val_drives) else None
     training = {
         "splits": splits,
+        "drives": trained_drives(stages),
+        "val_drives": val_drives,
         "hardware": hardware,
         "stages": stages,
         "total_steps": sum(int(stage.get("steps", 0)) for stage in stages),
@@ -105,17 +138,19 @@ def lineage(stages: list[dict[str, Any]], best_miou: float | None) -> tuple[list
     return splits, val_miou, training
 
 
-def record_train_only_twin(info: WeightsInfo, twin: WeightsInfo, twin_name: str) -> None:
-    """Name in ``info`` (weights that saw val) the train-only weights of the same recipe, with their val mIoU.
+def record_twin(info: WeightsInfo, twin: WeightsInfo, twin_name: str) -> None:
+    """Name in ``info`` (weights with no figure of their own: they trained on every drive) the weights of the same
+    recipe trained on a split that leaves the validation frames out, with that validation's list and mIoU.
 
-    Raises TrainingError when ``twin`` saw val, has no val mIoU, is another network, or its stages
-    differ from ``info``'s in anything but their splits (and their teachers, which need only both be there or
-    both not: the twin's learnt from train alone).
+    Raises TrainingError when ``info`` has a figure of its own, ``twin`` has none, is another network, or its stages
+    differ from ``info``'s in anything but their splits and drives (and their teachers, which need only both be
+    there or both not: the twin's learnt from the twin's split alone).
     """
-    if not saw_val(info.splits):
-        raise TrainingError(f"the weights never saw val (splits {info.splits}): their own val mIoU needs no twin")
-    if saw_val(twin.splits) or twin.val_miou is None:
-        raise TrainingError(f"{twin_name} saw val or has no val mIoU (splits {twin.splits}): it is no train-only twin")
+    if info.val_miou is not None:
+        raise TrainingError(f"the weights have a val mIoU of their own on {info.val_list}: they need no twin")
+    if twin.val_miou is None:
+        raise TrainingError(f"{twin_name} has no val mIoU on frames it never trained on (splits {twin.splits}): "
+                            "it is no twin")
     if (twin.architecture, twin.variant) != (info.architecture, info.variant):
         raise TrainingError(f"{twin_name} is {twin.describe()}, not {info.describe()}")
     ours, theirs = earlier_stages(info), earlier_stages(twin)
@@ -128,8 +163,10 @@ def record_train_only_twin(info: WeightsInfo, twin: WeightsInfo, twin_name: str)
         if differ:
             shown = ", ".join(f"{key} {a.get(key)!r} vs {b.get(key)!r}" for key in differ)
             raise TrainingError(f"stage {number} of {twin_name} is another recipe: {shown}")
-    info.training["train_only_twin"] = {
+    info.training["twin"] = {
         "weights": twin_name,
+        "val_list": twin.val_list,
+        "val_drives": twin.training.get("val_drives"),
         "val_miou": twin.val_miou,
-        "note": "the same stages on train only; its val mIoU is this recipe's figure on unseen frames",
+        "note": "the same stages on a split without these frames; its mIoU is this recipe's figure on them",
     }
