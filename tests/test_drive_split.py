@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,21 @@ def test_the_camvid_recipes_validate_on_a_drive_they_do_not_train_on(recipe: str
     assert [Path(name).name for name in config.train_list] == ["drive_0001TP.txt", "drive_0016E5.txt"]
     assert Path(config.val_list).name == "drive_0006R0.txt"
     assert all((REPO_ROOT / name).is_file() for name in [*config.train_list, config.val_list])
+
+
+def test_seg_eval_by_drive_scores_each_drive_and_the_drives_add_up(camvid_root: Path, weights_path, tmp_path: Path,
+                                                                    capsys) -> None:
+    from seg_node.cli.eval import main as seg_eval
+
+    lines = [(SPLITS / f"drive_{drive}.txt").read_text().splitlines()[0] for drive in ("0001TP", "0006R0")]
+    mixed = tmp_path / "mixed.txt"
+    mixed.write_text("\n".join(lines) + "\n")
+    report = tmp_path / "eval.json"
+    status = seg_eval(["--weights", str(weights_path("cgnet")), "--data", str(camvid_root), "--list", str(mixed),
+                       "--by-drive", "--json", str(report)])
+    assert status == 0
+    scores = json.loads(report.read_text())
+    assert sorted(scores["drives"]) == ["0001TP", "0006R0"]
+    assert [scores["drives"][drive]["images"] for drive in ("0001TP", "0006R0")] == [1, 1]
+    assert scores["images"] == 2
+    assert "drive 0006R0: mIoU" in capsys.readouterr().out

@@ -6,6 +6,12 @@ accuracy and model-only fps; with --json writes them as JSON, plus a PNG bar
 chart of per-class IoU and a PNG of image / truth / prediction triples. No
 test-time tricks unless --multi-scale or --flip is given (these run the
 PyTorch model on its own, fp32, after the engine's pre-processing).
+--by-drive adds a row per drive (CamVid's file names start with it: 0006R0_f02400.jpg), as
+validation on a drive the weights never trained on is what predicts a new road:
+
+    seg-eval --weights cgnet_camvid --data ../shared/datasets/camvid \
+        --list configs/splits/camvid/drive_0006R0.txt
+    seg-eval --data ../shared/datasets/camvid --list val.txt --by-drive
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from ..datasets import DatasetSpec, camvid, cityscapes, image_folder
+from ..datasets import DatasetSpec, camvid, cityscapes, drive_of, image_folder
 from ..engine.options import add_engine_arguments, engine_config_from_args
 from ..errors import UsageError
 from ..evaluation.evaluate import AugmentedPredictor, EnginePredictor, evaluate, write_outputs
@@ -42,6 +48,8 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--multi-scale", action="store_true",
                         help=f"average scales {', '.join(map(str, MULTI_SCALES))}")
     parser.add_argument("--flip", action="store_true", help="also average the mirrored image")
+    parser.add_argument("--by-drive", action="store_true",
+                        help="also an mIoU per drive, the file-name prefix before the first '_'")
     add_engine_arguments(parser, ENGINE_FLAGS, ENGINE_DEFAULTS)
     return parser
 
@@ -82,7 +90,8 @@ def _main(argv: Sequence[str] | None) -> int:
     else:
         predictor = EnginePredictor(model, info, engine_config_from_args(args))
     try:
-        evaluation = evaluate(predictor, spec, examples=4, progress=True, description=weights.stem)
+        evaluation = evaluate(predictor, spec, examples=4, progress=True, description=weights.stem,
+                              group_of=drive_of if args.by_drive else None)
         device, backend = str(predictor.device), predictor.backend  # named by the engines, before they close
     finally:
         if isinstance(predictor, EnginePredictor):
@@ -97,10 +106,15 @@ def _main(argv: Sequence[str] | None) -> int:
         "multi_scale": args.multi_scale,
         "flip": args.flip,
     }
+    if args.by_drive:
+        names = [c.name for c in info.classes]
+        extra["drives"] = {drive: matrix.report(names) for drive, matrix in sorted(evaluation.groups.items())}
     report = evaluation.matrix.report([c.name for c in info.classes]) | extra
     if args.json:
         report = write_outputs(evaluation, info, args.json, f"{weights.stem} on {args.list}", extra)
     print(format_iou_table(report))
+    for drive, scores in report.get("drives", {}).items():
+        print(f"drive {drive}: mIoU {100 * scores['miou']:.2f}% over {scores['images']} images")
     fps = report["model_fps"]
     print(f"images {report['images']}, model-only fps {'-' if fps is None else f'{fps:.1f}'} on {device}")
     return 0

@@ -165,12 +165,17 @@ class Evaluation:
     matrix: ConfusionMatrix
     examples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
     seconds: float = 0.0
+    groups: dict[str, ConfusionMatrix] = field(default_factory=dict)  # e.g. per drive, when asked for
 
 
 def evaluate(
-    predict: Predictor, spec: DatasetSpec, examples: int = 0, progress: bool = False, description: str = "eval"
+    predict: Predictor, spec: DatasetSpec, examples: int = 0, progress: bool = False, description: str = "eval",
+    group_of: Callable[[Path], str] | None = None,
 ) -> Evaluation:
-    """Run ``predict`` over every pair of ``spec`` into a confusion matrix; keep a few (image, truth, pred)."""
+    """Run ``predict`` over every pair of ``spec`` into a confusion matrix; keep a few (image, truth, pred).
+
+    ``group_of``: also a matrix per group of images, named by this function of the image's path (e.g. its drive).
+    """
     result = Evaluation(ConfusionMatrix(spec.num_classes, spec.ignore_index))
     keep = set(np.linspace(0, len(spec.pairs) - 1, examples).round().astype(int).tolist()) if examples else set()
     start = time.perf_counter()
@@ -178,6 +183,11 @@ def evaluate(
         image, truth = spec.read(index)
         prediction = predict(image)
         score_frame(result.matrix, truth, prediction)
+        if group_of is not None:
+            group = group_of(spec.pairs[index][0])
+            if group not in result.groups:
+                result.groups[group] = ConfusionMatrix(spec.num_classes, spec.ignore_index)
+            score_frame(result.groups[group], truth, prediction)
         if index in keep:
             result.examples.append((image, truth, prediction))
     result.seconds = time.perf_counter() - start
