@@ -6,6 +6,10 @@ accuracy and model-only fps; with --json writes them as JSON, plus a PNG bar
 chart of per-class IoU and a PNG of image / truth / prediction triples. No
 test-time tricks unless --multi-scale or --flip is given (these run the
 PyTorch model on its own, fp32, after the engine's pre-processing).
+
+Exit status 0: every image scored; 1: unusable weights or data (a weights JSON
+with a bad field, a missing or unreadable image, a label of the wrong size), or
+nothing scored (no label pixel holds a class); 2: a usage error.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from ..errors import UsageError
 from ..evaluation.evaluate import AugmentedPredictor, EnginePredictor, evaluate, write_outputs
 from ..metrics import format_iou_table
 from ..weights import WeightsInfo, find_weights, load_weights
-from . import HelpFormatter, entry_point
+from . import EXIT_FAILURE, HelpFormatter, entry_point
 
 FORMATS = ("camvid", "cityscapes", "folder")
 MULTI_SCALES = (0.75, 1.0, 1.25, 1.5)
@@ -103,6 +107,10 @@ def _main(argv: Sequence[str] | None) -> int:
     print(format_iou_table(report))
     fps = report["model_fps"]
     print(f"images {report['images']}, model-only fps {'-' if fps is None else f'{fps:.1f}'} on {device}")
+    if report["miou"] is None:
+        print(f"seg-eval: nothing was scored: the {report['images']} labels hold no class of {weights.name} "
+              "(every pixel is ignored or out of range)", file=sys.stderr)
+        return EXIT_FAILURE
     return 0
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SegNodeError, UsageError
-from ..imaging import ImageDecodeError, decode_compressed, decode_raw
+from ..imaging import PNG_START, ImageDecodeError, decode_compressed_strictly, decode_raw, require_complete
 from .mcap_repair import McapRepair, McapRepairError, repair_mcap
 
 IMAGE = "sensor_msgs/msg/Image"
@@ -62,16 +62,18 @@ def stamp_ns(message: Any) -> int:
 
 
 def decode_image(message: Any, msgtype: str) -> tuple[np.ndarray, str]:
-    """A deserialized Image or CompressedImage as uint8 HxWx3 and its colour order; ImageDecodeError when bad."""
+    """A deserialized Image or CompressedImage as uint8 HxWx3 and its colour order; ImageDecodeError when bad,
+    damaged JPEGs that libjpeg still decodes included (``decode_compressed_strictly``)."""
     if msgtype == COMPRESSED_IMAGE:
-        return decode_compressed(message.data)
+        return decode_compressed_strictly(message.data)
     if msgtype == IMAGE:
         return decode_raw(message.encoding, message.height, message.width, message.step, message.data)
     raise UnsupportedMessageError(f"{msgtype} is not an image; expected one of {', '.join(IMAGE_TYPES)}")
 
 
 def decode_label(message: Any, msgtype: str) -> np.ndarray:
-    """A label image (Image mono8/8UC1, or a PNG CompressedImage) as uint8 HxW class ids."""
+    """A label image (Image mono8/8UC1, or a PNG CompressedImage) as uint8 HxW class ids; ImageDecodeError for
+    anything else, a JPEG above all (lossy: it changes class ids along every edge)."""
     if msgtype == IMAGE:
         if message.encoding.lower() not in _LABEL_ENCODINGS:
             raise ImageDecodeError(f"label encoding {message.encoding!r} is not one of {', '.join(_LABEL_ENCODINGS)}")
@@ -84,7 +86,12 @@ def decode_label(message: Any, msgtype: str) -> np.ndarray:
     if msgtype == COMPRESSED_IMAGE:
         import cv2
 
-        label = cv2.imdecode(np.asarray(message.data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        data = bytes(message.data)
+        if not data.startswith(PNG_START):
+            kind = "a JPEG (lossy)" if data.startswith(b"\xff\xd8") else f"not a PNG (format {message.format!r})"
+            raise ImageDecodeError(f"compressed label is {kind}; labels must be mono8 Images or PNGs")
+        require_complete(data)
+        label = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
         if label is None or label.ndim != 2 or label.dtype != np.uint8:
             raise ImageDecodeError("compressed label is not a single-channel 8-bit PNG")
         return label
