@@ -158,3 +158,10 @@ def test_unreadable_bags_raise_a_clear_error(tmp_path, camvid_pairs):
     (empty / file.name).write_bytes(b"")
     with pytest.raises(BagReadError):
         BagReader(empty)
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--rate", "0"), ("--rate", "nan"), ("--jpeg-quality", "500")])
+def test_make_bag_refuses_a_rate_or_quality_out_of_range(tmp_path, camvid_root, capsys, flag, value):
+    assert main([str(tmp_path / "bag"), "--list", str(camvid_root / "val.txt"), "--count", "1", flag, value]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and value in err and not (tmp_path / "bag").exists()

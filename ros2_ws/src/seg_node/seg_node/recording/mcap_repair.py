@@ -71,15 +71,15 @@ def _decompress(data: bytes, compression: str, partial: bool) -> bytes:
     raise DamagedChunkError(f"unknown chunk compression {compression!r}")
 
 
-def _chunk_data(content: bytes | memoryview, partial: bool = False) -> bytes:
+def _chunk_data(content: bytes, partial: bool = False) -> bytes:
     """The records of a chunk record's content, decompressed and checked; DamagedChunkError when bad."""
     try:
         _, _, size, crc = struct.unpack_from("<QQQI", content, 0)
         (name_length,) = struct.unpack_from("<I", content, CHUNK_FIXED)
-        compression = bytes(content[CHUNK_FIXED + 4 : CHUNK_FIXED + 4 + name_length]).decode()
+        compression = content[CHUNK_FIXED + 4 : CHUNK_FIXED + 4 + name_length].decode()
         offset = CHUNK_FIXED + 4 + name_length
         (compressed_size,) = struct.unpack_from("<Q", content, offset)
-        compressed = bytes(content[offset + 8 : offset + 8 + compressed_size])
+        compressed = content[offset + 8 : offset + 8 + compressed_size]
         records = _decompress(compressed, compression, partial)
     except DamagedChunkError:
         raise
@@ -124,6 +124,7 @@ def repair_mcap(path: Path, folder: Path) -> McapRepair:
 
 
 def _copy_records(data: mmap.mmap, copy: BinaryIO, repair: McapRepair) -> None:
+    """Copy the data section's records up to its end, the footer or the cut; see the module docstring."""
     position = len(MAGIC)
     after_damaged_chunk = False  # message indexes follow their chunk: those of a skipped one count its messages
     while position < len(data):
@@ -135,33 +136,38 @@ def _copy_records(data: mmap.mmap, copy: BinaryIO, repair: McapRepair) -> None:
         if opcode in (DATA_END, FOOTER):
             return
         end = position + RECORD_HEAD + length
-        content = memoryview(data)[position + RECORD_HEAD : min(end, len(data))]
-        try:
-            if end > len(data):
-                repair.truncated_at = position
-                if opcode == CHUNK:
-                    records = _complete_records(_chunk_data(content, partial=True))
-                    repair.records_from_cut_chunk = len(records)
-                    copy.write(b"".join(records))
-                return
+        if end > len(data):
+            repair.truncated_at = position
             if opcode == CHUNK:
-                try:
-                    _chunk_data(content)
-                    after_damaged_chunk = False
-                except DamagedChunkError:
-                    repair.damaged_chunks += 1
-                    after_damaged_chunk = True
-                    position = end
-                    continue
-            elif opcode == MESSAGE_INDEX:
-                if after_damaged_chunk and len(content) >= 6:
-                    (entries_size,) = struct.unpack_from("<I", content, 2)
-                    repair.messages_in_damaged_chunks += entries_size // 16  # (log time, offset) pairs
-                position = end
-                continue  # the copy has no chunk indexes, so no message indexes either
+                _copy_cut_chunk(data[position + RECORD_HEAD :], copy, repair)
+            return
+        if opcode == CHUNK:
+            after_damaged_chunk = not _chunk_is_sound(data[position + RECORD_HEAD : end])
+            repair.damaged_chunks += after_damaged_chunk
+            if not after_damaged_chunk:
+                copy.write(data[position:end])
+        elif opcode == MESSAGE_INDEX:  # not copied: the copy has no chunk indexes for them to serve
+            if after_damaged_chunk and length >= 6:
+                (entries_size,) = struct.unpack_from("<I", data, position + RECORD_HEAD + 2)
+                repair.messages_in_damaged_chunks += entries_size // 16  # (log time, offset) pairs
+        else:
             copy.write(data[position:end])
-        except DamagedChunkError:
-            return  # a cut chunk whose data is unreadable too: nothing more to take
-        finally:
-            del content
         position = end
+
+
+def _chunk_is_sound(content: bytes) -> bool:
+    try:
+        _chunk_data(content)
+    except DamagedChunkError:
+        return False
+    return True
+
+
+def _copy_cut_chunk(content: bytes, copy: BinaryIO, repair: McapRepair) -> None:
+    """The complete records of a chunk that the end of the file cuts through, as top-level records."""
+    try:
+        records = _complete_records(_chunk_data(content, partial=True))
+    except DamagedChunkError:  # not even its beginning decompresses
+        return
+    repair.records_from_cut_chunk = len(records)
+    copy.write(b"".join(records))
