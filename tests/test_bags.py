@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import cv2
@@ -95,16 +96,53 @@ def test_truncated_mcap_yields_the_complete_records(tmp_path, camvid_pairs):
     assert len(again) == len(messages)
 
 
-def test_damaged_mcap_chunk_stops_reading_with_a_reason(tmp_path, camvid_pairs):
+def test_a_damaged_mcap_chunk_is_skipped_counted_and_read_past(tmp_path, camvid_pairs):
     bag = make_bag(tmp_path / "bag", camvid_pairs[:12], progress=False)
+    intact = {(m.topic, m.log_time_ns) for m in read_all(bag, ["/camera/image_raw/compressed", LABELS])[1]}
     (file,) = bag.glob("*.mcap")
     data = bytearray(file.read_bytes())
     middle = len(data) // 2
     data[middle : middle + 2000] = bytes(2000)
     file.write_bytes(bytes(data))
+    for metadata in (True, False):
+        if not metadata:
+            (bag / "metadata.yaml").unlink()  # rosbags then scans the file instead of using its summary
+        reader, messages = read_all(bag, ["/camera/image_raw/compressed", LABELS])
+        damage = reader.damage()
+        assert reader.read_error is None and damage["damaged_chunks"] == 1
+        assert len(messages) == 24 - damage["messages_in_damaged_chunks"] and len(messages) < 24
+        stamps = [m.log_time_ns for m in messages]
+        read = {(m.topic, m.log_time_ns) for m in messages}
+        assert stamps == sorted(stamps) and stamps[-1] == max(t for _, t in intact)  # read on to the end
+        assert len(read) == len(messages) and read < intact  # nothing given twice, nothing made up
+        assert any("skipped 1 damaged chunk(s)" in w for w in reader.warnings)
+
+
+def test_an_mcap_cut_inside_its_first_chunk_gives_its_complete_records(tmp_path, camvid_pairs):
+    bag = make_bag(tmp_path / "bag", camvid_pairs[:12], progress=False)
+    (file,) = bag.glob("*.mcap")
+    file.write_bytes(file.read_bytes()[:300_000])  # one chunk holds ~1 MB: the cut is inside the first
     reader, messages = read_all(bag, ["/camera/image_raw/compressed", LABELS])
-    assert 0 < len(messages) < 24  # the chunks before the damage
-    assert "stopped early" in reader.read_error and "Zstandard" in reader.read_error
+    assert 0 < len(messages) < 24 and reader.damage()["truncated_at_byte"] == 8 + 9 + 26  # magic, header record
+    assert any("truncated at byte 43" in w for w in reader.warnings)
+    file.write_bytes(file.read_bytes()[:200])  # not even the schemas survive: a damaged bag, not a usage error
+    with BagReader(bag) as reader:
+        with pytest.raises(BagReadError, match=r"not in what could be read.*truncated"):
+            reader.require_topic("/camera/image_raw/compressed", (IMAGE,))
+
+
+def test_a_fifo_or_device_is_refused_at_once(tmp_path, camvid_pairs):
+    fifo = tmp_path / "bag.mcap"
+    os.mkfifo(fifo)
+    with pytest.raises(BagReadError, match="not a regular file or a folder"):
+        BagReader(fifo)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    os.mkfifo(folder / "bag_0.mcap")
+    with pytest.raises(BagReadError, match="bag_0.mcap is not a regular file"):
+        BagReader(folder)
+    with pytest.raises(BagReadError, match="not a regular file"):
+        BagReader("/dev/zero")
 
 
 def test_unreadable_bags_raise_a_clear_error(tmp_path, camvid_pairs):
@@ -120,3 +158,10 @@ def test_unreadable_bags_raise_a_clear_error(tmp_path, camvid_pairs):
     (empty / file.name).write_bytes(b"")
     with pytest.raises(BagReadError):
         BagReader(empty)
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--rate", "0"), ("--rate", "nan"), ("--jpeg-quality", "500")])
+def test_make_bag_refuses_a_rate_or_quality_out_of_range(tmp_path, camvid_root, capsys, flag, value):
+    assert main([str(tmp_path / "bag"), "--list", str(camvid_root / "val.txt"), "--count", "1", flag, value]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and value in err and not (tmp_path / "bag").exists()

@@ -144,18 +144,6 @@ def test_feeder_keeps_order_without_drops(engine):
     assert count == 7 and seconds > 0 and [o.tag[1] for o in feeder.outcomes] == list(range(7))
 
 
-def test_shipped_weights_read_alike_with_and_without_safetensors():
-    from safetensors.torch import load_file
-
-    for name in gpu_models.MODELS:
-        path = gpu_models.find_weights(f"{name}_camvid")
-        ours, theirs = gpu_models.read_safetensors(path), load_file(str(path))
-        assert ours.keys() == theirs.keys()
-        assert all(ours[key].dtype == theirs[key].dtype and torch.equal(ours[key], theirs[key]) for key in ours)
-        model, info = gpu_models.load_without_safetensors(path)
-        assert info.architecture == name and not model.training
-
-
 def test_random_weights_still_give_regions():
     model, info = gpu_models.random_model("contextnet")
     frame = gpu_models.make_frames(1, 96, 128, seed=3)[0]

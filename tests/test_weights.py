@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from seg_node.models import build_model
+from seg_node.models import ModelArgumentError, build_model
 from seg_node.weights import (
     SegClass,
     WeightsError,
@@ -16,6 +16,7 @@ from seg_node.weights import (
     find_weights,
     load_state,
     load_weights,
+    parse_safetensors,
     save_weights,
     training_note,
 )
@@ -96,3 +97,100 @@ def test_training_note_says_whether_the_scored_frames_were_seen():
     seen = training_note(info, "val")
     assert seen["saw_these_frames"] is True and "not a figure on unseen frames" in seen["note"]
     assert training_note(info, None)["saw_these_frames"] is None
+
+
+def _card(tmp_path, **changes):
+    """A small valid weights file whose JSON gets ``changes`` (None removes a field), as a user might damage it."""
+    path = save_weights(
+        build_model("cgnet", 3, m=2, n=2), _info("cgnet", {"m": 2, "n": 2}, 3), tmp_path / "w.safetensors"
+    )
+    card = json.loads(path.with_suffix(".json").read_text())
+    for key, value in changes.items():
+        if value is None:
+            del card[key]
+        else:
+            card[key] = value
+    path.with_suffix(".json").write_text(json.dumps(card))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"variant": {"m": 2, "n": 2, "bogus": 1}}, r"variant.*'bogus'"),
+        ({"variant": {"m": 2, "n": 100000}}, r"variant.*n=100000 is not an integer from 1 to 64"),
+        ({"variant": {"m": 2.5, "n": 2}}, r"variant.*m=2.5"),
+        ({"variant": "M3N21"}, r"field 'variant' is malformed"),
+        ({"mean": "abc"}, r"field 'mean' is \['a', 'b', 'c'\], not three finite numbers"),
+        ({"mean": 7}, r"field 'mean' is malformed"),
+        ({"mean": [1.0, 2.0]}, r"field 'mean'"),
+        ({"std": [0, 0, 0]}, r"field 'std' is \[0, 0, 0\], not three finite positive numbers"),
+        ({"std": [60, float("nan"), 60]}, r"field 'std'"),
+        ({"input_size": [0, 0]}, r"field 'input_size' is \[0, 0\]"),
+        ({"input_size": [100000, 480]}, r"field 'input_size'"),
+        ({"architecture": "unet"}, r"field 'architecture' is 'unet'"),
+        ({"classes": []}, r"field 'classes' is empty"),
+        ({"classes": ["sky"]}, r"field 'classes' is malformed"),
+        ({"ignore_index": 300}, r"field 'ignore_index'"),
+        ({"std": None}, r"field 'std' is missing"),
+    ],
+)
+def test_a_damaged_card_names_the_field_and_the_file(tmp_path, changes, named):
+    path = _card(tmp_path, **changes)
+    with pytest.raises(WeightsError, match=rf"w\.json: .*{named}") as raised:
+        load_weights(path)
+    assert "\n" not in str(raised.value)
+
+
+def test_an_absurd_variant_is_refused_before_anything_is_built():
+    with pytest.raises(ModelArgumentError, match="n=100000"):
+        build_model("cgnet", 11, n=100000)
+    with pytest.raises(ModelArgumentError, match=r"cgnet takes no argument 'bogus'; it takes m, n, dropout"):
+        build_model("cgnet", 11, bogus=1)
+    with pytest.raises(ModelArgumentError, match="width"):
+        build_model("contextnet", 11, width=float("inf"))
+    with pytest.raises(ModelArgumentError, match="1 to 256 classes"):
+        build_model("contextnet", 0)
+    assert build_model("cgnet", 3, m=2.0, n=2).variant == {"m": 2, "n": 2}  # JSON numbers such as 2.0 are integers
+
+
+def test_seg_eval_names_the_field_and_the_file_in_one_line(tmp_path, capsys):
+    from seg_node.cli.eval import main
+
+    path = _card(tmp_path, variant={"m": 2, "n": 2, "bogus": 1})
+    assert main(["--weights", str(path), "--data", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "w.json" in err and "'bogus'" in err and "Traceback" not in err
+
+
+def test_the_built_in_reader_reads_the_shipped_weights_as_safetensors_does(tmp_path):
+    from safetensors.torch import load_file
+
+    for name in ("cgnet", "contextnet"):
+        path = find_weights(f"{name}_camvid")
+        ours, theirs = parse_safetensors(path), load_file(str(path))
+        assert ours.keys() == theirs.keys()
+        assert all(ours[key].dtype == theirs[key].dtype and torch.equal(ours[key], theirs[key]) for key in ours)
+
+
+def test_without_safetensors_the_weights_load_alike_and_damage_is_named(tmp_path, monkeypatch):
+    import seg_node.weights as weights
+
+    path = _card(tmp_path)
+    expected = weights.read_tensors(path)
+    monkeypatch.setattr(weights, "_safetensors_load_file", lambda: None)
+    assert weights.tensor_reader().startswith("built-in reader")
+    ours = weights.read_tensors(path)
+    assert ours.keys() == expected.keys() and all(torch.equal(ours[k], expected[k]) for k in ours)
+    model, _ = load_weights(path)
+    assert not model.training
+    good = path.read_bytes()
+    for damaged, reason in (
+        (good[:5], "shorter than its 8-byte header"),
+        (b"\xff" * 8 + good[8:], "its header claims"),
+        (good[:8] + b"x" + good[9:], "not JSON"),
+        (good[: len(good) - 10], "do not fit"),
+    ):
+        path.write_bytes(damaged)
+        with pytest.raises(WeightsError, match=reason):
+            load_weights(path)

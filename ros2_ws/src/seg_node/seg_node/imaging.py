@@ -11,6 +11,11 @@ Y plane, then interleaved chroma at half height, rows ``step`` bytes apart in bo
 from __future__ import annotations
 
 import array
+import os
+import tempfile
+import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -94,6 +99,59 @@ def decode_compressed(data: Buffer) -> tuple[np.ndarray, str]:
     if image is None or image.size == 0:
         raise ImageDecodeError(f"compressed frame of {encoded.size} bytes is not a decodable JPEG or PNG")
     return image, BGR
+
+
+JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
+PNG_START, PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
+# What libjpeg prints for data it decodes anyway (its JWRN_* messages), never a sign of a sound file.
+LIBJPEG_WARNINGS = ("Corrupt JPEG data", "Premature end of JPEG file", "Invalid SOS parameters", "Inconsistent "
+                    "progression", "Bogus", "Warning: ")
+_STDERR_LOCK = threading.Lock()
+Decoded = TypeVar("Decoded")
+
+
+def _with_stderr_captured(decode: Callable[[], Decoded]) -> tuple[Decoded, list[str]]:
+    """``decode()`` and the lines written to file descriptor 2 meanwhile (other lines are written back)."""
+    with _STDERR_LOCK, tempfile.TemporaryFile() as sink:
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            result = decode()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        sink.seek(0)
+        lines = sink.read().decode(errors="replace").splitlines()
+    warnings = [line for line in lines if line.startswith(LIBJPEG_WARNINGS)]
+    others = [line for line in lines if line not in warnings]
+    if others:  # another thread's, or OpenCV's own log
+        os.write(2, ("\n".join(others) + "\n").encode())
+    return result, warnings
+
+
+def require_complete(encoded: bytes) -> None:
+    """ImageDecodeError for a JPEG without its end-of-image marker or a PNG without its IEND chunk."""
+    if encoded.startswith(JPEG_START) and not encoded.rstrip(b"\x00").endswith(JPEG_END):
+        raise ImageDecodeError(f"JPEG of {len(encoded)} bytes is cut off (no end-of-image marker)")
+    if encoded.startswith(PNG_START) and not encoded.endswith(PNG_END):
+        raise ImageDecodeError(f"PNG of {len(encoded)} bytes is cut off (no IEND chunk)")
+
+
+def decode_compressed_strictly(data: Buffer) -> tuple[np.ndarray, str]:
+    """``decode_compressed`` for scoring: a JPEG or PNG that is damaged but still decodes is refused.
+
+    libjpeg decodes a JPEG with corrupt data (flipped bytes, a cut) into a smeared image and only prints a
+    warning ("Corrupt JPEG data: ...", "Premature end of JPEG file") on stderr; OpenCV gives no way to see
+    it, so the warning is captured from file descriptor 2 for the decode (a lock keeps decodes apart; what
+    other threads print meanwhile is written back). A JPEG must also end with its EOI marker and a PNG with
+    its IEND chunk. For offline tools: the node keeps the lenient ``decode_compressed``.
+    """
+    encoded = bytes(data)
+    (image, color_order), warnings = _with_stderr_captured(lambda: decode_compressed(encoded))
+    require_complete(encoded)
+    if warnings:
+        raise ImageDecodeError(f"compressed frame of {len(encoded)} bytes is damaged: libjpeg says {warnings[0]!r}")
+    return image, color_order
 
 
 def to_rgb(image: np.ndarray, color_order: str) -> np.ndarray:

@@ -55,25 +55,36 @@ class ConfusionMatrix:
         return float(np.diag(self.counts).sum() / total) if total else float("nan")
 
     def report(self, class_names: list[str]) -> dict[str, object]:
-        """``{"miou", "per_class_iou": {name: iou}, "pixel_acc", "images"}``; absent classes are None."""
+        """``{"miou", "per_class_iou": {name: iou}, "pixel_acc", "images", "pixels"}``, JSON-ready: absent
+        classes, and mIoU and pixel accuracy when no pixel was scored, are None (never NaN)."""
         return {
-            "miou": self.miou(),
+            "miou": _finite_or_none(self.miou()),
             "per_class_iou": {
                 name: (None if np.isnan(value) else float(value))
                 for name, value in zip(class_names, self.iou(), strict=True)
             },
-            "pixel_acc": self.pixel_accuracy(),
+            "pixel_acc": _finite_or_none(self.pixel_accuracy()),
             "images": self.images,
+            "pixels": int(self.counts.sum()),  # scored pixels: those whose truth is a class, not ignored
         }
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if np.isfinite(value) else None
+
+
+def percent(value: float | None, digits: int = 2) -> str:
+    """A fraction as a percentage with ``digits`` decimals, ``-`` for None (nothing was scored)."""
+    return "-" if value is None else f"{100 * value:.{digits}f}"
 
 
 def format_iou_table(report: dict[str, object]) -> str:
     """A plain-text table of a ``ConfusionMatrix.report``."""
     lines = [f"{'class':<16} {'IoU %':>7}"]
     for name, value in report["per_class_iou"].items():
-        lines.append(f"{name:<16} {'-' if value is None else f'{100 * value:.1f}':>7}")
-    lines.append(f"{'mIoU':<16} {100 * report['miou']:>7.2f}")
-    lines.append(f"{'pixel accuracy':<16} {100 * report['pixel_acc']:>7.2f}")
+        lines.append(f"{name:<16} {percent(value, 1):>7}")
+    lines.append(f"{'mIoU':<16} {percent(report['miou']):>7}")
+    lines.append(f"{'pixel accuracy':<16} {percent(report['pixel_acc']):>7}")
     return "\n".join(lines)
 
 

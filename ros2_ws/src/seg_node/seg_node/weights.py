@@ -10,19 +10,29 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import struct
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from .errors import SegNodeError
-from .models import build_model
+from .models import MODELS, ModelArgumentError, build_model, check_model_arguments
 
 PACKAGE = "seg_node"
 DEFAULT_WEIGHTS_NAME = "cgnet_camvid"
+INPUT_SIDE_RANGE = (16, 4096)  # pixels; a network input outside this is a typo, not a camera
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
 
 
 class WeightsError(SegNodeError, RuntimeError):
@@ -84,25 +94,78 @@ class WeightsInfo:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WeightsInfo:
-        try:
-            return cls(
-                architecture=data["architecture"],
-                variant=dict(data["variant"]),
-                classes=[SegClass(int(c["id"]), str(c["name"]), tuple(c["color"])) for c in data["classes"]],
-                mean=tuple(data["mean"]),
-                std=tuple(data["std"]),
-                input_size=tuple(data["input_size"]),
-                dataset=data["dataset"],
-                splits=list(data["splits"]),
-                ignore_index=data.get("ignore_index"),
-                val_miou=data.get("val_miou"),
-                val_list=data.get("val_list", "val.txt"),
-                epochs=int(data.get("epochs", 0)),
-                commit=data.get("commit", ""),
-                training=dict(data.get("training", {})),
-            )
-        except (KeyError, TypeError, ValueError) as error:
-            raise WeightsError(f"weights JSON lacks or mangles a field: {error!r}") from error
+        """The card of a weights file, checked field by field; WeightsError names the first bad field."""
+        if not isinstance(data, dict):
+            raise WeightsError("the JSON is not an object of fields")
+        info = cls(
+            architecture=_field(data, "architecture", str),
+            variant=_field(data, "variant", dict),
+            classes=_field(data, "classes", _classes),
+            mean=_field(data, "mean", tuple),
+            std=_field(data, "std", tuple),
+            input_size=_field(data, "input_size", tuple),
+            dataset=_field(data, "dataset", str),
+            splits=_field(data, "splits", list),
+            ignore_index=_field(data, "ignore_index", lambda v: v, None),
+            val_miou=_field(data, "val_miou", lambda v: v, None),
+            val_list=_field(data, "val_list", lambda v: v, "val.txt"),
+            epochs=_field(data, "epochs", int, 0),
+            commit=_field(data, "commit", str, ""),
+            training=_field(data, "training", dict, {}),
+        )
+        check_card(info)
+        return info
+
+
+_REQUIRED = object()
+
+
+def _field(data: dict[str, Any], name: str, convert: Any, default: Any = _REQUIRED) -> Any:
+    """``convert(data[name])``; WeightsError naming the field when it is missing or does not convert."""
+    if name not in data:
+        if default is _REQUIRED:
+            raise WeightsError(f"field {name!r} is missing")
+        return convert(default)  # a fresh copy of a mutable default
+    try:
+        return convert(data[name])
+    except (KeyError, TypeError, ValueError) as error:
+        raise WeightsError(f"field {name!r} is malformed ({error!r}): {str(data[name])[:80]}") from error
+
+
+def _classes(entries: list[dict[str, Any]]) -> list[SegClass]:
+    return [SegClass(int(c["id"]), str(c["name"]), tuple(c["color"])) for c in entries]
+
+
+def _numbers(values: tuple, count: int) -> bool:
+    return len(values) == count and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
+    )
+
+
+def check_card(info: WeightsInfo) -> None:
+    """Raise WeightsError naming the field of ``info`` that no network could use, before anything is built."""
+    if info.architecture not in MODELS:
+        raise WeightsError(f"field 'architecture' is {info.architecture!r}, not one of {', '.join(MODELS)}")
+    if not info.classes:
+        raise WeightsError("field 'classes' is empty")
+    for segment_class in info.classes:
+        if len(segment_class.color) != 3 or not all(isinstance(v, int) and 0 <= v <= 255 for v in segment_class.color):
+            raise WeightsError(f"field 'classes': class {segment_class.name!r} has colour {list(segment_class.color)}, "
+                               "not three integers 0-255")
+    if not _numbers(info.mean, 3):
+        raise WeightsError(f"field 'mean' is {list(info.mean)}, not three finite numbers (RGB, 0-255 scale)")
+    if not _numbers(info.std, 3) or min(info.std) <= 0:
+        raise WeightsError(f"field 'std' is {list(info.std)}, not three finite positive numbers (RGB, 0-255 scale)")
+    low, high = INPUT_SIDE_RANGE
+    if not (len(info.input_size) == 2 and all(isinstance(v, int) and low <= v <= high for v in info.input_size)):
+        raise WeightsError(f"field 'input_size' is {list(info.input_size)}, not [height, width] "
+                           f"of integers from {low} to {high}")
+    if info.ignore_index is not None and not (isinstance(info.ignore_index, int) and 0 <= info.ignore_index <= 255):
+        raise WeightsError(f"field 'ignore_index' is {info.ignore_index!r}, not null or an integer 0-255")
+    try:
+        check_model_arguments(info.architecture, info.num_classes, info.variant)
+    except ModelArgumentError as error:
+        raise WeightsError(f"field 'variant' (or 'classes'): {error}") from error
 
 
 def info_path(weights_path: str | Path) -> Path:
@@ -114,9 +177,79 @@ def read_info(weights_path: str | Path) -> WeightsInfo:
     if not path.is_file():
         raise WeightsError(f"{path} is missing: every weights file needs its JSON beside it")
     try:
-        return WeightsInfo.from_dict(json.loads(path.read_text()))
-    except json.JSONDecodeError as error:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise WeightsError(f"{path} is not valid JSON: {error}") from error
+    try:
+        return WeightsInfo.from_dict(data)
+    except WeightsError as error:
+        raise WeightsError(f"{path}: {error}") from error
+
+
+def _safetensors_load_file() -> Callable[[str], dict[str, torch.Tensor]] | None:
+    try:
+        from safetensors.torch import load_file
+    except ImportError:  # the format is simple enough to read here (a GPU machine may lack the package)
+        return None
+    return load_file
+
+
+def tensor_reader() -> str:
+    """Which reader ``read_tensors`` uses on this machine, for reports."""
+    return "safetensors" if _safetensors_load_file() else "built-in reader; safetensors is not installed"
+
+
+def read_tensors(weights_path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a .safetensors file, by the safetensors package or, where it is not installed, by
+    ``parse_safetensors``; WeightsError for a missing or damaged file. Nothing is unpickled either way."""
+    weights_path = Path(weights_path)
+    if not weights_path.is_file():
+        raise WeightsError(f"{weights_path} does not exist")
+    load_file = _safetensors_load_file()
+    if load_file is None:
+        return parse_safetensors(weights_path)
+    try:
+        return load_file(str(weights_path))
+    except Exception as error:  # safetensors raises its own untyped errors for damaged files
+        raise WeightsError(f"{weights_path} is not a readable safetensors file: {error}") from error
+
+
+def parse_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """The safetensors format by hand: 8-byte little-endian header length, JSON header, raw little-endian data."""
+    data = path.read_bytes()
+
+    def damaged(reason: str) -> WeightsError:
+        return WeightsError(f"{path} is not a readable safetensors file: {reason}")
+
+    if len(data) < 8:
+        raise damaged("shorter than its 8-byte header length")
+    (length,) = struct.unpack("<Q", data[:8])
+    if length > len(data) - 8:
+        raise damaged(f"its header claims {length} bytes, the file has {len(data) - 8}")
+    try:
+        header = json.loads(data[8:8 + length])
+    except (ValueError, UnicodeDecodeError) as error:
+        raise damaged(f"its header is not JSON ({error})") from error
+    if not isinstance(header, dict):
+        raise damaged("its header is not a JSON object")
+    body = memoryview(data)[8 + length:]
+    tensors = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype = SAFETENSORS_DTYPES[entry["dtype"]]
+            begin, end = (int(v) for v in entry["data_offsets"])
+            shape = [int(v) for v in entry["shape"]]
+        except (KeyError, TypeError, ValueError) as error:
+            raise damaged(f"tensor {name!r} has no valid dtype, shape and data_offsets ({error!r})") from error
+        expected = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
+        if not 0 <= begin <= end <= len(body) or end - begin != expected:
+            raise damaged(f"tensor {name!r} of shape {shape} has offsets {begin}-{end} that do not fit it or the file")
+        raw = bytearray(body[begin:end])  # a writable copy that the tensor owns
+        flat = torch.frombuffer(raw, dtype=dtype) if raw else torch.empty(0, dtype=dtype)
+        tensors[name] = flat.reshape(shape)
+    return tensors
 
 
 def model_description(model: nn.Module, num_classes: int) -> str:
@@ -144,17 +277,10 @@ def check_compatible(model: nn.Module, info: WeightsInfo, weights_path: str | Pa
 
 def load_state(model: nn.Module, weights_path: str | Path, info: WeightsInfo | None = None) -> nn.Module:
     """Load the tensors of ``weights_path`` into ``model`` after checking they belong to it."""
-    from safetensors.torch import load_file
-
     weights_path = Path(weights_path)
     info = read_info(weights_path) if info is None else info
     check_compatible(model, info, weights_path)
-    if not weights_path.is_file():
-        raise WeightsError(f"{weights_path} does not exist")
-    try:
-        state = load_file(str(weights_path))
-    except Exception as error:  # safetensors raises its own untyped errors for damaged files
-        raise WeightsError(f"{weights_path} is not a readable safetensors file: {error}") from error
+    state = read_tensors(weights_path)
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as error:  # tensors of other shapes than the JSON's model has

@@ -22,7 +22,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from ..engine.options import add_engine_arguments
-from ..metrics import format_iou_table
+from ..metrics import format_iou_table, percent
 from ..models import MODELS
 from ..ros_tools.demo import DEFAULT_BAG, DEFAULT_IMAGE_TOPIC, DEFAULT_LABEL_TOPIC, DemoOptions, run_demo
 from . import HelpFormatter, entry_point
@@ -69,7 +69,7 @@ def _main(argv: Sequence[str] | None) -> int:
     )
     if report["accuracy"] is not None:
         print(format_iou_table(report["accuracy"]))
-        print(f"seg-demo: mIoU {100 * report['accuracy']['miou']:.2f}% on {frames['scored']} frames "
+        print(f"seg-demo: mIoU {percent(report['accuracy']['miou'])}% on {frames['scored']} frames "
               f"({report['weights_training']['note']})")
     print(f"seg-demo: wrote {args.out}/report.md, report.json, {report['files'].get('video', 'no video')}, overlays/")
     return 0

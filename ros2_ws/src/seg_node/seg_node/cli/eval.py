@@ -12,6 +12,10 @@ validation on a drive the weights never trained on is what predicts a new road:
     seg-eval --weights cgnet_camvid --data ../shared/datasets/camvid \
         --list configs/splits/camvid/drive_0006R0.txt
     seg-eval --data ../shared/datasets/camvid --list val.txt --by-drive
+
+Exit status 0: every image scored; 1: unusable weights or data (a weights JSON
+with a bad field, a missing or unreadable image, a label of the wrong size), or
+nothing scored (no label pixel holds a class); 2: a usage error.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from ..errors import UsageError
 from ..evaluation.evaluate import AugmentedPredictor, EnginePredictor, evaluate, write_outputs
 from ..metrics import format_iou_table
 from ..weights import WeightsInfo, find_weights, load_weights
-from . import HelpFormatter, entry_point
+from . import EXIT_FAILURE, HelpFormatter, entry_point
 
 FORMATS = ("camvid", "cityscapes", "folder")
 MULTI_SCALES = (0.75, 1.0, 1.25, 1.5)
@@ -114,9 +118,14 @@ def _main(argv: Sequence[str] | None) -> int:
         report = write_outputs(evaluation, info, args.json, f"{weights.stem} on {args.list}", extra)
     print(format_iou_table(report))
     for drive, scores in report.get("drives", {}).items():
-        print(f"drive {drive}: mIoU {100 * scores['miou']:.2f}% over {scores['images']} images")
+        miou = "-" if scores["miou"] is None else f"{100 * scores['miou']:.2f}%"
+        print(f"drive {drive}: mIoU {miou} over {scores['images']} images")
     fps = report["model_fps"]
     print(f"images {report['images']}, model-only fps {'-' if fps is None else f'{fps:.1f}'} on {device}")
+    if report["miou"] is None:
+        print(f"seg-eval: nothing was scored: the {report['images']} labels hold no class of {weights.name} "
+              "(every pixel is ignored or out of range)", file=sys.stderr)
+        return EXIT_FAILURE
     return 0
 
 

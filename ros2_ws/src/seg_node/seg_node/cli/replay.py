@@ -8,8 +8,10 @@ DIR receives report.json, report.md with PNG plots, and segmented/: a bag in
 the input's storage with the input images, the truth labels and the node's
 outputs at the original stamps. With --prediction-topic the predictions are
 those of a running node, recorded with its inputs and the labels, and
-nothing is run. A bag that breaks off half-way gives a report of what was
-read, a warning, and exit status 1.
+nothing is run. A bag that breaks off half-way or holds damaged chunks gives
+a report of what was read, a warning, and exit status 1; so do damaged images
+or labels (refused and counted, never scored), and a replay that segmented
+or scored nothing. Exit status 2: a usage error (unknown topic, bad option).
 """
 
 from __future__ import annotations
@@ -84,8 +86,9 @@ def _main(argv: Sequence[str] | None) -> int:
             engine.close()
     print_summary(report)
     print(f"wrote {args.out}/report.json, report.md" + (", segmented/" if "segmented_bag" in report["outputs"] else ""))
-    # a damaged bag, reported as far as it was read
-    return EXIT_FAILURE if report["read_error"] or report["warnings"] else 0
+    for failure in report["failures"]:  # damaged input, refused and counted, or nothing segmented or scored
+        print(f"seg-replay: {failure}", file=sys.stderr)
+    return EXIT_FAILURE if report["failures"] else 0
 
 
 main = entry_point("seg-replay", _main)

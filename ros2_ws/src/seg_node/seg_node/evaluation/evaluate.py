@@ -224,7 +224,7 @@ def write_outputs(evaluation: Evaluation, info: WeightsInfo, out: Path, title: s
     """JSON report, per-class IoU PNG and example triples PNG under ``out`` (a JSON file path)."""
     report = {**evaluation.matrix.report([c.name for c in info.classes]), **extra}
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")  # null, never NaN
     plot_class_iou(report["per_class_iou"], info.palette, title, out.with_suffix(".iou.png"))
     if evaluation.examples:
         lut = palette_lut(info.palette)  # ids without a colour (void) are black

@@ -1,9 +1,9 @@
 """Models, frames and the two reference segmenters of the GPU check, from PyTorch and NumPy alone.
 
-``load_model`` reads the shipped weights (``weights/<name>_camvid.safetensors`` + JSON) with safetensors,
-or with ``read_safetensors`` (a small reader of the same format) where safetensors is not installed, or,
-without shipped weights, builds the same architecture with random weights whose BatchNorm statistics come
-from frames. Frames are smooth random images made here (no data set, no OpenCV).
+``load_model`` reads the shipped weights (``weights/<name>_camvid.safetensors`` + JSON) with
+``seg_node.weights``, which reads the format itself where safetensors is not installed, or, without shipped
+weights, builds the same architecture with random weights whose BatchNorm statistics come from frames.
+Frames are smooth random images made here (no data set, no OpenCV).
 ``reference_labels`` is the eager fp32 model with the engine's normalisation; ``naive_segmenter`` is what
 a first implementation does, the speed baseline.
 """
@@ -11,10 +11,7 @@ a first implementation does, the speed baseline.
 from __future__ import annotations
 
 import copy
-import json
-import struct
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,52 +20,13 @@ from torch import nn
 
 from ..engine.graph import normalize
 from ..models import build_model
-from ..weights import SegClass, WeightsError, WeightsInfo, check_compatible, find_weights, load_weights, read_info
+from ..weights import SegClass, WeightsError, WeightsInfo, find_weights, load_weights, tensor_reader
 
 MODELS = ("cgnet", "contextnet")
 NUM_CLASSES = 11  # CamVid's
 UNTRAINED_MEAN = (104.0, 112.0, 120.0)
 UNTRAINED_STD = (58.0, 57.0, 59.0)
 UNTRAINED_SIZE = (360, 480)
-SAFETENSORS_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
-
-
-def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a .safetensors file: 8-byte little-endian header length, JSON header, raw data."""
-    data = Path(path).read_bytes()
-    try:
-        (length,) = struct.unpack("<Q", data[:8])
-        header = json.loads(data[8:8 + length])
-    except (struct.error, ValueError) as error:
-        raise WeightsError(f"{path} is not a readable safetensors file: {error}") from error
-    body = memoryview(data)[8 + length:]
-    tensors = {}
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        dtype = SAFETENSORS_DTYPES.get(entry.get("dtype"))
-        begin, end = entry["data_offsets"]
-        if dtype is None or end > len(body):
-            raise WeightsError(f"{path}: tensor {name} has dtype {entry.get('dtype')} or offsets outside the file")
-        raw = bytearray(body[begin:end])  # a writable copy that the tensor owns
-        flat = torch.frombuffer(raw, dtype=dtype) if raw else torch.empty(0, dtype=dtype)
-        tensors[name] = flat.reshape(entry["shape"])
-    return tensors
-
-
-def load_without_safetensors(path: Path) -> tuple[nn.Module, WeightsInfo]:
-    """``seg_node.weights.load_weights`` with ``read_safetensors`` in place of the safetensors package."""
-    info = read_info(path)
-    model = build_model(info.architecture, info.num_classes, **info.variant)
-    check_compatible(model, info, path)
-    missing, unexpected = model.load_state_dict(read_safetensors(path), strict=False)
-    if missing or unexpected:
-        raise WeightsError(f"{path} does not fit {info.describe()}: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    return model.eval(), info
 
 
 def make_frames(count: int, height: int, width: int, seed: int = 0) -> list[np.ndarray]:
@@ -112,10 +70,7 @@ def load_model(name: str) -> tuple[nn.Module, WeightsInfo, str]:
         return model, info, f"random-init ({error})"
     try:
         model, info = load_weights(path)
-        return model, info, f"{path.name} (safetensors)"
-    except ImportError:  # the safetensors package is missing: the file format is simple enough to read here
-        model, info = load_without_safetensors(path)
-        return model, info, f"{path.name} (built-in reader; safetensors is not installed)"
+        return model, info, f"{path.name} ({tensor_reader()})"
     except WeightsError as error:
         model, info = random_model(name)
         return model, info, f"random-init ({error})"

@@ -101,11 +101,12 @@ def replay(
             read_error=reader.read_error,
             warnings=list(reader.warnings),
             damaged_messages=reader.damaged_messages,
+            bag_damage=reader.damage(),
         )
         state.expire(None)
         report = build_report(run, state)
     report["outputs"] = write_report(report, state, out, has_bag=write_bag)
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")  # null, never NaN
     return report
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..metrics import percentiles_ms, simulate_drops
+from ..metrics import percent, percentiles_ms, simulate_drops
 from ..plots import plot_class_iou, plot_latency, save_image_grid
 from ..weights import file_sha256
 from .matching import ReplayState
@@ -37,6 +37,7 @@ class ReplayRun:
     read_error: str | None = None  # the bag broke off: the report covers what was read
     warnings: list[str] = field(default_factory=list)
     damaged_messages: int = 0
+    bag_damage: dict[str, Any] = field(default_factory=dict)  # BagReader.damage(): truncation, damaged chunks
 
     @property
     def mode(self) -> str:
@@ -54,6 +55,45 @@ def _dropped(run: ReplayRun, state: ReplayState) -> tuple[int | None, str]:
     arrivals = state.arrivals_s
     dropped = simulate_drops(arrivals, state.latencies_s) if len(state.latencies_s) == len(arrivals) else None
     return dropped, "simulated from the measured latencies at the recorded rate"
+
+
+def failures(run: ReplayRun, state: ReplayState, accuracy: dict[str, Any] | None) -> list[str]:
+    """Why the replay did not fully do its job, one line each; empty when every image and label read was used.
+
+    Any of these makes seg-replay exit with status 1: damaged input is refused and counted, never scored as if
+    it were fine, and a replay that segmented or scored nothing says so.
+    """
+    reasons = []
+    if run.read_error:
+        reasons.append(f"the bag broke off: {run.read_error}")
+    if run.warnings:
+        reasons.append(f"the bag is damaged or incomplete: {run.warnings[0]}"
+                       + (f" (and {len(run.warnings) - 1} more warnings)" if len(run.warnings) > 1 else ""))
+    if state.frames_read == 0:
+        reasons.append(f"no image was read from {run.image_topic}")
+    elif state.processed == 0:
+        reasons.append(f"no image could be segmented: {state.decode_failures} of {state.frames_read} unreadable, "
+                       f"{state.engine_failures} failed in the engine")
+    else:
+        if state.decode_failures:
+            reasons.append(f"{state.decode_failures} of {state.frames_read} images refused as damaged or "
+                           "undecodable (not scored)")
+        if state.engine_failures:
+            reasons.append(f"{state.engine_failures} images failed in the engine")
+    if run.label_topic:
+        if state.label_failures:
+            reasons.append(f"{state.label_failures} of {state.labels_read + state.label_failures} labels refused "
+                           "(damaged, or not a mono8 Image or PNG)")
+        if state.label_size_mismatches:
+            reasons.append(f"{state.label_size_mismatches} labels of another size than their image (not scored)")
+        if state.scored == 0:
+            reasons.append(f"no label could be scored ({state.labels_read} read, {state.label_failures} refused, "
+                           f"{state.label_size_mismatches} of the wrong size, {state.labels_without_image} "
+                           "without an image)")
+        elif accuracy is not None and accuracy["miou"] is None:
+            reasons.append(f"the {state.scored} scored labels hold no class of the weights (every pixel is ignored "
+                           "or out of range): no accuracy")
+    return reasons
 
 
 def build_report(run: ReplayRun, state: ReplayState) -> dict[str, Any]:
@@ -108,6 +148,8 @@ def build_report(run: ReplayRun, state: ReplayState) -> dict[str, Any]:
         "network_ms": percentiles_ms(state.network_s),
         "wall_s": run.wall_s,
         "accuracy": accuracy,
+        "failures": failures(run, state, accuracy),
+        "bag_damage": run.bag_damage,
         "read_error": run.read_error,
         "warnings": run.warnings[:20],
         "errors": state.errors,
@@ -196,6 +238,8 @@ def render_markdown(report: dict[str, Any], outputs: dict[str, str]) -> str:
             "stamps: open it in Foxglove, or `ros2 bag play segmented` with RViz 2.",
             "",
         ]
+    if report["failures"]:
+        lines += ["## Failures (exit status 1)", ""] + [f"- {f}" for f in report["failures"]] + [""]
     problems = report["errors"] + report["warnings"]
     if problems:
         lines += ["## Problems", ""] + [f"- {p}" for p in problems] + [""]
@@ -217,10 +261,10 @@ def _accuracy_section(report: dict[str, Any]) -> list[str]:
     if accuracy is None:
         return lines + ["No frame could be scored.", ""]
     lines += ["| class | IoU % |", "| --- | --- |"]
-    lines += [f"| {name} | {'-' if v is None else f'{100 * v:.1f}'} |" for name, v in accuracy["per_class_iou"].items()]
+    lines += [f"| {name} | {percent(v, 1)} |" for name, v in accuracy["per_class_iou"].items()]
     return lines + [
-        f"| **mIoU** | **{100 * accuracy['miou']:.2f}** |",
-        f"| pixel accuracy | {100 * accuracy['pixel_acc']:.2f} |",
+        f"| **mIoU** | **{percent(accuracy['miou'])}** |",
+        f"| pixel accuracy | {percent(accuracy['pixel_acc'])} |",
         "",
         "![per-class IoU](class_iou.png)",
         "",

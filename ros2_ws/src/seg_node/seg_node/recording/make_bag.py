@@ -62,8 +62,10 @@ def make_bag(
     """Write ``pairs`` as a recording at ``rate_hz``; labels (where given) share their image's stamp."""
     if image_format not in IMAGE_FORMATS:
         raise UsageError(f"image format {image_format!r} is not one of {', '.join(IMAGE_FORMATS)}")
-    if rate_hz <= 0:
-        raise UsageError(f"the rate must be positive, got {rate_hz}")
+    if not 0 < rate_hz <= 1e9:  # NaN fails too; over 1 GHz two frames would share a nanosecond stamp
+        raise UsageError(f"the rate must be above 0 and at most 1e9 frames per second, got {rate_hz}")
+    if jpeg_quality is not None and not 1 <= jpeg_quality <= 100:
+        raise UsageError(f"the JPEG quality must be 1 to 100, got {jpeg_quality}")
     if not pairs:
         raise UsageError("no image/label pairs given (check --first and --count against the list)")
     if image_topic is None:

@@ -2,14 +2,16 @@
 
 Reading tolerates what recordings on a car suffer: a recorder killed before it
 wrote the MCAP summary or metadata.yaml (the complete records before the cut
-are read), damaged messages (skipped and counted), a storage error half-way
-(what came before it is kept, the error is reported).
+are read, those of a cut chunk included), damaged MCAP chunks (skipped and
+counted, reading goes on past them), damaged messages (skipped and counted), a
+sqlite3 error half-way (what came before it is kept, the error is reported).
+What is not a regular file or folder (a FIFO, a device) is refused at once.
 """
 
 from __future__ import annotations
 
 import shutil
-import struct
+import stat
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,14 +22,14 @@ from typing import Any
 import numpy as np
 
 from ..errors import SegNodeError, UsageError
-from ..imaging import ImageDecodeError, decode_compressed, decode_raw
+from ..imaging import PNG_START, ImageDecodeError, decode_compressed_strictly, decode_raw, require_complete
+from .mcap_repair import McapRepair, McapRepairError, repair_mcap
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
 IMAGE_TYPES = (IMAGE, COMPRESSED_IMAGE)
 STORAGES = ("mcap", "sqlite3")
 _STORAGE_SUFFIX = {".mcap": "mcap", ".db3": "sqlite3"}
-_MCAP_MAGIC = b"\x89MCAP0\r\n"
 _LABEL_ENCODINGS = ("mono8", "8uc1")
 
 
@@ -60,16 +62,18 @@ def stamp_ns(message: Any) -> int:
 
 
 def decode_image(message: Any, msgtype: str) -> tuple[np.ndarray, str]:
-    """A deserialized Image or CompressedImage as uint8 HxWx3 and its colour order; ImageDecodeError when bad."""
+    """A deserialized Image or CompressedImage as uint8 HxWx3 and its colour order; ImageDecodeError when bad,
+    damaged JPEGs that libjpeg still decodes included (``decode_compressed_strictly``)."""
     if msgtype == COMPRESSED_IMAGE:
-        return decode_compressed(message.data)
+        return decode_compressed_strictly(message.data)
     if msgtype == IMAGE:
         return decode_raw(message.encoding, message.height, message.width, message.step, message.data)
     raise UnsupportedMessageError(f"{msgtype} is not an image; expected one of {', '.join(IMAGE_TYPES)}")
 
 
 def decode_label(message: Any, msgtype: str) -> np.ndarray:
-    """A label image (Image mono8/8UC1, or a PNG CompressedImage) as uint8 HxW class ids."""
+    """A label image (Image mono8/8UC1, or a PNG CompressedImage) as uint8 HxW class ids; ImageDecodeError for
+    anything else, a JPEG above all (lossy: it changes class ids along every edge)."""
     if msgtype == IMAGE:
         if message.encoding.lower() not in _LABEL_ENCODINGS:
             raise ImageDecodeError(f"label encoding {message.encoding!r} is not one of {', '.join(_LABEL_ENCODINGS)}")
@@ -82,11 +86,28 @@ def decode_label(message: Any, msgtype: str) -> np.ndarray:
     if msgtype == COMPRESSED_IMAGE:
         import cv2
 
-        label = cv2.imdecode(np.asarray(message.data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        data = bytes(message.data)
+        if not data.startswith(PNG_START):
+            kind = "a JPEG (lossy)" if data.startswith(b"\xff\xd8") else f"not a PNG (format {message.format!r})"
+            raise ImageDecodeError(f"compressed label is {kind}; labels must be mono8 Images or PNGs")
+        require_complete(data)
+        label = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
         if label is None or label.ndim != 2 or label.dtype != np.uint8:
             raise ImageDecodeError("compressed label is not a single-channel 8-bit PNG")
         return label
     raise UnsupportedMessageError(f"{msgtype} cannot hold labels; expected {IMAGE} (mono8) or a PNG {COMPRESSED_IMAGE}")
+
+
+def _require_file_or_folder(path: Path) -> None:
+    """BagReadError for a path that does not exist or is neither a regular file nor a folder: a FIFO would
+    block the first read forever, a device would be read without end."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise BagReadError(f"{path} does not exist") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise BagReadError(f"{path} is not a regular file or a folder (a FIFO, socket or device?); give a "
+                           "rosbag2 folder, or a .mcap or .db3 file")
 
 
 @dataclass
@@ -98,31 +119,11 @@ class BagMessage:
     message: Any  # deserialized
 
 
-def _salvage_mcap(path: Path, folder: Path) -> Path:
-    """A copy of a truncated MCAP file holding its complete top-level records, closed with an empty summary."""
-    with path.open("rb") as source:
-        data = source.read()
-    if not data.startswith(_MCAP_MAGIC):
-        raise BagReadError(f"{path} is not an MCAP file (its first bytes are not the MCAP magic)")
-    end = len(_MCAP_MAGIC)
-    while end + 9 <= len(data):
-        opcode = data[end]
-        (length,) = struct.unpack_from("<Q", data, end + 1)
-        if opcode in (0x0F, 0x02) or end + 9 + length > len(data):  # data end, footer, or cut off
-            break
-        end += 9 + length
-    data_end = struct.pack("<BQI", 0x0F, 4, 0)
-    footer = struct.pack("<BQQQI", 0x02, 20, 0, 0, 0)
-    salvaged = folder / path.name
-    salvaged.write_bytes(data[:end] + data_end + footer + _MCAP_MAGIC)
-    return salvaged
-
-
 class BagReader:
     """A rosbag2 directory, or a single .mcap/.db3 file, opened for reading.
 
     ``warnings`` collects what was recovered from (a missing metadata.yaml, a truncated file, damaged
-    messages); ``read_error`` is set when reading stopped early, with what was read until then kept.
+    chunks or messages); ``read_error`` is set when reading stopped early, with what was read until then kept.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -132,9 +133,11 @@ class BagReader:
         self.warnings: list[str] = []
         self.read_error: str | None = None
         self.damaged_messages = 0
+        self.repair: McapRepair | None = None  # set when the MCAP file is read through a repaired copy
         self._scratch: tempfile.TemporaryDirectory | None = None
-        if not self.path.exists():
-            raise BagReadError(f"{self.path} does not exist")
+        _require_file_or_folder(self.path)
+        if self.path.is_dir():
+            self._storage_files()  # refuses a FIFO among them before rosbags opens it
         try:
             self._reader = Reader(self.path)
             self._reader.open()
@@ -149,7 +152,10 @@ class BagReader:
     def _storage_files(self) -> list[Path]:
         if self.path.is_file():
             return [self.path]
-        return sorted(p for p in self.path.iterdir() if p.suffix in _STORAGE_SUFFIX)
+        files = sorted(p for p in self.path.iterdir() if p.suffix in _STORAGE_SUFFIX)
+        for file in files:
+            _require_file_or_folder(file)
+        return files
 
     def _storage_of(self, path: Path) -> str:
         files = [path] if path.is_file() else self._storage_files()
@@ -176,16 +182,39 @@ class BagReader:
         except Exception as direct_error:
             if self.storage != "mcap":
                 raise BagReadError(f"{file} is not a readable sqlite3 bag: {direct_error}") from direct_error
-            self._scratch = tempfile.TemporaryDirectory(prefix="seg_node_bag_")
             try:
-                reader = Reader(_salvage_mcap(file, Path(self._scratch.name)))
-                reader.open()
+                return self._open_repaired(file)
             except BagReadError:
                 raise
-            except Exception as salvage_error:
-                raise BagReadError(f"{file} is damaged beyond reading: {direct_error}; {salvage_error}") from error
-            self.warnings.append(f"{file} is truncated or damaged ({direct_error}); read the complete records")
-            return reader
+            except Exception as repair_error:
+                raise BagReadError(f"{file} is damaged beyond reading: {direct_error}; {repair_error}") from error
+
+    def _open_repaired(self, file: Path) -> Any:
+        """A rosbags reader of a repaired copy of the MCAP ``file`` (see ``mcap_repair``); its damage goes
+        into ``warnings``."""
+        from rosbags.rosbag2 import Reader
+
+        if self._scratch is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix="seg_node_bag_")
+        try:
+            self.repair = repair_mcap(file, Path(self._scratch.name))
+        except McapRepairError as error:
+            raise BagReadError(str(error)) from error
+        reader = Reader(self.repair.path)
+        reader.open()
+        self.warnings.extend(self.repair.describe(str(file)))
+        return reader
+
+    def damage(self) -> dict[str, Any]:
+        """What could not be read, for reports: a truncation, damaged chunks and messages."""
+        repair = self.repair
+        return {
+            "truncated_at_byte": None if repair is None else repair.truncated_at,
+            "damaged_chunks": 0 if repair is None else repair.damaged_chunks,
+            "messages_in_damaged_chunks": 0 if repair is None else repair.messages_in_damaged_chunks,
+            "damaged_messages": self.damaged_messages,
+            "read_error": self.read_error,
+        }
 
     def describe_topics(self) -> str:
         if not self.topics:
@@ -194,6 +223,10 @@ class BagReader:
 
     def require_topic(self, topic: str, allowed: tuple[str, ...]) -> str:
         """The message type of ``topic``; TopicNotFoundError or UnsupportedMessageError otherwise."""
+        if topic not in self.topics and self.repair is not None:  # lost with the damage: not a usage error
+            raise BagReadError(f"topic {topic!r} is not in what could be read of {self.path} "
+                               f"({'; '.join(self.repair.describe(self.path.name))}); its topics: "
+                               f"{self.describe_topics()}")
         if topic not in self.topics:
             raise TopicNotFoundError(f"topic {topic!r} is not in {self.path}; its topics: {self.describe_topics()}")
         msgtype = self.topics[topic]
@@ -202,20 +235,48 @@ class BagReader:
         return msgtype
 
     def messages(self, topics: list[str]) -> Iterator[BagMessage]:
-        """The messages of ``topics`` in log-time order; damaged ones are skipped and counted."""
+        """The messages of ``topics`` in log-time order; damaged ones are skipped and counted.
+
+        An MCAP chunk that cannot be read is skipped: the rest is read from a repaired copy (messages
+        already given are not given again), and what was skipped is counted in ``repair``.
+        """
+        given: set[tuple[str, int, int]] = set()
+        try:
+            yield from self._deserialized(topics, given)
+            return
+        except Exception as error:  # sqlite3.DatabaseError, ReaderError on a bad chunk, zstd errors, OSError
+            files = self._storage_files()
+            if self.storage != "mcap" or self.repair is not None or len(files) != 1:
+                self.read_error = f"reading stopped early: {type(error).__name__}: {error}"
+                return
+            self.warnings.append(f"{files[0]}: a chunk cannot be read ({type(error).__name__}: {error})")
+            try:
+                self._reader.close()
+                self._reader = self._open_repaired(files[0])
+            except Exception as repair_error:  # the copy cannot be made or opened: keep what was read
+                self.read_error = f"reading stopped early: {type(error).__name__}: {error}; {repair_error}"
+                return
+        try:
+            yield from self._deserialized(topics, given)
+        except Exception as error:
+            self.read_error = f"reading stopped early: {type(error).__name__}: {error}"
+
+    def _deserialized(self, topics: list[str], given: set[tuple[str, int, int]]) -> Iterator[BagMessage]:
+        """The messages of ``topics`` not in ``given`` (topic, log time, size), which collects those given."""
         connections = [c for c in self._reader.connections if c.topic in topics]
         store = typestore()
-        try:
-            for connection, log_time, raw in self._reader.messages(connections=connections):
-                try:
-                    message = store.deserialize_cdr(raw, connection.msgtype)
-                except Exception as error:  # a damaged CDR buffer raises anything from struct to IndexError
-                    self.damaged_messages += 1
-                    self.warnings.append(f"{connection.topic} message at {log_time} ns is damaged: {error!r}")
-                    continue
-                yield BagMessage(connection.topic, connection.msgtype, log_time, bytes(raw), message)
-        except Exception as error:  # sqlite3.DatabaseError, ReaderError on a bad chunk, zstd errors, OSError
-            self.read_error = f"reading stopped early: {type(error).__name__}: {error}"
+        for connection, log_time, raw in self._reader.messages(connections=connections):
+            key = (connection.topic, log_time, len(raw))
+            if key in given:
+                continue
+            given.add(key)
+            try:
+                message = store.deserialize_cdr(raw, connection.msgtype)
+            except Exception as error:  # a damaged CDR buffer raises anything from struct to IndexError
+                self.damaged_messages += 1
+                self.warnings.append(f"{connection.topic} message at {log_time} ns is damaged: {error!r}")
+                continue
+            yield BagMessage(connection.topic, connection.msgtype, log_time, bytes(raw), message)
 
     def close(self) -> None:
         self._reader.close()

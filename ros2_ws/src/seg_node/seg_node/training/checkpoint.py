@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from ..weights import SegClass, WeightsError, WeightsInfo, check_compatible, read_info, save_weights
+from ..weights import SegClass, WeightsError, WeightsInfo, check_compatible, read_info, read_tensors, save_weights
 from .config import TrainingConfig, TrainingError, model_from_config
 from .lineage import lineage, list_drives, record_twin, this_stage
 
@@ -146,17 +146,12 @@ def restore(
 
 def load_initial_weights(model: nn.Module, weights_path: str | Path) -> WeightsInfo:
     """Warm start: shipped weights into a training model (which may have heads the weights lack, ``aux_*``)."""
-    from safetensors.torch import load_file
-
     try:
         info = read_info(weights_path)
         check_compatible(model, info, weights_path)
+        state = read_tensors(weights_path)
     except WeightsError as error:
         raise TrainingError(f"--init: {error}") from error
-    try:
-        state = load_file(str(weights_path))
-    except Exception as error:  # safetensors raises its own untyped errors
-        raise TrainingError(f"cannot read {weights_path}: {error}") from error
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("aux_")]
     if missing or unexpected:
