@@ -85,6 +85,19 @@ def test_a_page_without_the_markers_is_refused(tool):
         tool.render("# a page without markers\n", {"parameters": ["| a |"]})
 
 
+def test_the_readme_names_every_launch_argument_and_only_parameters_that_exist(tool):
+    readme = README.read_text()
+    declared = [name for name, _, _ in tool.launch_arguments((REPO_ROOT / "launch" / "segment.launch.py").read_text())]
+    unnamed = [name for name in declared if f"`{name}`" not in readme]
+    assert not unnamed, f"README.md's launch arguments lack {unnamed}"
+    table = readme[readme.index("Main parameters"):readme.index("Launch arguments (")]
+    named = {name for row in table.splitlines() if row.startswith("| `")
+             for name in re.findall(r"`(\w+)`", row.split("|")[1])}
+    from seg_node.ros.parameters import SPECS
+
+    assert named and named <= set(SPECS), f"README.md names parameters the node lacks: {sorted(named - set(SPECS))}"
+
+
 def test_readme_is_at_most_300_lines():
     lines = README.read_text().count("\n")
     assert lines <= README_MAX_LINES, f"README.md has {lines} lines; move details to a page under docs/"
