@@ -128,8 +128,9 @@ def load_specs() -> dict[str, Any]:
     try:
         from seg_node.ros.parameters import SPECS
     except ImportError as error:
-        raise ReferenceError(f"cannot import seg_node.ros.parameters ({error}); run with a Python that has rclpy "
-                             f"and the package's dependencies, e.g. .venv/bin/python {COMMAND}") from error
+        raise ReferenceError(f"cannot import seg_node.ros.parameters ({error}); run it with a Python that has "
+                             f"rclpy and the package's dependencies, e.g. .venv/bin/python tools/node_reference.py"
+                             ) from error
     return SPECS
 
 
