@@ -125,10 +125,11 @@ class TestOneLaunch:
 
     def test_every_seg_node_topic_in_the_readme_is_published(self, install, launched, probe):
         readme = (REPO_ROOT / "README.md").read_text()
-        named = set(README_TOPIC.findall(readme))
-        assert LABEL in named, "the README names the label topic of the on-the-car example"
+        assert LABEL in README_TOPIC.findall(readme), "the README names the label topic of the on-the-car example"
+        pages = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").rglob("*.md"))]
+        named = {topic for page in pages for topic in README_TOPIC.findall(page.read_text())}
         listed = set(ros2(install, "topic", "list", "--no-daemon", "--spin-time", "5").split())
-        assert named <= listed, f"named in README.md but not published by the launched node: {sorted(named - listed)}"
+        assert named <= listed, f"named in the docs but not published by the launched node: {sorted(named - listed)}"
         unpublished = [topic for topic in sorted(named) if probe.publishers(topic) == 0]
         assert not unpublished, f"listed, but nobody publishes: {unpublished}"
 

@@ -12,9 +12,7 @@ images, unaugmented, at ``input_size``, the rest of the network in inference mod
 per-batch means and variances (PyTorch's ``momentum=None``); ``update_bn`` itself is not used because it
 puts the whole network in training mode, dropout included.
 
-Measured on CamVid val with the train-only twins, on this project's CPU (README, "The shipped
-weights"): it added 0.3 points to CGNet weights whose last stage had trained at scales 0.5-2, and took
-1.24 away (75.65 -> 74.41) at the end of CGNet's full paper schedule, so it is no sure gain.
+It is no sure gain: it has both raised and lowered val mIoU (docs/training.md gives the measurements).
 """
 
 from __future__ import annotations

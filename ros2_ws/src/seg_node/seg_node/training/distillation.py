@@ -90,11 +90,9 @@ class Teacher(nn.Module):
 
     ``weights_paths`` is one file or several: an ensemble, whose class probabilities are averaged (in
     proportion to ``shares``, equally when it is empty). With ``flip`` each member's probabilities are also
-    averaged with those of the mirrored batch (the test-time flip, at twice the member's cost). Measured on
-    CamVid val, both make a stronger teacher than its best member: the stage-10 CGNet twin alone 66.68%, with
-    the flip 67.95%, averaged with the ContextNet twin (0.6 : 0.4) and flipped 68.33%. An averaged teacher
-    gives the log of its mean probabilities as its logits
-    (``softmax(log p) = p``); one member without the flip gives its own logits.
+    averaged with those of the mirrored batch (the test-time flip, at twice the member's cost); either makes a
+    teacher stronger than its best member (docs/training.md). An averaged teacher gives the log of its mean
+    probabilities as its logits (``softmax(log p) = p``); one member without the flip gives its own logits.
     """
 
     def __init__(
