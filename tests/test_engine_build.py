@@ -472,3 +472,27 @@ def test_a_new_engine_that_disagrees_with_torch_is_not_used():
     assert backend.compare_with_torch(lambda image: network(image) + 1e-4, network) == 1.0
     with pytest.raises(EngineBuildError, match=r"only .*% of a test input's pixels.*cgnet\.engine"):
         backend.compare_with_torch(lambda image: -network(image), network)
+
+
+# ---- torch.onnx.export without ``dynamo=`` (torch 2.4, as on some JetPack 6 l4t-pytorch images)
+
+
+def test_exports_pass_dynamo_only_where_torch_onnx_export_takes_it(monkeypatch, tmp_path):
+    from seg_node.engine.backends import onnxruntime_backend
+    from seg_node.models import export
+
+    calls = []
+
+    def export_of_torch_2_4(model, args, f, export_params=True, verbose=False, training=None, input_names=None,
+                            output_names=None, operator_export_type=None, opset_version=None,
+                            do_constant_folding=True, dynamic_axes=None, keep_initializers_as_inputs=None,
+                            custom_opsets=None, export_modules_as_functions=False, autograd_inlining=True):
+        calls.append((f, opset_version))
+
+    assert export.legacy_exporter_options() == {"dynamo": False}  # this torch has the argument
+    monkeypatch.setattr(torch.onnx, "export", export_of_torch_2_4)
+    assert export.legacy_exporter_options() == {}
+    network = torch.nn.Conv2d(3, 4, 1)
+    export.export_onnx(network, tmp_path / "a.onnx", 8, 8)
+    onnxruntime_backend.export_end_to_end(network, tmp_path / "b.onnx", (8, 8))
+    assert calls == [(str(tmp_path / "a.onnx"), 17), (str(tmp_path / "b.onnx"), 17)]
