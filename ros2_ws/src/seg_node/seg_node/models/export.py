@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
