@@ -103,8 +103,8 @@ def test_report_files_and_markdown(report, tmp_path):
     assert json_path.name == "cpu.json" and json.loads(json_path.read_text()) == report
     table = md_path.read_text()
     assert table == markdown(report)
-    assert "| model | size | precision | mode | fps | p50 ms |" in table
-    assert table.count("| 48x64 | fp32 |") == len(report["rows"])
+    assert "| model | size | backend | precision | mode | fps | p50 ms |" in table
+    assert table.count("| 48x64 | torch | fp32 |") == len(report["rows"])
     assert "not measured" in table and "Checks:" in table
 
 
@@ -118,6 +118,10 @@ def test_targets_met_and_not_met():
     assert contextnet["met"] is False and contextnet["fps"] == 900
     rows[0]["fps"] = 500.0  # 600 fps but only 1.2x the synchronous row
     assert evaluate_targets(rows, "NVIDIA A100")[0]["met"] is False
+    torch2trt = [Row("cgnet", "1024x2048", "torch2trt", "fp16", mode, fps, 1.0).to_dict()
+                 for mode, fps in (("synchronous", 450.0), ("pipelined", 700.0))]
+    best = evaluate_targets(rows + torch2trt, "NVIDIA H100 80GB HBM3")[0]  # the fastest backend, over its own row
+    assert (best["fps"], best["ratio"], best["backend"], best["met"]) == (700.0, 1.56, "torch2trt", True)
     report = build_report("NVIDIA H100 80GB HBM3", "2.5", "12.4", [Check("a", True, "fine")],
                           [Row("cgnet", "1024x2048", "torch", "fp16", "pipelined", 600.0, 1.0)])
     assert validate_report(report) == [] and "**met**" not in markdown(report) and "not measured" in markdown(report)

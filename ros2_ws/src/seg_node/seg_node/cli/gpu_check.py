@@ -36,8 +36,8 @@ PREFLIGHT: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "seg-gpu-check": (("numpy", "torch", "seg_node.evaluation.gpu_check"), ("safetensors",)),
     "seg-gpu-check torch2trt section": ((), ("tensorrt", "torch2trt")),
     "seg-bench": (("seg_node.evaluation.bench",), ("cv2", "onnxruntime")),
-    "tools/campaign.py, the supervisor": (("numpy", "torch", "seg_node.training.checkpoint"), ()),
-    "seg-train, each campaign run": (("seg_node.training.trainer", "yaml", "cv2"), ("tqdm", "matplotlib")),
+    "tools/campaign.py, the supervisor": (("numpy", "torch", "seg_node.cli", "seg_node.errors"), ()),
+    "seg-train, each campaign run": (("cv2", "yaml", "tqdm", "matplotlib", "seg_node.training.trainer"), ()),
 }
 
 
