@@ -22,6 +22,7 @@ from seg_node.engine.backends.torch_backend import CudaInput, CudaOutput, TorchB
 from seg_node.engine.engine import fallback_resolution
 from seg_node.engine.graph import Preprocess
 from seg_node.engine.resolve import Resolution
+from seg_node.evaluation.gpu_models import untrained_info
 from seg_node.weights import load_weights, read_info
 
 COMMIT = "4e820ae31b4e35d59685935223b05b2e11d47b03"
@@ -469,7 +470,16 @@ def test_a_new_engine_that_disagrees_with_torch_is_not_used():
     backend = object.__new__(Torch2TrtBackend)
     backend.network_size, backend._trt_precision, backend.engine_path = (12, 16), "fp16", Path("cgnet.engine")
     backend._input = torch.empty(1, 3, 12, 16)
-    assert backend.compare_with_torch(lambda image: network(image) + 1e-4, network) == 1.0
+    backend.preprocess = Preprocess(untrained_info("cgnet", {}), (12, 16))
+    seen = []
+
+    def same_as_torch(image):
+        seen.append(image.clone())
+        return network(image) + 1e-4
+
+    assert backend.compare_with_torch(same_as_torch, network) == 1.0
+    assert torch.equal(seen[0], backend._input)  # the engine and torch read the same pre-processed frame
+    assert -3 < float(seen[0].min()) < float(seen[0].max()) < 3  # an image's normalised values, not raw pixels
     with pytest.raises(EngineBuildError, match=r"only .*% of a test input's pixels.*cgnet\.engine"):
         backend.compare_with_torch(lambda image: -network(image), network)
 

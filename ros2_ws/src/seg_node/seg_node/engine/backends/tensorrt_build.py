@@ -42,8 +42,10 @@ INPUT_NAME, OUTPUT_NAME = "image", "logits"
 # trt.DataType member name -> torch dtype, for the engine's output tensor
 TORCH_DTYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16, "INT32": torch.int32,
                 "INT64": torch.int64, "INT8": torch.int8, "UINT8": torch.uint8, "BOOL": torch.bool}
-# least share of equal labels between a new engine and the torch model on the test input
-AGREEMENT = {"fp32": 0.999, "fp16": 0.99, "int8": 0.95}
+# least share of equal labels between a new engine and the torch model on one test frame. It catches a
+# broken engine (a failed run or stale memory agrees on about 1/classes of the pixels), not the precision's
+# own loss, which seg-gpu-check measures against the eager model over several frames.
+AGREEMENT = {"fp32": 0.99, "fp16": 0.95, "int8": 0.8}
 _CONVERT_LOCK = threading.Lock()
 _LOGGERS: dict[int, Any] = {}  # id(tensorrt module) -> its CapturingLogger; alive for the process, as TensorRT wants
 

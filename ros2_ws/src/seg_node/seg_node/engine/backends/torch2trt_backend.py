@@ -14,8 +14,8 @@ the layout TensorRT reads, so no per-frame ``.contiguous()`` copy is made.
 torch2trt builds the engine; it runs through ``tensorrt_build.EngineRunner`` (its execution context, one
 persistent output tensor, a failed run raising EngineError), not torch2trt's TRTModule, which ignores a
 failed run. Right after a build or load, the engine's labels on a test input are compared with the torch
-model's (``tensorrt_build.check_agreement``): a mismatch is an EngineBuildError, so backend auto falls
-back to torch with a warning.
+model's on an image-like test frame (``tensorrt_build.check_agreement``): a mismatch is an
+EngineBuildError, so backend auto falls back to torch with a warning.
 """
 
 from __future__ import annotations
@@ -123,13 +123,16 @@ class Torch2TrtBackend(TorchBackend):
         return runner
 
     def compare_with_torch(self, runner: tensorrt_build.EngineRunner, network: nn.Module) -> float:
-        """The engine's labels against the fp32 torch ``network``'s on a smooth random test input;
-        EngineBuildError (naming the engine file) below ``tensorrt_build.AGREEMENT``."""
+        """The engine's labels against the fp32 torch ``network``'s on one image-like test frame (smooth random
+        colours, pre-processed as at run time); EngineBuildError, naming the engine file, below
+        ``tensorrt_build.AGREEMENT``."""
+        height, width = self.network_size
         generator = torch.Generator().manual_seed(0)
-        coarse = torch.randn(1, 3, *(max(2, side // 16) for side in self.network_size), generator=generator)
-        probe = nn.functional.interpolate(coarse, size=self.network_size, mode="bilinear", align_corners=False)
+        coarse = 255.0 * torch.rand(1, 3, max(2, height // 16), max(2, width // 16), generator=generator)
+        frame = nn.functional.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
+        frame = frame.round().to(torch.uint8).permute(0, 2, 3, 1).to(self._input.device)  # 1 x H x W x 3
         with torch.inference_mode():
-            self._input.copy_(probe)
+            self.preprocess(frame, None, out=self._input)
             reference = network(self._input)
             try:
                 return tensorrt_build.check_agreement(runner(self._input), reference, self._trt_precision)
