@@ -1,5 +1,5 @@
 """seg-bench builds every row from one model (the naive row must not move it), and its rows, like every speed
-figure, come from the one timing harness, ``gpu_timing.time_engine``."""
+figure, come from the one timing harness, ``timing.time_engine``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 
 from seg_node.engine import EngineConfig, create_engine_from_model
 from seg_node.evaluation.bench import BenchSettings, format_table, naive_row_segmenter, run_benchmark
-from seg_node.evaluation.gpu_timing import TimingSettings, time_engine
+from seg_node.evaluation.timing import TimingSettings, time_engine
 from seg_node.models import build_model
 from seg_node.weights import SegClass, WeightsInfo
 
@@ -33,7 +33,7 @@ def test_the_naive_row_leaves_the_shared_model_where_it_was():
         assert engine.infer(frame).labels.shape == (32, 48)
 
 
-# ---- the one timing harness (gpu_timing.time_engine), as seg-bench, seg-gpu-check and the node measurement use it
+# ---- the one timing harness (timing.time_engine), as seg-bench, seg-gpu-check and the node measurement use it
 
 
 @pytest.fixture(scope="module")

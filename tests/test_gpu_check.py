@@ -31,8 +31,8 @@ from seg_node.evaluation.gpu_report import (
     validate_report,
     write_report,
 )
-from seg_node.evaluation.gpu_timing import TimingSettings
 from seg_node.evaluation.preflight import preflight
+from seg_node.evaluation.timing import TimingSettings
 
 SIZE = (48, 64)
 TINY = gpu_check.Plan(labels=2, pipeline=8, memory=30, memory_warmup=5, sync=10,

@@ -9,7 +9,7 @@ copied back, argmax on the host, one frame at a time).
 
 Frames are CamVid val images resized on the host to each size before timing
 starts, as from a camera of that resolution; labels come back at that size.
-Every figure is timed by ``gpu_timing`` (``time_engine`` and ``time_calls``), the one timing harness
+Every figure is timed by ``timing`` (``time_engine`` and ``time_calls``), the one timing harness
 that seg-gpu-check and the node measurement use too. ``run_benchmark(BenchSettings(...))`` is the
 library call; ``seg_node.cli.bench`` is the console script.
 
@@ -42,7 +42,7 @@ from ..errors import UsageError  # noqa: E402
 from ..progress import progress_bar  # noqa: E402
 from ..weights import WeightsInfo  # noqa: E402
 from .gpu_models import eager_copy, load_model, naive_segmenter  # noqa: E402
-from .gpu_timing import TimingResult, TimingSettings, time_calls, time_engine  # noqa: E402
+from .timing import TimingResult, TimingSettings, time_calls, time_engine  # noqa: E402
 
 log = logging.getLogger("seg_node.bench")
 

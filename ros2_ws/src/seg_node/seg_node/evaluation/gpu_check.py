@@ -38,9 +38,9 @@ import torch
 from ..engine import EngineConfig, SegmentationEngine, create_engine_from_model
 from ..engine.resolve import torch2trt_missing
 from ..weights import WeightsInfo
-from . import gpu_models, gpu_pipeline, gpu_timing
+from . import gpu_models, gpu_pipeline, timing
 from .gpu_report import Check, Row, build_report, size_text, write_report
-from .gpu_timing import TimingSettings
+from .timing import TimingSettings
 
 SIZES = ((360, 480), (1024, 2048))
 AGREEMENT = {"fp32": 0.999, "fp16": 0.99}  # share of equal pixels against the eager fp32 model
@@ -292,11 +292,11 @@ def check_model_size(run: Run, name: str, model: torch.nn.Module, info: WeightsI
             naive = gpu_models.naive_segmenter(eager, info, device)
             naive_settings = replace(plan.rows, warmup=min(2, plan.rows.warmup), minimum=min(3, plan.rows.minimum))
             jobs: list[tuple[str, Callable[[], Row]]] = [
-                ("fp32 naive", lambda: gpu_timing.naive_row(naive, name, frames, device, naive_settings))]
+                ("fp32 naive", lambda: timing.naive_row(naive, name, frames, device, naive_settings))]
             for (precision, graphs), engine in engines.items():
                 for mode in ("synchronous", "pipelined"):
                     mode = f"graphs-{mode}" if graphs else mode
-                    jobs.append((f"torch {precision} {mode}", lambda engine=engine, mode=mode: gpu_timing.engine_row(
+                    jobs.append((f"torch {precision} {mode}", lambda engine=engine, mode=mode: timing.engine_row(
                         engine, name, frames, mode, plan.rows)))
             time_rows(run, where, jobs)
     finally:
@@ -321,7 +321,7 @@ def check_torch2trt(run: Run, name: str, model: torch.nn.Module, info: WeightsIn
         check_bgr_confidence(run, where, model, info, eager, config, plan)
         if settings.timing:
             time_rows(run, where, [
-                (mode, lambda mode=mode: gpu_timing.engine_row(engine, name, frames, mode, plan.rows))
+                (mode, lambda mode=mode: timing.engine_row(engine, name, frames, mode, plan.rows))
                 for mode in ("synchronous", "pipelined")])
     finally:
         close_all([engine], True)

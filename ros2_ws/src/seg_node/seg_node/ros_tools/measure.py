@@ -35,7 +35,7 @@ from std_msgs.msg import Header
 
 from ..engine import EngineConfig, create_engine
 from ..engine.options import add_engine_arguments, engine_config_from_args
-from ..evaluation.gpu_timing import TimingSettings, time_engine
+from ..evaluation.timing import TimingSettings, time_engine
 from ..metrics import percentiles_ms
 from ..ros.conversions import image_message
 from ..ros.parameters import parameters_from_engine_config
