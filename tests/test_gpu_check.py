@@ -318,3 +318,40 @@ def test_preflight_command(capsys):
     assert [line.split(" (")[0].split(maxsplit=1)[1] for line in out[:-1]] == list(cli.PREFLIGHT)
     assert status == (0 if all(line.startswith("ok ") for line in out[:-1]) else 1)
     assert out[-1].startswith("torch ") and "CUDA available: False" in out[-1]
+
+
+def test_the_torch2trt_section_runs_where_torch2trt_imports(monkeypatch, tmp_path):
+    """On CUDA with torch2trt importable, every model and size gets the torch2trt section after the torch one, and
+    the check of backend auto and its fallback (two builds) at the first size only."""
+    calls = []
+
+    def fake_load(name, device, loaded):
+        loaded += ["model", "info", "eager"]
+        return True, "fake weights"
+
+    monkeypatch.setattr(gpu_check, "torch2trt_missing", lambda: None)
+    monkeypatch.setattr(gpu_check, "load", fake_load)
+    monkeypatch.setattr(gpu_check, "device_name", lambda device: "Fake GPU")
+    monkeypatch.setattr(gpu_check, "check_model_size", lambda run, name, *args: calls.append(("torch", name)))
+    monkeypatch.setattr(gpu_check, "torch2trt_section", lambda run, name, model, info, eager, size, plan, timed,
+                        first: calls.append(("torch2trt", name, size, timed, first)))
+    settings = gpu_check.GpuCheckSettings(device="cuda", sizes=[SIZE, (32, 48)], plan=TINY, out=tmp_path)
+    report = gpu_check.run_checks(settings, say=None)
+    assert calls == [("torch", "cgnet"), ("torch2trt", "cgnet", SIZE, True, True),
+                     ("torch", "cgnet"), ("torch2trt", "cgnet", (32, 48), True, False),
+                     ("torch", "contextnet"), ("torch2trt", "contextnet", SIZE, True, True),
+                     ("torch", "contextnet"), ("torch2trt", "contextnet", (32, 48), True, False)]
+    assert report["device"] == "Fake GPU" and not report["skipped"]
+
+
+def test_failing_tensorrt_builds_fail_every_build_in_the_block_only():
+    from seg_node.engine import EngineBuildError
+    from seg_node.engine.backends import tensorrt_build
+    from seg_node.evaluation.gpu_torch2trt import failing_tensorrt_builds
+
+    convert = tensorrt_build.convert
+    with failing_tensorrt_builds():
+        with pytest.raises(EngineBuildError, match="made to fail by seg-gpu-check") as raised:
+            tensorrt_build.convert("trt", "torch2trt.torch2trt", None, [], {})
+        assert raised.value.tensorrt_log == ["[error] made to fail by seg-gpu-check"]
+    assert tensorrt_build.convert is convert

@@ -24,6 +24,7 @@ from ..errors import UsageError
 from ..evaluation import gpu_check
 from ..evaluation.gpu_models import MODELS
 from ..evaluation.gpu_report import markdown, size_text, validate_report
+from ..evaluation.gpu_run import FULL, QUICK
 from ..evaluation.preflight import preflight
 from . import EXIT_FAILURE, HelpFormatter, entry_point
 
@@ -91,7 +92,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         return EXIT_NO_CUDA
     out = args.out or gpu_check.default_out()
     settings = gpu_check.GpuCheckSettings(
-        device=args.device, models=models, sizes=args.sizes, plan=gpu_check.QUICK if args.quick else gpu_check.FULL,
+        device=args.device, models=models, sizes=args.sizes, plan=QUICK if args.quick else FULL,
         timing=args.timing, budget_s=args.budget, tf32=args.tf32, cudnn_benchmark=args.cudnn_benchmark, out=out,
         torch2trt=args.torch2trt)
     print(f"writing the report to {out} after every check and row", flush=True)

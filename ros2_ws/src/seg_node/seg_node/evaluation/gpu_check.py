@@ -21,51 +21,48 @@ runs the device-independent checks on the CPU (as the tests do).
 
 from __future__ import annotations
 
-import gc
 import os
 import platform
 import time
-import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..engine import EngineConfig, SegmentationEngine, create_engine_from_model
+from ..engine import EngineConfig, SegmentationEngine
 from ..engine.resolve import torch2trt_missing
 from ..weights import WeightsInfo
 from . import gpu_models, gpu_pipeline, timing
-from .gpu_report import Check, Row, build_report, size_text, write_report
-from .timing import TimingSettings
+from .gpu_report import Row, build_report, size_text, write_report
+from .gpu_run import (
+    AGREEMENT,
+    FULL,
+    Plan,
+    Run,
+    agreement,
+    build_engine,
+    check_bgr_confidence,
+    check_labels,
+    check_pipeline,
+    close_all,
+    describe_error,
+    other_size,
+    time_rows,
+)
+from .gpu_torch2trt import torch2trt_section
 
 SIZES = ((360, 480), (1024, 2048))
-AGREEMENT = {"fp32": 0.999, "fp16": 0.99}  # share of equal pixels against the eager fp32 model
 BUDGET_S = 540.0  # the whole run; what is left when it is spent is skipped (and listed)
 
 
 def default_out() -> Path:
     """``$OUT`` where set (the folder a lent GPU machine sends back), else ``docs/gpu`` (where reports are kept)."""
     return Path(os.environ["OUT"]) if os.environ.get("OUT") else Path("docs/gpu")
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Frames per check and time per timing row."""
-
-    labels: int = 4
-    pipeline: int = 24
-    memory: int = 200
-    memory_warmup: int = 20
-    sync: int = 60
-    rows: TimingSettings = field(default_factory=TimingSettings)
-
-
-FULL = Plan()
-QUICK = Plan(labels=2, pipeline=12, sync=30, rows=TimingSettings(seconds=0.6, warmup=3, minimum=3))
 
 
 @dataclass
@@ -86,94 +83,12 @@ class GpuCheckSettings:
     torch2trt: bool = True  # the torch2trt section, where torch2trt imports (and on CUDA only)
 
 
-class Run:
-    """What a run has found so far, its clock, and its report, rewritten after every check and row."""
-
-    def __init__(self, budget_s: float, say: Callable[[str], None] | None, out: Path | None = None,
-                 describe: Callable[[Run], dict[str, Any]] | None = None) -> None:
-        self.checks: list[Check] = []
-        self.rows: list[Row] = []
-        self.skipped: list[str] = []
-        self.started = time.monotonic()
-        self.deadline = self.started + budget_s
-        self._say = say
-        self._out = out
-        self._describe = describe
-        self.written: tuple[Path, Path] | None = None
-
-    def say(self, text: str) -> None:
-        if self._say is not None:
-            self._say(f"[{time.monotonic() - self.started:6.1f} s] {text}")
-
-    def report(self) -> dict[str, Any]:
-        return self._describe(self) if self._describe is not None else build_report(
-            "unknown", torch.__version__, torch.version.cuda or "none", self.checks, self.rows, skipped=self.skipped)
-
-    def save(self) -> None:
-        """Rewrite the report with what was found so far (where an ``out`` folder was given)."""
-        if self._out is not None:
-            self.written = write_report(self.report(), self._out)
-
-    def check(self, name: str, test: Callable[..., tuple[bool, str]], *args: Any) -> bool:
-        """Run ``test(*args)`` -> (ok, detail) as the check ``name``; an exception fails it, saying where."""
-        try:
-            ok, detail = test(*args)
-        except Exception as error:  # a check that crashes is a failed check; the run goes on
-            ok, detail = False, describe_error(error)
-            self.say("".join(traceback.format_exception(type(error), error, error.__traceback__)).rstrip())
-        self.checks.append(Check(name, bool(ok), detail))
-        self.save()
-        self.say(f"{'ok    ' if ok else 'FAILED'} {name}: {detail}")
-        return bool(ok)
-
-    def add_row(self, row: Row) -> None:
-        self.rows.append(row)
-        self.save()
-        self.say(f"row {row.model} {row.size} {row.backend} {row.precision} {row.mode}: {row.fps:.1f} fps, "
-                 f"p50 {row.latency_ms_p50:.2f} ms ({row.frames} frames)")
-
-    def skip(self, what: str, why: str) -> None:
-        self.skipped.append(f"{what}: {why}")
-        self.save()
-        self.say(f"skipped {what}: {why}")
-
-    def time_left(self) -> bool:
-        return time.monotonic() < self.deadline
-
-
-def describe_error(error: BaseException) -> str:
-    frames = traceback.extract_tb(error.__traceback__)[1:]  # the first is where it was caught
-    ours = [frame for frame in frames if "seg_node" in frame.filename] or frames  # the innermost line of ours
-    where = f" (at {Path(ours[-1].filename).name}:{ours[-1].lineno} in {ours[-1].name})" if ours else ""
-    return f"raised {type(error).__name__}: {error}{where}"
-
-
-def agreement(labels: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> tuple[float, float]:
-    """(mean, worst) share of equal pixels over frames; 0 where shapes differ."""
-    shares = [float(np.mean(a == b)) if a is not None and a.shape == b.shape else 0.0
-              for a, b in zip(labels, reference, strict=True)]
-    return float(np.mean(shares)), float(np.min(shares))
-
-
-def check_labels(engine: SegmentationEngine, frames: Sequence[np.ndarray], reference: Sequence[np.ndarray]
-                 ) -> tuple[bool, str]:
-    need = AGREEMENT[engine.precision]
-    mean, worst = agreement([engine.infer(frame).labels for frame in frames], reference)
-    return mean >= need, f"{100 * mean:.3f}% equal pixels (worst frame {100 * worst:.3f}%; need {100 * need:g}%)"
-
-
 def check_identical(engine: SegmentationEngine, other: SegmentationEngine, frames: Sequence[np.ndarray]
                     ) -> tuple[bool, str]:
     mean, worst = agreement([engine.infer(f).labels for f in frames], [other.infer(f).labels for f in frames])
     if worst == 1.0:
         return True, f"{len(frames)} frames bit-identical"
     return False, f"not bit-identical: {100 * mean:.4f}% equal pixels (worst frame {100 * worst:.4f}%)"
-
-
-def other_size(size: tuple[int, int]) -> tuple[int, int]:
-    """Twice the frame size, or half of it for large frames: the frame size a camera may switch to."""
-    height, width = size
-    return (2 * height, 2 * width) if 4 * height * width <= 1024 * 2048 else (height // 2, width // 2)
 
 
 def check_size_changes(engine: SegmentationEngine, plain: SegmentationEngine | None, eager: torch.nn.Module,
@@ -199,59 +114,6 @@ def check_size_changes(engine: SegmentationEngine, plain: SegmentationEngine | N
     sequence = " -> ".join(size_text(s) for s in sizes)
     return not problems, "; ".join(problems[:4]) or f"{sequence}: infer and pipeline right" + (
         ", bit-identical to plain" if plain is not None else "")
-
-
-def build_engine(run: Run, model: torch.nn.Module, info: WeightsInfo, label: str, config: EngineConfig
-                 ) -> SegmentationEngine | None:
-    built: list[SegmentationEngine] = []
-
-    def build() -> tuple[bool, str]:
-        start = time.perf_counter()
-        built.append(create_engine_from_model(model, info, config))
-        engine = built[0]
-        if engine.backend_name != config.backend:  # backend auto may fall back; a named one may not
-            return False, f"asked for {config.backend}, built {engine.describe()}"
-        agreed = getattr(engine.backend, "agreement", None)  # torch2trt: its labels against torch after the build
-        return True, f"{engine.describe()} in {time.perf_counter() - start:.1f} s" + (
-            f"; {100 * agreed:.3f}% of torch's labels on the build's test input" if agreed is not None else "")
-
-    run.check(f"{label} engine builds", build)
-    return built[0] if built else None
-
-
-def check_pipeline(run: Run, label: str, engine: SegmentationEngine, frames: Sequence[np.ndarray],
-                   plan: Plan) -> None:
-    """The FramePipeline checks of one engine."""
-    expected = [engine.infer(frame).labels for frame in frames]
-    run.check(f"{label} pipeline order and bit-identity", gpu_pipeline.check_order_and_identity, engine, frames,
-              expected, plan.pipeline)
-    run.check(f"{label} pipeline bad frames fail alone", gpu_pipeline.check_error_isolation, engine, frames,
-              expected, plan.pipeline)
-    run.check(f"{label} pipeline close() under load", gpu_pipeline.check_close_under_load, engine, frames, expected)
-    run.check(f"{label} pipeline no memory growth", gpu_pipeline.check_memory, engine, frames, plan.memory,
-              plan.memory_warmup)
-    if engine.device == "cuda":
-        run.check(f"{label} pipeline steady state: no synchronising torch call, no new CUDA allocation",
-                  gpu_pipeline.check_steady_state, engine, frames, plan.sync)
-
-
-def check_bgr_confidence(run: Run, label: str, model: torch.nn.Module, info: WeightsInfo, eager: torch.nn.Module,
-                         config: EngineConfig, plan: Plan) -> None:
-    """The node's other path on ``config``'s backend: BGR frames of another size than the network's, the
-    confidence map on, maps at network size (``output_resolution: network``)."""
-    config = replace(config, confidence=True, output_resolution="network", cuda_graphs=False)
-    engine = build_engine(run, model, info, f"{label} BGR + confidence", config)
-    if engine is None:
-        return
-    try:
-        frames = gpu_models.make_frames(plan.labels, *other_size(config.network_size), seed=11)
-        reference = [gpu_models.reference_labels(eager, info, frame, config.network_size, engine.device,
-                                                 at_network_size=True) for frame in frames]
-        run.check(f"{label} BGR frames {size_text(frames[0].shape[:2])}, confidence, maps at network size",
-                  gpu_pipeline.check_bgr_confidence, engine, frames, reference, AGREEMENT[engine.precision],
-                  plan.pipeline)
-    finally:
-        engine.close()
 
 
 def check_model_size(run: Run, name: str, model: torch.nn.Module, info: WeightsInfo, eager: torch.nn.Module,
@@ -301,52 +163,6 @@ def check_model_size(run: Run, name: str, model: torch.nn.Module, info: WeightsI
             time_rows(run, where, jobs)
     finally:
         close_all(engines.values(), cuda)
-
-
-def check_torch2trt(run: Run, name: str, model: torch.nn.Module, info: WeightsInfo, eager: torch.nn.Module,
-                    size: tuple[int, int], settings: GpuCheckSettings) -> None:
-    """The torch2trt backend at fp16 (what backend auto runs where torch2trt imports): build (and its
-    comparison with torch), labels against eager, the pipeline, the BGR + confidence path, timing rows."""
-    plan = settings.plan
-    where = f"{name} {size_text(size)} torch2trt fp16"
-    frames = gpu_models.make_frames(plan.labels, *size, seed=7)
-    reference = [gpu_models.reference_labels(eager, info, frame, size, "cuda") for frame in frames]
-    config = EngineConfig(backend="torch2trt", device="cuda", precision="fp16", network_size=tuple(size))
-    engine = build_engine(run, model, info, where, config)
-    if engine is None:
-        return
-    try:
-        run.check(f"{where} labels vs eager fp32", check_labels, engine, frames, reference)
-        check_pipeline(run, where, engine, frames, plan)
-        check_bgr_confidence(run, where, model, info, eager, config, plan)
-        if settings.timing:
-            time_rows(run, where, [
-                (mode, lambda mode=mode: timing.engine_row(engine, name, frames, mode, plan.rows))
-                for mode in ("synchronous", "pipelined")])
-    finally:
-        close_all([engine], True)
-
-
-def close_all(engines: Iterator[SegmentationEngine] | Sequence[SegmentationEngine], cuda: bool) -> None:
-    for engine in list(engines):
-        engine.close()
-    gc.collect()
-    if cuda:
-        torch.cuda.empty_cache()
-
-
-def time_rows(run: Run, where: str, jobs: Sequence[tuple[str, Callable[[], Row]]]) -> None:
-    """Each job's row, while time is left; a row that cannot be measured is listed as skipped, not fatal."""
-    for what, job in jobs:
-        if not run.time_left():
-            run.skip(f"{where} {what}", "the time budget was spent")
-            continue
-        try:
-            row = job()
-        except Exception as error:  # a row that cannot be measured is reported, not fatal
-            run.skip(f"{where} {what}", describe_error(error))
-            continue
-        run.add_row(row)
 
 
 @contextmanager
@@ -417,17 +233,19 @@ def run_checks(settings: GpuCheckSettings, say: Callable[[str], None] | None = p
                     continue
                 model, info, eager = loaded
                 weights[name] = run.checks[-1].detail
-                for size in settings.sizes:
-                    sections = [("torch", check_model_size)]
+                for index, size in enumerate(settings.sizes):
+                    sections: list[tuple[str, Callable[[], None]]] = [("torch", partial(
+                        check_model_size, run, name, model, info, eager, tuple(size), settings))]
                     if torch2trt_skipped is None:
-                        sections.append(("torch2trt", check_torch2trt))
+                        sections.append(("torch2trt", partial(torch2trt_section, run, name, model, info, eager,
+                                                               tuple(size), plan, settings.timing, index == 0)))
                     for backend, section in sections:
                         where = f"{name} {size_text(size)} {backend}"
                         if not run.time_left():
                             run.skip(where, "the time budget was spent before it started")
                             continue
                         try:
-                            section(run, name, model, info, eager, tuple(size), settings)
+                            section()
                         except Exception as error:  # outside any one check (frames, reference): this part fails
                             run.check(f"{where} runs", lambda error=error: (False, describe_error(error)))
                 del loaded, eager
