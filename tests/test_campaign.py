@@ -1,23 +1,28 @@
-"""The GPU training campaign (seg_node.training.campaign): its schedule fitting, its supervisor's deadline, and one
-whole campaign on a few CamVid frames on the CPU (probe, fitted schedule, twins side by side, export, report)."""
+"""The GPU training campaign (tools/campaign.py): its schedule fitting, its supervisor's deadline, its preflight,
+its command line, and one whole campaign on a few CamVid frames on the CPU (probe, fitted schedule, twins side
+by side, export, report)."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import tarfile
 import time
-from pathlib import Path
 
 import pytest
+from conftest import PACKAGE_ROOT, REPO_ROOT
 
 from seg_node.cli import EXIT_FAILURE, EXIT_USAGE
-from seg_node.cli import campaign as campaign_cli
-from seg_node.training import campaign
-from seg_node.training.campaign import Probe, fit_epochs, supervise
 from seg_node.weights import read_info
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = REPO_ROOT
+sys.path.insert(0, str(REPO / "tools"))
+import campaign  # noqa: E402  (tools/campaign.py: a maintainers' tool outside the package)
+from campaign import Probe, fit_epochs, supervise  # noqa: E402
+
+campaign_cli = campaign
 
 
 def test_epochs_fit_the_slower_run_and_never_exceed_the_recipe():
@@ -115,9 +120,57 @@ def test_a_probe_that_fails_still_reports_with_its_logs(tmp_path, tiny_camvid, m
         "--configs", str(REPO / "configs"), "--device", "cpu",
     ]
     assert campaign_cli.main(argv) == EXIT_FAILURE
-    assert "seg-campaign: the probe of contextnet_train did not train" in capsys.readouterr().err
+    assert "campaign.py: the probe of contextnet_train did not train" in capsys.readouterr().err
     report = json.loads((tmp_path / "r/campaign.json").read_text())
     assert "did not train" in report["error"] and "did not train" in (tmp_path / "r/campaign.md").read_text()
     assert report["probe_runs"]["contextnet_train"]["outcome"] == "stopped at the deadline"
     with tarfile.open(tmp_path / "r/campaign.tar.gz") as tar:
         assert "runs/probe/contextnet_train/train.log" in tar.getnames()
+
+
+def test_help_lists_every_option_with_its_default(capsys):
+    with pytest.raises(SystemExit) as done:
+        campaign.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert done.value.code == 0 and "usage: campaign.py" in text
+    for needle in ("--budget", "default: 540.0", "--report", "default: unset", "cgnet,contextnet", "Preflight"):
+        assert needle in text, needle
+
+
+def test_a_machine_without_the_trainers_imports_gets_a_report_in_seconds(tmp_path, capsys):
+    """torch, NumPy and ONNX Runtime only, as on a lent GPU: the preflight stops the campaign with a report."""
+    (tmp_path / "blocked" / "cv2").mkdir(parents=True)
+    (tmp_path / "blocked" / "cv2" / "__init__.py").write_text("raise ImportError('OpenCV is not installed here')\n")
+    blocker = tmp_path / "python_without_cv2"
+    blocker.write_text(f'#!/bin/sh\nPYTHONPATH="{tmp_path / "blocked"}:$PYTHONPATH" exec {sys.executable} "$@"\n')
+    blocker.chmod(0o755)
+    settings = campaign.CampaignSettings(models=["contextnet"], budget=60, out=tmp_path / "runs",
+                                         report=tmp_path / "report", device="cpu",
+                                         train_program=[str(blocker), "-m", "seg_node.cli.train"])
+    start = time.monotonic()
+    with pytest.raises(campaign.CampaignError, match="seg-train cannot start here: cv2"):
+        campaign.campaign(settings)
+    assert time.monotonic() - start < 60
+    report = json.loads((tmp_path / "report/campaign.json").read_text())
+    assert report["error"].startswith("seg-train cannot start here: cv2") and "runs" not in report
+    assert "cannot start here" in (tmp_path / "report/campaign.md").read_text()
+    assert not (tmp_path / "runs").exists(), "nothing was trained or exported"
+
+
+def test_the_supervisor_imports_without_the_trainers_stack():
+    """tools/campaign.py itself needs only torch (and seg_node's cli and errors) until its preflight passes."""
+    blocked = ("cv2", "yaml", "tqdm", "matplotlib")
+    script = (f"import sys; sys.path.insert(0, {str(REPO / 'tools')!r}); "
+              f"[sys.modules.__setitem__(name, None) for name in {blocked!r}]; "
+              "import campaign; print(campaign.parse_value('[64, 64]'), campaign.parse_value('fast'))")
+    env = {**os.environ, "PYTHONPATH": str(PACKAGE_ROOT)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["[64,", "64]", "fast"]
+
+
+def test_it_runs_from_a_checkout_without_the_package_on_the_path(tmp_path):
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "campaign.py"), "--models", "unet"],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert done.returncode == EXIT_USAGE and done.stderr.startswith("campaign.py: unknown models ['unet']")

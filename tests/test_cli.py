@@ -12,7 +12,6 @@ from conftest import PACKAGE_ROOT
 
 from seg_node.cli import EXIT_FAILURE, EXIT_USAGE
 from seg_node.cli import bench as bench_cli
-from seg_node.cli import campaign as campaign_cli
 from seg_node.cli import demo as demo_cli
 from seg_node.cli import eval as eval_cli
 from seg_node.cli import healthcheck as healthcheck_cli
@@ -27,7 +26,6 @@ SCRIPTS = {
     "seg-demo": (demo_cli, ["--backend", "--model", "default: cgnet", "--idle", "default: 3.0"]),
     "seg-bench": (bench_cli, ["--backends", "torch-cpu", "--threads", "default: unset", "--engine-cache-dir"]),
     "seg-healthcheck": (healthcheck_cli, ["--timeout", "default: 5.0", "/diagnostics"]),
-    "seg-campaign": (campaign_cli, ["--budget", "default: 540.0", "--report", "default: unset", "cgnet,contextnet"]),
 }
 
 

@@ -225,6 +225,36 @@ def test_torch2trt_is_built_from_the_pinned_commit_with_its_plugins(dockerfile):
     assert "torch2trt/torch2trt.py:" in text and "torch2trt/trt_module.py:" in text
 
 
+PLUGINS_ON = 'if [ "${TORCH2TRT_PLUGINS}" = "true" ]; then'
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
+def test_torch2trt_plugins_are_optional_and_off_by_default(dockerfile):
+    """The plugin library (ReflectionPad2d only, deprecated TensorRT 10 plugin APIs) is built only when asked."""
+    assert arg_defaults(dockerfile)["TORCH2TRT_PLUGINS"] == "false"
+    code = "\n".join(arguments for keyword, arguments in instructions(dockerfile) if keyword == "RUN")
+    start = code.index(PLUGINS_ON)
+    end = code.index(" fi ", start)
+    block, rest = code[start:end], code[:start] + code[end:]
+    assert "cmake --build" in block and "--target install" in block and "libtorch2trt_plugins" in block
+    assert "cmake -S" not in rest and "cmake --build" not in rest and "libtorch2trt_plugins" not in rest
+    assert code.count(PLUGINS_ON) == 1
+    assert "find_spec('torch2trt')" in code[end:], "the package itself is checked with or without plugins"
+
+
+def test_desktop_installs_the_onnxruntime_gpu_build_and_jetson_marks_it_experimental():
+    def packages(dockerfile):
+        runs = [arguments for keyword, arguments in instructions(dockerfile) if keyword == "RUN"]
+        return {word for run in runs for _, words in pip_installs(run) for word in words if not word.startswith("-")}
+
+    desktop = packages(DOCKER / "Dockerfile.desktop")
+    assert "onnxruntime-gpu==1.22.0" in desktop  # built for TensorRT 10.9 and CUDA 12.0-12.8, as the base
+    assert not any(re.fullmatch(r"onnxruntime(==.*)?", word) for word in desktop), "the CPU build would shadow it"
+    assert "TensorrtExecutionProvider" in (DOCKER / "Dockerfile.desktop").read_text()
+    assert not any("onnxruntime" in word for word in packages(DOCKER / "Dockerfile.jetson"))
+    assert "experimental" in (DOCKER / "Dockerfile.jetson").read_text()
+
+
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
 def test_torch2trt_commit_is_exported_for_the_engine_cache_key(dockerfile):
     parsed = instructions(dockerfile)

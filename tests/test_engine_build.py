@@ -22,6 +22,7 @@ from seg_node.engine.backends.torch_backend import CudaInput, CudaOutput, TorchB
 from seg_node.engine.engine import fallback_resolution
 from seg_node.engine.graph import Preprocess
 from seg_node.engine.resolve import Resolution
+from seg_node.evaluation.gpu_models import untrained_info
 from seg_node.weights import load_weights, read_info
 
 COMMIT = "4e820ae31b4e35d59685935223b05b2e11d47b03"
@@ -324,3 +325,184 @@ def test_tensorrt_input_is_written_into_one_contiguous_buffer(weights_path, make
         assert image.data_ptr() == address and image.is_contiguous()  # plain NCHW, what TensorRT reads
         assert torch.equal(image, backend.preprocess(pixels))  # the same numbers as channels-last
         assert backend.run_network(image) is image  # no .contiguous() copy on the way in
+
+
+# ---- torch2trt's options on TensorRT 10: int8 with fp16 and the entropy calibrator 2, named explicitly
+
+
+class FakeBuilderConfig:
+    """Records what torch2trt sets on TensorRT's builder config."""
+
+    def __init__(self) -> None:
+        self.flags: set[str] = set()
+        self.int8_calibrator = None
+
+    def set_flag(self, flag: str) -> None:
+        self.flags.add(flag)
+
+
+def tensorrt_10() -> types.SimpleNamespace:
+    trt = fake_tensorrt()
+    trt.CalibrationAlgoType = types.SimpleNamespace(ENTROPY_CALIBRATION="legacy entropy",
+                                                    ENTROPY_CALIBRATION_2="entropy 2")
+    trt.BuilderFlag = types.SimpleNamespace(FP16="FP16", INT8="INT8")
+    return trt
+
+
+class RecordingCalibrator(FakeCalibrator):
+    def __init__(self, dataset, algorithm=None, cache_file=None) -> None:
+        super().__init__(dataset, algorithm, cache_file)
+        self.algorithm = algorithm
+
+
+def upstream_like_build(trt, configs):
+    """torch2trt.torch2trt's builder-config lines at 4e820ae, with its default calibrator on TensorRT 10 (the legacy
+    one: ``'10.3' >= '5.1'`` is false)."""
+
+    def build(module, _logger, options):
+        config = FakeBuilderConfig()
+        if options.get("fp16_mode", False):
+            config.set_flag(trt.BuilderFlag.FP16)
+        if options.get("int8_mode", False):
+            config.set_flag(trt.BuilderFlag.INT8)
+            algorithm = options.get("int8_calib_algorithm", trt.CalibrationAlgoType.ENTROPY_CALIBRATION)
+            config.int8_calibrator = module.DatasetCalibrator(options["int8_calib_dataset"], algorithm=algorithm)
+        configs.append(config)
+        return types.SimpleNamespace(engine="an engine")
+
+    return build
+
+
+@pytest.mark.parametrize(("precision", "flags"), [("fp32", set()), ("fp16", {"FP16"}), ("int8", {"FP16", "INT8"})])
+def test_builds_get_fp16_with_int8_and_the_entropy_calibrator_2(tmp_path, precision, flags):
+    trt, configs = tensorrt_10(), []
+    conversion = fake_conversion(upstream_like_build(trt, configs))
+    conversion.DatasetCalibrator = RecordingCalibrator
+    options = tensorrt_build.build_options(trt, precision, ["frame 0"] if precision == "int8" else None)
+    table = tmp_path / "table.calib" if precision == "int8" else None
+    tensorrt_build.convert(trt, conversion, None, [], options, table)
+    (config,) = configs
+    assert config.flags == flags
+    assert options["input_names"] == ["image"] and options["output_names"] == ["logits"]
+    if precision == "int8":
+        assert config.int8_calibrator.algorithm == "entropy 2"
+        assert config.int8_calibrator.dataset == ["frame 0"] and config.int8_calibrator.cache_file
+    else:
+        assert config.int8_calibrator is None and "int8_mode" not in options
+
+
+# ---- the engine runs through its execution context: a failed run raises, never passes on stale memory
+
+
+class FakeContext:
+    def __init__(self, executes: bool = True) -> None:
+        self.executes = executes
+        self.addresses: dict[str, int] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.streams: list[int] = []
+
+    def set_input_shape(self, name, shape):
+        self.shapes[name] = shape
+        return True
+
+    def set_tensor_address(self, name, address):
+        self.addresses[name] = address
+        return True
+
+    def execute_async_v3(self, stream):
+        self.streams.append(stream)
+        return self.executes
+
+
+class FakeEngine:
+    def __init__(self, context: FakeContext | None) -> None:
+        self.context = context
+
+    def create_execution_context(self):
+        return self.context
+
+    def get_tensor_shape(self, name):
+        assert name == "logits"
+        return (1, 11, 6, 8)
+
+    def get_tensor_dtype(self, name):
+        return "float"
+
+
+def fake_runtime_tensorrt() -> types.SimpleNamespace:
+    trt = fake_tensorrt()
+    trt.DataType = types.SimpleNamespace(FLOAT="float", HALF="half", INT32="int32", INT8="int8", BOOL="bool")
+    return trt
+
+
+def torch2trt_backend_running(context: FakeContext) -> Torch2TrtBackend:
+    backend = object.__new__(Torch2TrtBackend)
+    backend.network = tensorrt_build.EngineRunner(fake_runtime_tensorrt(), FakeEngine(context), device="cpu",
+                                                  stream_handle=lambda: 7)
+    return backend
+
+
+def test_the_engine_runs_through_its_execution_context_on_the_current_stream():
+    context = FakeContext()
+    backend = torch2trt_backend_running(context)
+    image = torch.zeros(1, 3, 6, 8)
+    output = backend.run_network(image)
+    assert output is backend.network.output and output.shape == (1, 11, 6, 8) and output.dtype == torch.float32
+    assert context.addresses == {"image": image.data_ptr(), "logits": output.data_ptr()}
+    assert context.shapes == {"image": (1, 3, 6, 8)} and context.streams == [7]
+    assert backend.run_network(image) is output  # one persistent output tensor
+
+
+def test_a_failed_tensorrt_run_raises_engine_error():
+    backend = torch2trt_backend_running(FakeContext(executes=False))
+    with pytest.raises(EngineError, match="execute_async_v3 returned False"):
+        backend.run_network(torch.zeros(1, 3, 6, 8))
+
+
+def test_an_engine_without_an_execution_context_is_a_build_error():
+    with pytest.raises(EngineBuildError, match="execution context"):
+        tensorrt_build.EngineRunner(fake_runtime_tensorrt(), FakeEngine(None), device="cpu")
+
+
+def test_a_new_engine_that_disagrees_with_torch_is_not_used():
+    torch.manual_seed(0)
+    network = torch.nn.Conv2d(3, 11, 1).eval()
+    backend = object.__new__(Torch2TrtBackend)
+    backend.network_size, backend._trt_precision, backend.engine_path = (12, 16), "fp16", Path("cgnet.engine")
+    backend._input = torch.empty(1, 3, 12, 16)
+    backend.preprocess = Preprocess(untrained_info("cgnet", {}), (12, 16))
+    seen = []
+
+    def same_as_torch(image):
+        seen.append(image.clone())
+        return network(image) + 1e-4
+
+    assert backend.compare_with_torch(same_as_torch, network) == 1.0
+    assert torch.equal(seen[0], backend._input)  # the engine and torch read the same pre-processed frame
+    assert -3 < float(seen[0].min()) < float(seen[0].max()) < 3  # an image's normalised values, not raw pixels
+    with pytest.raises(EngineBuildError, match=r"only .*% of a test input's pixels.*cgnet\.engine"):
+        backend.compare_with_torch(lambda image: -network(image), network)
+
+
+# ---- torch.onnx.export without ``dynamo=`` (torch 2.4, as on some JetPack 6 l4t-pytorch images)
+
+
+def test_exports_pass_dynamo_only_where_torch_onnx_export_takes_it(monkeypatch, tmp_path):
+    from seg_node.engine.backends import onnxruntime_backend
+    from seg_node.models import export
+
+    calls = []
+
+    def export_of_torch_2_4(model, args, f, export_params=True, verbose=False, training=None, input_names=None,
+                            output_names=None, operator_export_type=None, opset_version=None,
+                            do_constant_folding=True, dynamic_axes=None, keep_initializers_as_inputs=None,
+                            custom_opsets=None, export_modules_as_functions=False, autograd_inlining=True):
+        calls.append((f, opset_version))
+
+    assert export.legacy_exporter_options() == {"dynamo": False}  # this torch has the argument
+    monkeypatch.setattr(torch.onnx, "export", export_of_torch_2_4)
+    assert export.legacy_exporter_options() == {}
+    network = torch.nn.Conv2d(3, 4, 1)
+    export.export_onnx(network, tmp_path / "a.onnx", 8, 8)
+    onnxruntime_backend.export_end_to_end(network, tmp_path / "b.onnx", (8, 8))
+    assert calls == [(str(tmp_path / "a.onnx"), 17), (str(tmp_path / "b.onnx"), 17)]

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,20 +31,36 @@ from seg_node.evaluation.gpu_report import (
     validate_report,
     write_report,
 )
-from seg_node.evaluation.gpu_timing import RowBudget
+from seg_node.evaluation.preflight import preflight
+from seg_node.evaluation.timing import TimingSettings
 
 SIZE = (48, 64)
 TINY = gpu_check.Plan(labels=2, pipeline=8, memory=30, memory_warmup=5, sync=10,
-                      rows=RowBudget(seconds=0.1, warmup=1, minimum=2, maximum=40))
+                      rows=TimingSettings(seconds=0.1, warmup=1, minimum=2, maximum=40))
 BLOCKED = ("cv2", "yaml", "tqdm", "onnxruntime", "tensorrt", "torch2trt", "safetensors")
 
 
 @pytest.fixture(scope="module")
-def report():
-    lines = []
-    found = gpu_check.run_checks(device="cpu", sizes=[SIZE], plan=TINY, threads=1, say=lines.append)
+def written(tmp_path_factory):
+    """A CPU run whose report goes to a folder; at every line it says, what the report on disk held."""
+    out = tmp_path_factory.mktemp("gpu")
+    lines, on_disk = [], []
+
+    def say(line: str) -> None:
+        lines.append(line)
+        path = out / "cpu.json"
+        held = json.loads(path.read_text()) if path.is_file() else None
+        on_disk.append(None if held is None else (len(held["checks"]), len(held["rows"]), len(held["skipped"])))
+
+    settings = gpu_check.GpuCheckSettings(device="cpu", sizes=[SIZE], plan=TINY, threads=1, out=out)
+    found = gpu_check.run_checks(settings, say=say)
     assert lines and all(line.startswith("[") for line in lines)
-    return found
+    return found, lines, on_disk, out
+
+
+@pytest.fixture(scope="module")
+def report(written):
+    return written[0]
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +77,12 @@ def test_every_check_passes_on_cpu(report):
     names = " | ".join(check["name"] for check in report["checks"])
     for model in gpu_models.MODELS:
         for what in ("engine builds", "labels vs eager fp32", "frame-size changes", "order and bit-identity",
-                     "bad frames fail alone", "close() under load", "no memory growth"):
-            assert f"{model} 48x64 fp32" in names and what in names, what
-    assert "graphs" not in names and "synchronisation" not in names  # CUDA-only checks are not run on CPU
+                     "bad frames fail alone", "close() under load", "no memory growth",
+                     "BGR + confidence engine builds", "BGR frames 96x128, confidence, maps at network size"):
+            assert f"{model} 48x64 fp32 {what}" in names or f"{model} 48x64 fp32 pipeline {what}" in names, what
+    assert "graphs" not in names and "steady state" not in names  # CUDA-only checks are not run on CPU
+    assert "torch2trt" not in names
+    assert any(line.startswith("the torch2trt section: ") and "CUDA only" in line for line in report["skipped"])
 
 
 def test_report_has_the_fixed_shape(report):
@@ -83,8 +103,8 @@ def test_report_files_and_markdown(report, tmp_path):
     assert json_path.name == "cpu.json" and json.loads(json_path.read_text()) == report
     table = md_path.read_text()
     assert table == markdown(report)
-    assert "| model | size | precision | mode | fps | p50 ms |" in table
-    assert table.count("| 48x64 | fp32 |") == len(report["rows"])
+    assert "| model | size | backend | precision | mode | fps | p50 ms |" in table
+    assert table.count("| 48x64 | torch | fp32 |") == len(report["rows"])
     assert "not measured" in table and "Checks:" in table
 
 
@@ -98,6 +118,10 @@ def test_targets_met_and_not_met():
     assert contextnet["met"] is False and contextnet["fps"] == 900
     rows[0]["fps"] = 500.0  # 600 fps but only 1.2x the synchronous row
     assert evaluate_targets(rows, "NVIDIA A100")[0]["met"] is False
+    torch2trt = [Row("cgnet", "1024x2048", "torch2trt", "fp16", mode, fps, 1.0).to_dict()
+                 for mode, fps in (("synchronous", 450.0), ("pipelined", 700.0))]
+    best = evaluate_targets(rows + torch2trt, "NVIDIA H100 80GB HBM3")[0]  # the fastest backend, over its own row
+    assert (best["fps"], best["ratio"], best["backend"], best["met"]) == (700.0, 1.56, "torch2trt", True)
     report = build_report("NVIDIA H100 80GB HBM3", "2.5", "12.4", [Check("a", True, "fine")],
                           [Row("cgnet", "1024x2048", "torch", "fp16", "pipelined", 600.0, 1.0)])
     assert validate_report(report) == [] and "**met**" not in markdown(report) and "not measured" in markdown(report)
@@ -152,15 +176,11 @@ def test_random_weights_still_give_regions():
     assert labels.shape == (96, 128) and counts.max() < labels.size  # not one class everywhere
 
 
-@pytest.mark.parametrize("entry", ["evaluation", "cli"])
-def test_without_cuda_exit_status_2_and_one_line(monkeypatch, capsys, entry):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    if entry == "cli":
-        from seg_node.cli import gpu_check as cli
+def test_without_cuda_exit_status_2_and_one_line(monkeypatch, capsys):
+    from seg_node.cli import gpu_check as cli
 
-        status = cli.main([])
-    else:
-        status = gpu_check.main([])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    status = cli.main([])
     out, err = capsys.readouterr()
     assert status == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("seg-gpu-check: no CUDA device")
@@ -172,9 +192,10 @@ def test_help_and_bad_arguments(capsys):
     with pytest.raises(SystemExit) as stop:
         cli.main(["--help"])
     assert stop.value.code == 0 and "--quick" in capsys.readouterr().out
+    assert cli.main(["--models", "unet"]) == 2 and "unknown model" in capsys.readouterr().err
     with pytest.raises(SystemExit) as stop:
-        gpu_check.main(["--models", "unet"])
-    assert stop.value.code == 2 and "unknown model" in capsys.readouterr().err
+        cli.main(["--sizes", "big"])
+    assert stop.value.code == 2
 
 
 def test_runs_with_only_torch_and_numpy(tmp_path):
@@ -205,3 +226,120 @@ def test_runs_with_only_torch_and_numpy(tmp_path):
     result = json.loads(lines[0].removeprefix("RESULT "))
     assert result["status"] == 0 and result["loaded"] == []
     assert "built-in reader" in result["weights"]["contextnet"]
+
+
+def test_the_report_is_on_disk_after_every_check_and_row(written):
+    report, lines, on_disk, out = written
+    checks = rows = skipped = 0
+    for line, held in zip(lines, on_disk, strict=True):
+        text = line.split("] ", 1)[1]
+        checks += text.startswith(("ok ", "FAILED "))
+        rows += text.startswith("row ")
+        skipped += text.startswith("skipped ")
+        if text.startswith(("ok ", "FAILED ", "row ", "skipped ")):
+            assert held == (checks, rows, skipped), line  # written before it was said
+    assert rows == len(report["rows"]) > 0 and checks == len(report["checks"])
+    final = json.loads((out / "cpu.json").read_text())
+    assert final["complete"] is True and final["checks"] == report["checks"]
+    assert (out / "cpu.md").read_text() == markdown(final)
+
+
+def test_the_deadline_is_checked_before_each_model_and_size(monkeypatch, tmp_path):
+    sections = []
+
+    def fake_section(run, name, model, info, eager, size, settings):
+        sections.append((name, size))
+
+    monkeypatch.setattr(gpu_check, "check_model_size", fake_section)
+    monkeypatch.setattr(gpu_check.Run, "time_left", lambda self: not sections)  # spent during the first section
+    settings = gpu_check.GpuCheckSettings(device="cpu", sizes=[SIZE, (32, 48)], plan=TINY, out=tmp_path)
+    report = gpu_check.run_checks(settings, say=None)
+    assert sections == [("cgnet", SIZE)]
+    assert [check["name"] for check in report["checks"]] == ["cgnet weights load"]
+    assert "cgnet 32x48 torch: the time budget was spent before it started" in report["skipped"]
+    assert "contextnet: the time budget was spent before it started" in report["skipped"]
+    assert json.loads((tmp_path / "cpu.json").read_text())["skipped"] == report["skipped"]
+
+
+def test_a_spent_budget_still_writes_a_report(tmp_path):
+    settings = gpu_check.GpuCheckSettings(device="cpu", sizes=[SIZE], plan=TINY, budget_s=0.0, out=tmp_path)
+    report = gpu_check.run_checks(settings, say=None)
+    assert report["checks"] == [] and report["ok"] and report["complete"]
+    assert validate_report(json.loads((tmp_path / "cpu.json").read_text())) == []
+
+
+def test_the_default_out_is_the_folder_that_comes_back(monkeypatch):
+    monkeypatch.setenv("OUT", "/tmp/device-out")
+    assert gpu_check.default_out() == Path("/tmp/device-out")
+    monkeypatch.delenv("OUT")
+    assert gpu_check.default_out() == Path("docs/gpu")
+
+
+def test_the_bgr_confidence_check_can_fail(engine):
+    model, info, _ = gpu_models.load_model("contextnet")
+    config = EngineConfig(backend="torch", device="cpu", network_size=SIZE, threads=1, confidence=True,
+                          output_resolution="network")
+    frames = gpu_models.make_frames(2, 96, 128, seed=4)
+    with create_engine_from_model(model, info, config) as confident:
+        reference = [confident.infer(np.ascontiguousarray(f[..., ::-1]), color_order="bgr").labels for f in frames]
+        assert reference[0].shape == SIZE
+        ok, detail = gpu_pipeline.check_bgr_confidence(confident, frames, reference, 0.99, 4)
+        assert ok and "equal to infer, maps 48x64" in detail
+        ok, detail = gpu_pipeline.check_bgr_confidence(confident, frames, [200 - r for r in reference], 0.99, 4)
+        assert not ok and "agree with the eager model's on 0.000%" in detail
+    assert gpu_pipeline.check_steady_state(engine, frames, 4) == (True, "not applicable on CPU")
+
+
+def test_preflight_names_what_is_missing():
+    items = preflight({"fine": (("json",), ("seg_node_no_such_optional",)),
+                                 "broken": (("json", "seg_node_no_such_module"), ())})
+    fine, broken = items
+    assert fine.ok and fine.optional_missing == ["seg_node_no_such_optional"]
+    assert not broken.ok and broken.missing == ["seg_node_no_such_module"]
+
+
+def test_preflight_command(capsys):
+    from seg_node.cli import gpu_check as cli
+
+    status = cli.main(["--preflight"])
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(" (")[0].split(maxsplit=1)[1] for line in out[:-1]] == list(cli.PREFLIGHT)
+    assert status == (0 if all(line.startswith("ok ") for line in out[:-1]) else 1)
+    assert out[-1].startswith("torch ") and "CUDA available: False" in out[-1]
+
+
+def test_the_torch2trt_section_runs_where_torch2trt_imports(monkeypatch, tmp_path):
+    """On CUDA with torch2trt importable, every model and size gets the torch2trt section after the torch one, and
+    the check of backend auto and its fallback (two builds) at the first size only."""
+    calls = []
+
+    def fake_load(name, device, loaded):
+        loaded += ["model", "info", "eager"]
+        return True, "fake weights"
+
+    monkeypatch.setattr(gpu_check, "torch2trt_missing", lambda: None)
+    monkeypatch.setattr(gpu_check, "load", fake_load)
+    monkeypatch.setattr(gpu_check, "device_name", lambda device: "Fake GPU")
+    monkeypatch.setattr(gpu_check, "check_model_size", lambda run, name, *args: calls.append(("torch", name)))
+    monkeypatch.setattr(gpu_check, "torch2trt_section", lambda run, name, model, info, eager, size, plan, timed,
+                        first: calls.append(("torch2trt", name, size, timed, first)))
+    settings = gpu_check.GpuCheckSettings(device="cuda", sizes=[SIZE, (32, 48)], plan=TINY, out=tmp_path)
+    report = gpu_check.run_checks(settings, say=None)
+    assert calls == [("torch", "cgnet"), ("torch2trt", "cgnet", SIZE, True, True),
+                     ("torch", "cgnet"), ("torch2trt", "cgnet", (32, 48), True, False),
+                     ("torch", "contextnet"), ("torch2trt", "contextnet", SIZE, True, True),
+                     ("torch", "contextnet"), ("torch2trt", "contextnet", (32, 48), True, False)]
+    assert report["device"] == "Fake GPU" and not report["skipped"]
+
+
+def test_failing_tensorrt_builds_fail_every_build_in_the_block_only():
+    from seg_node.engine import EngineBuildError
+    from seg_node.engine.backends import tensorrt_build
+    from seg_node.evaluation.gpu_torch2trt import failing_tensorrt_builds
+
+    convert = tensorrt_build.convert
+    with failing_tensorrt_builds():
+        with pytest.raises(EngineBuildError, match="made to fail by seg-gpu-check") as raised:
+            tensorrt_build.convert("trt", "torch2trt.torch2trt", None, [], {})
+        assert raised.value.tensorrt_log == ["[error] made to fail by seg-gpu-check"]
+    assert tensorrt_build.convert is convert

@@ -67,7 +67,6 @@ setup(
             "seg-bench = seg_node.cli.bench:main",
             "seg-gpu-check = seg_node.cli.gpu_check:main",
             "seg-prebuild = seg_node.cli.prebuild:main",
-            "seg-campaign = seg_node.cli.campaign:main",
             "seg-split-drives = seg_node.cli.split_drives:main",
         ],
     },

@@ -4,18 +4,21 @@ For every model, size and available backend it measures the engine
 synchronously (``infer`` one frame after another) and pipelined
 (``FramePipeline`` kept busy by a feeder), and beside them a ``naive`` row
 measured in the same run: what a first implementation does (eager fp32
-model, float pre-processing with OpenCV/NumPy on the host, the full logits
+model, float pre-processing with NumPy on the host, the full logits
 copied back, argmax on the host, one frame at a time).
 
 Frames are CamVid val images resized on the host to each size before timing
 starts, as from a camera of that resolution; labels come back at that size.
-``run_benchmark(BenchSettings(...))`` is the library call; ``seg_node.cli.bench``
-is the console script.
+Every figure is timed by ``timing`` (``time_engine`` and ``time_calls``), the one timing harness
+that seg-gpu-check and the node measurement use too. ``run_benchmark(BenchSettings(...))`` is the
+library call; ``seg_node.cli.bench`` is the console script.
+
+The onnxruntime rows run on the CPU: ONNX Runtime's CUDA and TensorRT execution providers need the
+onnxruntime-gpu build, which the desktop image installs and the Jetson image does not (``EXPERIMENTAL``).
 """
 
 from __future__ import annotations
 
-import copy
 import os
 
 # OpenMP threads that spin while waiting stall for whole scheduler slices when other processes share the
@@ -24,11 +27,8 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import logging  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass, field, replace  # noqa: E402
-from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -37,18 +37,12 @@ from torch import nn  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from ..datasets import DatasetError  # noqa: E402
-from ..engine import (
-    EngineConfig,
-    EngineError,
-    FramePipeline,
-    SegmentationEngine,
-    SegResult,
-    create_engine_from_model,
-)  # noqa: E402
+from ..engine import EngineConfig, EngineError, SegmentationEngine, create_engine_from_model  # noqa: E402
 from ..errors import UsageError  # noqa: E402
-from ..models import build_model  # noqa: E402
 from ..progress import progress_bar  # noqa: E402
-from ..weights import SegClass, WeightsError, WeightsInfo, find_weights, load_weights  # noqa: E402
+from ..weights import WeightsInfo  # noqa: E402
+from .gpu_models import eager_copy, load_model, naive_segmenter  # noqa: E402
+from .timing import TimingResult, TimingSettings, time_calls, time_engine  # noqa: E402
 
 log = logging.getLogger("seg_node.bench")
 
@@ -66,14 +60,12 @@ for _config in BACKENDS.values():  # the row names stand for engine options; tho
 # Frames per measurement when --frames is not given: about the same time at each size.
 DEFAULT_FRAMES = {360 * 480: 40, 512 * 1024: 16, 1024 * 2048: 6}
 WARMUP_FRAMES = 2
-# frames the feeder keeps in flight: on CPU one prepared while one runs; on CUDA also one copying back
-IN_FLIGHT = {"cpu": 2, "cuda": 3}
 ROUNDS = 4  # the rows of one model and size are measured in turns, so changes in machine load hit all alike
 # beside the repository (ros2_ws/src/seg_node/seg_node/evaluation/bench.py -> ../shared) in a source checkout
 CAMVID = Path(__file__).resolve().parents[6] / "shared" / "datasets" / "camvid"
-# CamVid's 11 classes; untrained weights only need the count and a normalisation
-UNTRAINED_MEAN = (104.0, 112.0, 120.0)
-UNTRAINED_STD = (58.0, 57.0, 59.0)
+# ONNX Runtime on a GPU: only with onnxruntime-gpu, which the Jetson image does not install
+EXPERIMENTAL = {"onnxruntime": "ONNX Runtime's CUDA/TensorRT providers need onnxruntime-gpu (desktop image only); "
+                "this row runs on the CPU"}
 
 
 @dataclass
@@ -91,19 +83,6 @@ class Row:
     frames: int
     weights: str
     device: str
-
-
-def load_model(name: str) -> tuple[nn.Module, WeightsInfo, str]:
-    """The shipped ``<name>_camvid`` weights where present, else untrained ones (speed does not depend on it)."""
-    try:
-        path = find_weights(f"{name}_camvid")
-        model, info = load_weights(path)
-        return model, info, path.name
-    except WeightsError:
-        model = build_model(name, 11).eval()
-        classes = [SegClass(i, f"class{i}", (20 * i, 20 * i, 20 * i)) for i in range(11)]
-        info = WeightsInfo(name, dict(model.variant), classes, UNTRAINED_MEAN, UNTRAINED_STD, (360, 480), "none", [])
-        return model, info, "untrained"
 
 
 def read_frames(camvid: Path, count: int) -> list[np.ndarray]:
@@ -125,104 +104,37 @@ def resize_frames(frames: list[np.ndarray], height: int, width: int) -> list[np.
     return [frame if frame.shape[:2] == (height, width) else cv2.resize(frame, (width, height)) for frame in frames]
 
 
-def summarise(latencies: list[float], frames: int, seconds: float) -> tuple[float, float, float]:
-    milliseconds = 1000.0 * np.asarray(latencies)
-    return frames / seconds, float(np.percentile(milliseconds, 50)), float(np.percentile(milliseconds, 99))
-
-
 @dataclass
 class Measurement:
-    """One row's samples, gathered over the rounds."""
+    """One row's samples, gathered over the rounds: ``run(first, count)`` times ``count`` frames from ``first``."""
 
     backend: str
     precision: str
     mode: str
     device: str
-    run: Callable[[int, int], tuple[list[float], float, int]]  # (first frame, count) -> latencies, seconds, dropped
-    latencies: list[float] = field(default_factory=list)
-    seconds: float = 0.0
-    dropped: int = 0
+    run: Callable[[int, int], TimingResult]
+    result: TimingResult = field(default_factory=TimingResult)
 
 
-def naive_segmenter(model: nn.Module, info: WeightsInfo, height: int, width: int, device: str | None = None
-                    ) -> Callable[[np.ndarray], np.ndarray]:
-    """The typical first implementation, for comparison, on its own copy of ``model``.
+def engine_measurement(engine: SegmentationEngine, backend: str, mode: str, frames: list[np.ndarray],
+                       camera_fps: float) -> Measurement:
+    """A ``synchronous`` or ``pipelined`` row of ``engine`` on BGR ``frames``, through ``time_engine``."""
+    def run(first: int, count: int) -> TimingResult:
+        settings = TimingSettings(mode, seconds=0.0, warmup=0, minimum=count, maximum=count, color_order="bgr",
+                                  camera_fps=camera_fps, first=first)
+        return time_engine(engine, frames, settings)
 
-    The engines of the other rows are built from the same model afterwards; moving it to the GPU in place
-    would hand ONNX Runtime's CPU export CUDA weights ("Input type and weight type should be the same").
-    """
-    import cv2
-
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = copy.deepcopy(model).to(device)
-    mean, std = np.float32(info.mean), np.float32(info.std)
-
-    def segment(frame: np.ndarray) -> np.ndarray:
-        image = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB).astype(np.float32)
-        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
-        image = (image - mean) / std
-        with torch.no_grad():
-            logits = model(torch.from_numpy(image.transpose(2, 0, 1).copy())[None].to(device)).cpu().numpy()
-        labels = logits[0].argmax(0).astype(np.uint8)
-        return cv2.resize(labels, (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_NEAREST)
-
-    return segment
+    return Measurement(backend, engine.precision, mode, engine.device, run)
 
 
-def run_one_by_one(segment: Callable[[np.ndarray], object], frames: list[np.ndarray], first: int, count: int
-                   ) -> tuple[list[float], float, int]:
-    latencies = []
-    start = time.perf_counter()
-    for index in range(first, first + count):
-        begin = time.perf_counter()
-        segment(frames[index % len(frames)])
-        latencies.append(time.perf_counter() - begin)
-    return latencies, time.perf_counter() - start, 0
+def naive_measurement(segment: Callable[[np.ndarray], object], device: str, frames: list[np.ndarray]) -> Measurement:
+    synchronize = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
+    def run(first: int, count: int) -> TimingResult:
+        settings = TimingSettings(seconds=0.0, warmup=0, minimum=count, maximum=count, first=first)
+        return time_calls(segment, frames, settings, synchronize)
 
-def run_pipelined(engine: SegmentationEngine, frames: list[np.ndarray], first: int, count: int, camera_fps: float
-                  ) -> tuple[list[float], float, int]:
-    """Feed ``count`` frames; with ``camera_fps`` 0 the feeder keeps IN_FLIGHT frames in the pipeline
-    (as fast as it goes), else at that rate like a camera (stale frames drop)."""
-    depth = IN_FLIGHT.get(engine.device, 2)
-    latencies: list[float] = []
-    errors: list[Exception] = []
-    finished = threading.Condition()
-    results = 0
-
-    def on_result(result: SegResult) -> None:
-        nonlocal results
-        if result.error is not None:
-            errors.append(result.error)
-        else:
-            latencies.append(result.timings["total"])
-        with finished:
-            results += 1
-            finished.notify_all()
-
-    pipeline = FramePipeline(engine, on_result=on_result)
-    try:
-        start = time.perf_counter()
-        for index in range(count):
-            if camera_fps > 0:
-                time.sleep(max(0.0, start + index / camera_fps - time.perf_counter()))
-            else:
-                # no more in flight than keep the device busy: more would only wait and add latency.
-                # Woken by results rather than polling, which would take the GIL from the pipeline's threads.
-                with finished:
-                    finished.wait_for(lambda submitted=index: submitted - results < depth)
-                while pipeline.stats().waiting:  # not yet taken (just after a result): a new frame would replace it
-                    time.sleep(0.0002)
-            pipeline.submit(frames[(first + index) % len(frames)], tag=index, color_order="bgr")
-        with finished:
-            finished.wait_for(lambda: results + pipeline.stats().dropped >= count)
-        seconds = time.perf_counter() - start
-        dropped = pipeline.stats().dropped
-    finally:
-        pipeline.close()
-    if errors:
-        raise EngineError(f"{len(errors)} frames failed in the pipeline, the first: {errors[0]!r}")
-    return latencies, seconds, dropped
+    return Measurement("torch-eager", "fp32", "naive", device, run)
 
 
 def plot_latencies(samples: dict[tuple[str, str], dict[str, list[float]]], path: Path) -> None:
@@ -251,6 +163,8 @@ def format_table(rows: list[Row]) -> str:
         ratio = r.fps / naive[(r.model, r.height, r.width)] if (r.model, r.height, r.width) in naive else float("nan")
         lines.append(f"{r.model:<11}{r.backend:<13}{r.precision:<6}{f'{r.height}x{r.width}':>10}  {r.mode:<12}"
                      f"{r.fps:>8.1f}{r.latency_ms_p50:>9.1f}{r.latency_ms_p99:>9.1f}{r.dropped:>8d}{ratio:>8.2f}x")
+    lines += [f"{backend}: experimental: {note}" for backend, note in EXPERIMENTAL.items()
+              if any(r.backend == backend for r in rows)]
     return "\n".join(lines)
 
 
@@ -268,6 +182,15 @@ class BenchSettings:
     engine_cache_dir: str | None = None
 
 
+def naive_row_segmenter(model: nn.Module, info: WeightsInfo, device: str) -> Callable[[np.ndarray], np.ndarray]:
+    """``gpu_models.naive_segmenter`` for BGR frames on its own copy of ``model``.
+
+    The engines of the other rows are built from the same model afterwards; moving it to the GPU in place
+    would hand ONNX Runtime's CPU export CUDA weights ("Input type and weight type should be the same").
+    """
+    return naive_segmenter(eager_copy(model, device), info, device, color_order="bgr")
+
+
 def bench_one(model_name: str, size: tuple[int, int], camvid_frames: list[np.ndarray], settings: BenchSettings,
               skipped: dict[str, str], progress: tqdm) -> tuple[list[Row], dict[str, list[float]]]:
     """The naive row and, per available backend, the synchronous and pipelined rows for one model and size."""
@@ -276,9 +199,8 @@ def bench_one(model_name: str, size: tuple[int, int], camvid_frames: list[np.nda
     frames = resize_frames(camvid_frames, height, width)
     count = settings.frames or DEFAULT_FRAMES.get(height * width, 20)
     torch.set_num_threads(settings.threads or os.cpu_count() or 1)  # as the torch backend sets it
-    naive = naive_segmenter(model, info, height, width)
-    measurements = [Measurement("torch-eager", "fp32", "naive", "cuda" if torch.cuda.is_available() else "cpu",
-                                lambda first, n: run_one_by_one(naive, frames, first, n))]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    measurements = [naive_measurement(naive_row_segmenter(model, info, device), device, frames)]
     engines: list[SegmentationEngine] = []
     try:
         for backend in settings.backends:
@@ -292,33 +214,25 @@ def bench_one(model_name: str, size: tuple[int, int], camvid_frames: list[np.nda
                 skipped[backend] = str(error)
                 continue
             engines.append(engine)
-            infer = partial(engine.infer, color_order="bgr")
-            measurements += [
-                Measurement(backend, engine.precision, "synchronous", engine.device,
-                            lambda first, n, infer=infer: run_one_by_one(infer, frames, first, n)),
-                Measurement(backend, engine.precision, "pipelined", engine.device,
-                            lambda first, n, engine=engine: run_pipelined(engine, frames, first, n,
-                                                                          settings.camera_fps)),
-            ]
+            measurements += [engine_measurement(engine, backend, mode, frames, settings.camera_fps)
+                             for mode in ("synchronous", "pipelined")]
         for measurement in measurements:  # warm-up: first-run allocations and lazy initialisation
             measurement.run(0, WARMUP_FRAMES)
         per_round = [count // ROUNDS + (r < count % ROUNDS) for r in range(ROUNDS)]
         for round_index, round_count in enumerate(per_round):
             for measurement in measurements if round_count else []:
-                latencies, seconds, dropped = measurement.run(sum(per_round[:round_index]), round_count)
-                measurement.latencies += latencies
-                measurement.seconds += seconds
-                measurement.dropped += dropped
+                measurement.result.add(measurement.run(sum(per_round[:round_index]), round_count))
             progress.update()
     finally:
         for engine in engines:
             engine.close()
     rows = []
     for m in measurements:
-        fps, p50, p99 = summarise(m.latencies, len(m.latencies), m.seconds)
-        rows.append(Row(model_name, m.backend, m.precision, height, width, m.mode, round(fps, 2), round(p50, 2),
-                        round(p99, 2), m.dropped, len(m.latencies), weights, m.device))
-    return rows, {f"{m.backend} {m.mode}": m.latencies for m in measurements}
+        result = m.result
+        rows.append(Row(model_name, m.backend, m.precision, height, width, m.mode, round(result.fps, 2),
+                        round(result.percentile_ms(50), 2), round(result.percentile_ms(99), 2), result.dropped,
+                        result.frames, weights, m.device))
+    return rows, {f"{m.backend} {m.mode}": m.result.latencies for m in measurements}
 
 
 def run_benchmark(settings: BenchSettings, progress: bool = True

@@ -82,26 +82,30 @@ def eager_copy(model: nn.Module, device: str) -> nn.Module:
 
 
 def reference_labels(eager: nn.Module, info: WeightsInfo, frame: np.ndarray, network_size: tuple[int, int],
-                     device: str) -> np.ndarray:
+                     device: str, at_network_size: bool = False) -> np.ndarray:
     """Labels of an RGB ``frame`` by the eager fp32 model: the engine's resize and normalisation, its
-    argmax at network size and nearest-neighbour resize to the frame's size, done the obvious way."""
+    argmax at network size and (unless ``at_network_size``) nearest-neighbour resize to the frame's size,
+    done the obvious way."""
     with torch.inference_mode():
         image = torch.from_numpy(frame).to(device).permute(2, 0, 1)[None].float()
         if tuple(image.shape[2:]) != tuple(network_size):
             image = F.interpolate(image, size=tuple(network_size), mode="bilinear", align_corners=False)
         labels = eager(normalize(image, info)).argmax(1, keepdim=True).to(torch.uint8)
-        if tuple(labels.shape[2:]) != frame.shape[:2]:
+        if not at_network_size and tuple(labels.shape[2:]) != frame.shape[:2]:
             labels = F.interpolate(labels, size=frame.shape[:2], mode="nearest")
         return labels[0, 0].cpu().numpy()
 
 
-def naive_segmenter(eager: nn.Module, info: WeightsInfo, device: str) -> Callable[[np.ndarray], np.ndarray]:
-    """The typical first implementation, for comparison: eager fp32, float pre-processing on the host,
-    the full logits copied back (a synchronisation per frame), argmax on the host. Frames at network size."""
+def naive_segmenter(eager: nn.Module, info: WeightsInfo, device: str, color_order: str = "rgb"
+                    ) -> Callable[[np.ndarray], np.ndarray]:
+    """The typical first implementation, for comparison: eager fp32, float pre-processing on the host
+    (the channel swap of ``bgr`` frames too), the full logits copied back (a synchronisation per frame),
+    argmax on the host. Frames at network size."""
     mean, std = np.float32(info.mean), np.float32(info.std)
 
     def segment(frame: np.ndarray) -> np.ndarray:
-        image = (frame.astype(np.float32) - mean) / std
+        rgb = frame[..., ::-1] if color_order == "bgr" else frame
+        image = (rgb.astype(np.float32) - mean) / std
         with torch.no_grad():
             logits = eager(torch.from_numpy(image.transpose(2, 0, 1).copy())[None].to(device)).cpu().numpy()
         return logits[0].argmax(0).astype(np.uint8)

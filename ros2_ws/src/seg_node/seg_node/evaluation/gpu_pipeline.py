@@ -36,6 +36,7 @@ class Outcome:
     labels: np.ndarray | None
     error: Exception | None
     latency: float  # seconds from submit to result
+    confidence: np.ndarray | None = None
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Feeder:
     engine: SegmentationEngine
     depth: int = 3
     keep_labels: bool = True
+    color_order: str = "rgb"
     outcomes: list[Outcome] = field(default_factory=list)
     submit_seconds: list[float] = field(default_factory=list)
 
@@ -56,7 +58,9 @@ class Feeder:
 
     def _on_result(self, result: SegResult) -> None:
         labels = result.labels if self.keep_labels else None
-        outcome = Outcome(result.tag, result.stream, labels, result.error, result.timings.get("total", 0.0))
+        confidence = result.confidence if self.keep_labels else None
+        outcome = Outcome(result.tag, result.stream, labels, result.error, result.timings.get("total", 0.0),
+                          confidence)
         with self._changed:
             self.outcomes.append(outcome)
             self._delivered += 1
@@ -67,28 +71,38 @@ class Feeder:
             if not self._changed.wait_for(condition, timeout=RESULT_TIMEOUT_S):
                 raise TimeoutError(f"{what}: {self._delivered} of {self._submitted} results after {RESULT_TIMEOUT_S} s")
 
-    def run(self, items: Sequence[Item], seconds: float | None = None, minimum: int = 0) -> tuple[int, float]:
+    def run(self, items: Sequence[Item], seconds: float | None = None, minimum: int = 0, interval: float = 0.0
+            ) -> tuple[int, float]:
         """Submit ``items`` in turn (stopping after ``seconds`` once ``minimum`` went in), wait for their
-        results; (frames submitted, wall seconds from the first submit to the last result)."""
+        results; (frames submitted, wall seconds from the first submit to the last result). With
+        ``interval`` > 0 frames go in at that pace, like a camera's, and a frame still waiting is replaced
+        (dropped) rather than waited for."""
         start = time.perf_counter()
         count = 0
         for frame, tag, stream in items:
             if seconds is not None and count >= minimum and time.perf_counter() - start > seconds:
                 break
-            self._wait(lambda: self._submitted - self._delivered < self.depth, "pipeline stalled")
-            deadline = time.monotonic() + RESULT_TIMEOUT_S
-            while self.pipeline.stats().waiting:  # just after a result: a new frame would replace the waiting one
-                if time.monotonic() > deadline:
-                    raise TimeoutError("a frame stayed waiting in the pipeline")
-                time.sleep(0.0002)
+            if interval > 0:
+                time.sleep(max(0.0, start + count * interval - time.perf_counter()))
+            else:
+                self._wait_for_room()
             begin = time.perf_counter()
-            self.pipeline.submit(frame, tag=tag, stream=stream)
+            self.pipeline.submit(frame, tag=tag, stream=stream, color_order=self.color_order)
             self.submit_seconds.append(time.perf_counter() - begin)
             with self._changed:
                 self._submitted += 1
             count += 1
-        self._wait(lambda: self._delivered >= self._submitted, "results missing")
+        self._wait(lambda: self._delivered + self.pipeline.stats().dropped >= self._submitted, "results missing")
         return count, time.perf_counter() - start
+
+    def _wait_for_room(self) -> None:
+        """Until fewer than ``depth`` frames are in flight and none waits to be taken (a new one would replace it)."""
+        self._wait(lambda: self._submitted - self._delivered < self.depth, "pipeline stalled")
+        deadline = time.monotonic() + RESULT_TIMEOUT_S
+        while self.pipeline.stats().waiting:  # just after a result: a new frame would replace the waiting one
+            if time.monotonic() > deadline:
+                raise TimeoutError("a frame stayed waiting in the pipeline")
+            time.sleep(0.0002)
 
     def close(self) -> None:
         self.pipeline.close()
@@ -100,12 +114,15 @@ class Feeder:
         self.close()
 
 
-def cycle(frames: Sequence[np.ndarray], count: int, streams: Sequence[str] = ("default",)) -> list[Item]:
-    """``count`` items over ``frames`` in turn, streams in turn; the tag is (stream, index, frame index)."""
+def cycle(frames: Sequence[np.ndarray], count: int, streams: Sequence[str] = ("default",), first: int = 0
+          ) -> list[Item]:
+    """``count`` items over ``frames`` in turn from frame ``first``, streams in turn; the tag is (stream, index,
+    frame index)."""
     items = []
     for index in range(count):
         stream = streams[index % len(streams)]
-        items.append((frames[index % len(frames)], (stream, index, index % len(frames)), stream))
+        which = (first + index) % len(frames)
+        items.append((frames[which], (stream, index, which), stream))
     return items
 
 
@@ -277,15 +294,28 @@ def check_memory(engine: SegmentationEngine, frames: Sequence[np.ndarray], count
     return not problems, "; ".join(problems) or summary
 
 
-def check_no_hidden_sync(engine: SegmentationEngine, frames: Sequence[np.ndarray], count: int) -> tuple[bool, str]:
-    """Steady state under ``torch.cuda.set_sync_debug_mode("warn")``: no synchronising CUDA call in the
-    pipeline's threads (its deliberate waits are event synchronisations, which the mode does not flag),
-    and submit() returns at once while the GPU is busy."""
+def allocation_counts() -> dict[str, int]:
+    """How often the CUDA caching allocators grew: cudaMalloc (device segments) and cudaHostAlloc (pinned host
+    blocks, where this torch counts them). Both synchronise without passing torch's sync-debug hook."""
+    counts = {"cudaMalloc": int(torch.cuda.memory_stats().get("segment.all.allocated", 0))}
+    host_stats = getattr(torch.cuda, "host_memory_stats", None)
+    if host_stats is not None:
+        counts["cudaHostAlloc"] = int(host_stats().get("num_host_alloc", 0))
+    return counts
+
+
+def check_steady_state(engine: SegmentationEngine, frames: Sequence[np.ndarray], count: int) -> tuple[bool, str]:
+    """Steady state (after a warm-up, one frame size): no synchronising call that torch's sync-debug mode sees
+    (``torch.cuda.set_sync_debug_mode``; the pipeline's deliberate waits are event synchronisations, which it
+    does not flag), no new cudaMalloc or cudaHostAlloc (which it does not see; a frame-size change makes them
+    on purpose, once), and submit() returning at once while the GPU is busy. Calls outside torch (TensorRT's
+    own) are not seen."""
     if engine.device != "cuda":
         return True, "not applicable on CPU"
     with Feeder(engine, keep_labels=False) as feeder:
         feeder.run(cycle(frames, 10))  # warm-up: first-time allocations may synchronise
         feeder.submit_seconds.clear()
+        allocations_before = allocation_counts()
         with warnings.catch_warnings(record=True) as caught:  # process-wide: the pipeline's threads report here
             warnings.simplefilter("always")
             # where warnings are per thread context (Python 3.14 free-threaded), make a sync fail its frame
@@ -294,6 +324,7 @@ def check_no_hidden_sync(engine: SegmentationEngine, frames: Sequence[np.ndarray
                 feeder.run(cycle(frames, count))
             finally:
                 torch.cuda.set_sync_debug_mode("default")
+        allocations = {name: value - allocations_before[name] for name, value in allocation_counts().items()}
         failed = sum(outcome.error is not None for outcome in feeder.outcomes)
     syncs = [str(warning.message) for warning in caught if "synchroniz" in str(warning.message).lower()]
     submit_ms = 1000.0 * np.asarray(feeder.submit_seconds or [0.0])
@@ -301,10 +332,46 @@ def check_no_hidden_sync(engine: SegmentationEngine, frames: Sequence[np.ndarray
     problems = []
     if syncs:
         problems.append(f"{len(syncs)} synchronising CUDA calls in {count} frames, e.g. {syncs[0]!r}")
+    problems += [f"{grown} new {name} in {count} frames" for name, grown in allocations.items() if grown > 0]
     if failed:
         first = next(o.error for o in feeder.outcomes if o.error is not None)
         problems.append(f"{failed} frames failed under the sync debug mode, the first: {first!r}")
     if median > SUBMIT_LIMIT_MS:
         problems.append(f"submit() took {median:.2f} ms (median) while the GPU was busy")
     return not problems, "; ".join(problems) or (
-        f"{count} frames, no synchronising call; submit() median {median:.3f} ms, max {worst:.2f} ms")
+        f"{count} frames: no synchronising torch call, no new {' or '.join(allocations)}; "
+        f"submit() median {median:.3f} ms, max {worst:.2f} ms")
+
+
+def check_bgr_confidence(engine: SegmentationEngine, frames: Sequence[np.ndarray], reference: Sequence[np.ndarray],
+                         need: float, count: int) -> tuple[bool, str]:
+    """The node's other path: BGR frames (``frames`` are RGB, reversed here), the confidence map on, maps at
+    the engine's output size. The pipeline's labels and confidence equal ``infer``'s, in order; the labels
+    agree with ``reference`` (the eager model's, at the same size) on at least ``need`` of the pixels; the
+    confidence map has the labels' shape."""
+    bgr = [np.ascontiguousarray(frame[..., ::-1]) for frame in frames]
+    expected = [engine.infer(frame, color_order="bgr", confidence=True) for frame in bgr]
+    with Feeder(engine, color_order="bgr") as feeder:
+        feeder.run(cycle(bgr, count))
+    problems = []
+    shapes = {(None if r.confidence is None else r.confidence.shape, r.labels.shape) for r in expected}
+    problems += [f"infer's confidence map is {confidence} for labels {labels}"
+                 for confidence, labels in shapes if confidence != labels]
+    order = [outcome.tag[1] for outcome in feeder.outcomes]
+    if order != list(range(count)):
+        problems.append(f"results came out as {order[:8]}...")
+    for outcome in feeder.outcomes:
+        want = expected[outcome.tag[2]]
+        if outcome.error is not None:
+            problems.append(f"frame {outcome.tag[1]} failed: {outcome.error!r}")
+        elif not (np.array_equal(outcome.labels, want.labels) and np.array_equal(outcome.confidence, want.confidence)):
+            problems.append(f"frame {outcome.tag[1]}: labels or confidence differ from infer's")
+    shares = [float(np.mean(r.labels == ref)) if r.labels.shape == ref.shape else 0.0
+              for r, ref in zip(expected, reference, strict=True)]
+    if min(shares) < need:
+        problems.append(f"labels of BGR frames agree with the eager model's on {100 * min(shares):.3f}% "
+                        f"(need {100 * need:g}%)")
+    height, width = expected[0].labels.shape
+    return not problems, "; ".join(problems[:4]) or (
+        f"{count} BGR frames through the pipeline with confidence: equal to infer, maps {height}x{width}, "
+        f"{100 * min(shares):.3f}% equal to eager (worst frame)")

@@ -35,7 +35,7 @@ from std_msgs.msg import Header
 
 from ..engine import EngineConfig, create_engine
 from ..engine.options import add_engine_arguments, engine_config_from_args
-from ..evaluation.bench import run_one_by_one, run_pipelined
+from ..evaluation.timing import TimingSettings, time_engine
 from ..metrics import percentiles_ms
 from ..ros.conversions import image_message
 from ..ros.parameters import parameters_from_engine_config
@@ -122,13 +122,9 @@ def measure_engine(weights: Path, config: EngineConfig, frames: list[np.ndarray]
     """The engine alone in this process: frames per second of synchronous ``infer`` and of its pipeline kept
     full, each for about ``seconds``."""
     with create_engine(weights, config) as engine:
-        run_one_by_one(engine.infer, frames, 0, 3)  # warm-up
-        _, estimate_s, _ = run_one_by_one(engine.infer, frames, 0, 5)
-        count = max(10, round(5 / estimate_s * seconds))
-        _, sync_s, _ = run_one_by_one(engine.infer, frames, 0, count)
-        _, pipelined_s, dropped = run_pipelined(engine, frames, 0, count, camera_fps=0.0)
-        return {"backend": engine.backend_name, "sync_fps": count / sync_s,
-                "pipelined_fps": (count - dropped) / pipelined_s}
+        sync = time_engine(engine, frames, TimingSettings("synchronous", seconds=seconds, warmup=3, minimum=10))
+        pipelined = time_engine(engine, frames, TimingSettings("pipelined", seconds=seconds, warmup=3, minimum=10))
+        return {"backend": engine.backend_name, "sync_fps": sync.fps, "pipelined_fps": pipelined.fps}
 
 
 def node_command(weights: Path, config: EngineConfig) -> list[str]:

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...models.export import ONNX_OPSET
+from ...models.export import ONNX_OPSET, legacy_exporter_options
 from ...weights import WeightsInfo
 from ..cache import EngineCache, no_progress, state_hash
 from ..errors import BackendUnavailableError, UnsupportedCombinationError
@@ -78,7 +78,7 @@ def export_end_to_end(graph: EndToEnd, path: Path, network_size: tuple[int, int]
             output_names=[MAPS_OUTPUT],
             opset_version=ONNX_OPSET,
             dynamic_axes={FRAME_INPUT: {1: "height", 2: "width"}, MAPS_OUTPUT: {2: "out_height", 3: "out_width"}},
-            dynamo=False,
+            **legacy_exporter_options(),
         )
 
 

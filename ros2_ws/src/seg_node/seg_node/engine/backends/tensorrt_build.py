@@ -1,4 +1,4 @@
-"""Building a TensorRT engine through torch2trt with TensorRT's log captured and failures as EngineBuildError.
+"""Building and running a TensorRT engine through torch2trt, with TensorRT's log captured and failures raised.
 
 torch2trt makes its own ``trt.Logger`` (printing to stderr) and, for int8, its own calibrator without a
 cache file. ``convert`` runs ``torch2trt.torch2trt`` with two substitutions in the torch2trt module,
@@ -6,6 +6,14 @@ for the duration of the call only (one conversion at a time): its ``trt.Logger(.
 process's ``CapturingLogger`` (TensorRT's messages go to Python logging and are kept, so that a failed
 build raises an ``EngineBuildError`` that quotes them), and its ``DatasetCalibrator`` reads and writes
 the calibration table given. A build that returns no engine, or raises, becomes an ``EngineBuildError``.
+
+``build_options`` passes what torch2trt would get wrong on TensorRT 10: int8 with FP16 enabled too (layers
+that do not quantise fall back to fp16, not fp32) and the entropy calibrator 2 named explicitly, because
+torch2trt picks its default with a string comparison (``trt.__version__ >= '5.1'``, false for "10.x") that
+selects the legacy calibrator. ``EngineRunner`` runs the engine through its execution context instead of
+torch2trt's ``TRTModule``, which ignores ``execute_async_v3``'s result and returns ``torch.empty`` outputs:
+a failed run would hand on uninitialised memory as labels. ``check_agreement`` compares the new engine's
+labels with the torch model's on a test input right after a build.
 """
 
 from __future__ import annotations
@@ -20,7 +28,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import EngineBuildError
+import torch
+
+from ..errors import EngineBuildError, EngineError
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +38,14 @@ log = logging.getLogger(__name__)
 INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = range(5)
 _LEVELS = {INTERNAL_ERROR: logging.ERROR, ERROR: logging.ERROR, WARNING: logging.WARNING, INFO: logging.DEBUG}
 _SEVERITY_NAMES = {INTERNAL_ERROR: "internal error", ERROR: "error", WARNING: "warning", INFO: "info"}
+INPUT_NAME, OUTPUT_NAME = "image", "logits"
+# trt.DataType member name -> torch dtype, for the engine's output tensor
+TORCH_DTYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16, "INT32": torch.int32,
+                "INT64": torch.int64, "INT8": torch.int8, "UINT8": torch.uint8, "BOOL": torch.bool}
+# least share of equal labels between a new engine and the torch model on one test frame. It catches a
+# broken engine (a failed run or stale memory agrees on about 1/classes of the pixels), not the precision's
+# own loss, which seg-gpu-check measures against the eager model over several frames.
+AGREEMENT = {"fp32": 0.99, "fp16": 0.95, "int8": 0.8}
 _CONVERT_LOCK = threading.Lock()
 _LOGGERS: dict[int, Any] = {}  # id(tensorrt module) -> its CapturingLogger; alive for the process, as TensorRT wants
 
@@ -153,3 +171,73 @@ def deserialize(trt: Any, path: Path) -> Any:
         raise EngineBuildError(f"TensorRT could not load {path} (made by another TensorRT or GPU?); delete it to "
                                "rebuild", messages)
     return engine
+
+
+def build_options(trt: Any, precision: str, calibration_dataset: Any = None) -> dict[str, Any]:
+    """torch2trt's options for a ``precision`` (fp32, fp16 or int8) engine with seg_node's tensor names.
+
+    int8 also sets fp16_mode (TensorRT then runs the layers it does not quantise in fp16) and names
+    ENTROPY_CALIBRATION_2 (torch2trt's default is the legacy calibrator on TensorRT 10, see the module).
+    """
+    options: dict[str, Any] = {"fp16_mode": precision in ("fp16", "int8"), "input_names": [INPUT_NAME],
+                               "output_names": [OUTPUT_NAME]}
+    if precision == "int8":
+        options.update(int8_mode=True, int8_calib_dataset=calibration_dataset,
+                       int8_calib_algorithm=trt.CalibrationAlgoType.ENTROPY_CALIBRATION_2)
+    return options
+
+
+def torch_dtype(trt: Any, data_type: Any) -> torch.dtype:
+    """The torch dtype of a ``trt.DataType``."""
+    for name, dtype in TORCH_DTYPES.items():
+        if getattr(trt.DataType, name, None) == data_type:
+            return dtype
+    raise EngineBuildError(f"the engine's output has TensorRT type {data_type}, which seg_node cannot read")
+
+
+def cuda_stream_handle() -> int:
+    return torch.cuda.current_stream().cuda_stream
+
+
+class EngineRunner:
+    """An ICudaEngine run through its execution context on the current CUDA stream, into one output tensor.
+
+    The output tensor is allocated once: every run and every read of it (the argmax) are queued on the
+    same stream, so the next run cannot overwrite it before it was read. Any ``False`` from TensorRT
+    (setting the input shape or an address, or ``execute_async_v3``) raises EngineError, so a failed run
+    never passes on stale or uninitialised memory.
+    """
+
+    def __init__(self, trt: Any, engine: Any, device: str | torch.device = "cuda",
+                 stream_handle: Any = cuda_stream_handle) -> None:
+        self.engine = engine
+        self.context = engine.create_execution_context()
+        if self.context is None:
+            raise EngineBuildError("TensorRT could not create an execution context for the engine (out of GPU "
+                                   "memory?)")
+        shape = tuple(engine.get_tensor_shape(OUTPUT_NAME))
+        self.output = torch.empty(shape, dtype=torch_dtype(trt, engine.get_tensor_dtype(OUTPUT_NAME)), device=device)
+        self._stream_handle = stream_handle
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        """Queue the engine on ``image`` (contiguous NCHW on the device); the output tensor, filled in order."""
+        context = self.context
+        if not (context.set_input_shape(INPUT_NAME, tuple(image.shape))
+                and context.set_tensor_address(INPUT_NAME, image.data_ptr())
+                and context.set_tensor_address(OUTPUT_NAME, self.output.data_ptr())):
+            raise EngineError(f"TensorRT refused the input {tuple(image.shape)} or a buffer address for the engine "
+                              "(its log, logger seg_node.engine.backends.tensorrt_build, says why)")
+        if not context.execute_async_v3(self._stream_handle()):
+            raise EngineError("TensorRT could not run the engine (execute_async_v3 returned False); its log "
+                              "(logger seg_node.engine.backends.tensorrt_build) says why")
+        return self.output
+
+
+def check_agreement(engine_logits: torch.Tensor, torch_logits: torch.Tensor, precision: str) -> float:
+    """Share of equal argmax labels; EngineBuildError when below ``AGREEMENT[precision]``."""
+    share = float((engine_logits.argmax(1) == torch_logits.argmax(1)).float().mean())
+    if share < AGREEMENT[precision]:
+        raise EngineBuildError(f"the new TensorRT {precision} engine gives the torch model's labels on only "
+                               f"{100 * share:.2f}% of a test input's pixels (need {100 * AGREEMENT[precision]:g}%)"
+                               "; it is not used")
+    return share

@@ -10,6 +10,12 @@ tensorrt_build); with backend auto the engine then falls back to torch.
 
 The pre-processing writes straight into one persistent contiguous NCHW buffer,
 the layout TensorRT reads, so no per-frame ``.contiguous()`` copy is made.
+
+torch2trt builds the engine; it runs through ``tensorrt_build.EngineRunner`` (its execution context, one
+persistent output tensor, a failed run raising EngineError), not torch2trt's TRTModule, which ignores a
+failed run. Right after a build or load, the engine's labels on a test input are compared with the torch
+model's on an image-like test frame (``tensorrt_build.check_agreement``): a mismatch is an
+EngineBuildError, so backend auto falls back to torch with a warning.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from ..calibration import (
     load_calibration_frames,
     parse_calibration_source,
 )
-from ..errors import BackendUnavailableError, EngineConfigError
+from ..errors import BackendUnavailableError, EngineBuildError, EngineConfigError
 from . import tensorrt_build
 from .torch_backend import TorchBackend, fold_batchnorm
 
@@ -62,7 +68,7 @@ class Torch2TrtBackend(TorchBackend):
         if precision == "int8" and not int8_calibration_dir:
             raise EngineConfigError("int8 needs int8_calibration_dir: a folder of images, or a rosbag2 recording "
                                     "as PATH:TOPIC, of frames like the ones it will see")
-        self._tensorrt, self._torch2trt = import_torch2trt()
+        self._tensorrt, _ = import_torch2trt()  # torch2trt itself is imported where the engine is built
         self._info = info
         self._cache = EngineCache(cache_dir)
         self._trt_precision = precision
@@ -72,10 +78,10 @@ class Torch2TrtBackend(TorchBackend):
         self.engine_path: Path | None = None
         self.calibration_table: Path | None = None
         self._input: torch.Tensor | None = None
+        self.agreement: float | None = None  # share of the torch model's labels on the test input
         # The torch half of the work (pre/post-processing) runs in fp32; TensorRT picks its own precision.
         super().__init__(model, info, network_size, "cuda", "fp32", confidence, output_at_input)
         self.precision = precision
-        self._input = torch.empty(1, 3, *self.network_size, device="cuda")  # contiguous NCHW, what TensorRT reads
 
     def describe(self) -> str:
         return f"{super().describe()}, engine {self.engine_path}"
@@ -110,8 +116,28 @@ class Torch2TrtBackend(TorchBackend):
         self.engine_path = self._cache.get_or_build(
             key, stem, ".engine", lambda target: target.write_bytes(self._build_plan(network)),
             self._progress, "TensorRT engine")
-        engine = tensorrt_build.deserialize(self._tensorrt, self.engine_path)
-        return self._torch2trt.TRTModule(engine=engine, input_names=["image"], output_names=["logits"])
+        runner = tensorrt_build.EngineRunner(self._tensorrt, tensorrt_build.deserialize(self._tensorrt,
+                                                                                         self.engine_path))
+        self._input = torch.empty(1, 3, height, width, device="cuda")  # contiguous NCHW, what TensorRT reads
+        self.agreement = self.compare_with_torch(runner, network)
+        return runner
+
+    def compare_with_torch(self, runner: tensorrt_build.EngineRunner, network: nn.Module) -> float:
+        """The engine's labels against the fp32 torch ``network``'s on one image-like test frame (smooth random
+        colours, pre-processed as at run time); EngineBuildError, naming the engine file, below
+        ``tensorrt_build.AGREEMENT``."""
+        height, width = self.network_size
+        generator = torch.Generator().manual_seed(0)
+        coarse = 255.0 * torch.rand(1, 3, max(2, height // 16), max(2, width // 16), generator=generator)
+        frame = nn.functional.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
+        frame = frame.round().to(torch.uint8).permute(0, 2, 3, 1).to(self._input.device)  # 1 x H x W x 3
+        with torch.inference_mode():
+            self.preprocess(frame, None, out=self._input)
+            reference = network(self._input)
+            try:
+                return tensorrt_build.check_agreement(runner(self._input), reference, self._trt_precision)
+            except EngineBuildError as error:
+                raise EngineBuildError(f"{error} (engine {self.engine_path})") from error
 
     def preprocess_frame(self, frame: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
         # Written into the persistent NCHW buffer: every write and the network's read of it are on the compute
@@ -119,14 +145,13 @@ class Torch2TrtBackend(TorchBackend):
         return self.preprocess(frame, order, out=self._input)
 
     def run_network(self, image: torch.Tensor) -> torch.Tensor:
-        return self.network(image)  # contiguous NCHW already: TRTModule's own .contiguous() is a no-op
+        return self.network(image)  # EngineRunner on the compute stream; ``image`` is the NCHW buffer
 
     def _build_plan(self, network: nn.Module) -> bytes:
         height, width = self.network_size
         example = torch.zeros(1, 3, height, width, device="cuda")
-        options = {"fp16_mode": self._trt_precision == "fp16", "input_names": ["image"], "output_names": ["logits"]}
-        if self._calibration is not None:
-            options.update(int8_mode=True, int8_calib_dataset=self._calibration_dataset())
+        dataset = self._calibration_dataset() if self._calibration is not None else None
+        options = tensorrt_build.build_options(self._tensorrt, self._trt_precision, dataset)
         log.info("building a TensorRT %s engine at %dx%d (minutes on a Jetson)", self._trt_precision, height, width)
         with torch.no_grad():
             module = tensorrt_build.convert(self._tensorrt, tensorrt_build.torch2trt_module(), network, [example],

@@ -177,9 +177,9 @@ class TorchBackend(Backend):
                 return
             with torch.cuda.stream(self.compute_stream):
                 self.compute_stream.wait_event(source.uploaded)
-                target.started.record(self.compute_stream)
                 image = self.preprocess_frame(source.frame[None], source.order)
                 source.consumed.record(self.compute_stream)
+                target.started.record(self.compute_stream)  # network_seconds: network and post-processing only
                 size = tuple(source.frame.shape[:2]) if self.output_at_input else None
                 if self._graph is None:
                     maps = self.postprocess(self.run_network(image), size, confidence)

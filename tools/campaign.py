@@ -1,13 +1,20 @@
 """The papers' CamVid schedules in one command on a lent GPU: both models, each on train and on train + val.
 
-    python -m seg_node.cli.campaign --budget 540 --out /tmp/campaign --report $OUT
-    python -m seg_node.cli.campaign --models cgnet --epochs cgnet=800 --budget 540 ...
+    python tools/campaign.py --budget 540 --out /tmp/campaign --report $OUT
+    python tools/campaign.py --models cgnet --epochs cgnet=800 --budget 540 ...
+
+A maintainers' tool, outside the installed package (as Isaac ROS keeps its ``scripts/``): it runs from a
+checkout, with the package installed or not (it finds ``ros2_ws/src/seg_node`` beside it).
 
 This project is lent a GPU for minutes, not hours, so one call has to do everything issue #13 asks of
 it. Each model trains twice from scratch with its recipe (``configs/<model>_camvid.yaml``): on train
 (the *train-only twin*, whose val mIoU is the recipe's figure) and on train + val (the weights that ship,
 as the CGNet paper trains its final model). All runs share the one GPU, side by side:
 
+0. **Preflight.** A lent machine may carry only torch, NumPy and ONNX Runtime. Before any budget is
+   spent, a fresh interpreter imports what ``seg-train`` needs (OpenCV, PyYAML, tqdm, matplotlib and
+   the trainer); if that fails the report names what is missing and the campaign stops (exit 1) within
+   seconds. This supervisor itself needs only torch and the standard library until then.
 1. **Probe.** Every run trains ``PROBE_EPOCHS`` short epochs, all at once as they will run later. This
    proves the CUDA training path before the budget goes into it, and measures each run's seconds per
    epoch under that shared load, its start-up time and what a validation costs.
@@ -25,7 +32,8 @@ as the CGNet paper trains its final model). All runs share the one GPU, side by 
    log, in ``--report``: three files, since the device tool brings back only a few.
 
 On a CPU it runs the same way (``tests/test_campaign.py`` runs it on a few frames); the GPU's busy
-percentage is then not measured.
+percentage is then not measured. Exit status 0 when every run finished its schedule, 1 otherwise (the
+report says which and why), 2 for options that do not fit.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import shutil
 import signal
 import subprocess
@@ -46,13 +55,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-import yaml
+PACKAGE_ROOT = Path(__file__).resolve().parents[1] / "ros2_ws" / "src" / "seg_node"
+try:
+    import seg_node  # noqa: F401  (installed, or on PYTHONPATH)
+except ImportError:  # a bare checkout: the package beside this folder, for this process and its runs
+    sys.path.insert(0, str(PACKAGE_ROOT))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))
 
-from ..datasets import read_pair_list
-from .checkpoint import export_checkpoint
-from .config import TrainingConfig, TrainingError, load_config
-from .lineage import describe_hardware
+import torch  # noqa: E402
+
+from seg_node.cli import EXIT_FAILURE, HelpFormatter, entry_point  # noqa: E402
+from seg_node.errors import SegNodeError, UsageError  # noqa: E402
 
 MODELS = ("cgnet", "contextnet")
 SPLITS = ("train", "trainval")  # the twin first: the train + val export names it
@@ -61,6 +74,36 @@ VALIDATIONS = 8  # the twin's val mIoU at this many points of its schedule (and 
 EXPORT_RESERVE_S = 30.0  # kept back from the budget for stopping runs, exporting and packing
 FIT_SHARE = 0.9  # of the seconds left: the pace of the probe's few epochs is only an estimate
 STOP_GRACE_S = 30.0  # how long a stopped run may take to save its checkpoint before it is killed
+PREFLIGHT_TIMEOUT_S = 60.0  # importing torch and the trainer: seconds on a GPU machine, a minute at worst
+# what seg-train imports beyond torch and NumPy, the trainer itself last (its own imports then all passed)
+TRAIN_IMPORTS = ("cv2", "yaml", "tqdm", "matplotlib", "seg_node.training.trainer")
+
+
+class CampaignError(SegNodeError):
+    """The campaign could not start or schedule its runs; the report says why."""
+
+
+@dataclass
+class CampaignSettings:
+    """What one campaign does (its flags, same names)."""
+
+    models: list[str] = field(default_factory=lambda: list(MODELS))
+    budget: float = 540.0  # seconds for everything, start to report
+    out: Path = Path("runs/campaign")  # the runs (checkpoints, logs) and weights/
+    report: Path | None = None  # campaign.json, .md and .tar.gz; None: ``out``
+    data: str = "../shared/datasets/camvid"
+    train_list: str = "train.txt"
+    val_list: str = "val.txt"
+    configs: str = "configs"
+    device: str | None = None  # cuda, cuda:N or cpu; None: seg-train's choice (cuda if available)
+    threads_per_run: int = field(default_factory=lambda: max(1, (os.cpu_count() or 4) // 4))
+    epochs: list[str] = field(default_factory=list)  # MODEL=N
+    override: list[str] = field(default_factory=list)  # seg-train KEY=VALUE for every run
+    train_program: list[str] = field(default_factory=lambda: [sys.executable, "-m", "seg_node.cli.train"])
+
+    @property
+    def report_folder(self) -> Path:
+        return Path(self.report or self.out)
 
 
 @dataclass
@@ -153,7 +196,7 @@ class GpuBusySampler:
         }
 
 
-def train_command(run: Run, settings: argparse.Namespace, epochs: int, val_every: int) -> list[str]:
+def train_command(run: Run, settings: CampaignSettings, epochs: int, val_every: int) -> list[str]:
     """The ``seg-train`` command line of ``run`` (``settings.train_program`` and its options): its recipe from
     scratch, its split, these epochs."""
     lists = [settings.train_list] + ([settings.val_list] if run.split == "trainval" else [])
@@ -225,7 +268,7 @@ def probe_results(runs: dict[str, Run], images_per_epoch: dict[str, int]) -> Pro
     for split, run in runs.items():
         history = run.history()
         if run.outcome != "finished" or len(history) < 2:
-            raise TrainingError(f"the probe of {run.name} did not train ({run.outcome}); its log: {run.log}")
+            raise CampaignError(f"the probe of {run.name} did not train ({run.outcome}); its log: {run.log}")
         first, last = float(history[0]["time_s"]), float(history[-1]["time_s"])
         epoch_s[split] = (last - first) / (len(history) - 1)
         startup[split] = max(0.0, run.seconds - last)
@@ -263,7 +306,7 @@ def _runs(models: Sequence[str], folder: Path) -> dict[str, dict[str, Run]]:
 
 
 def _run_all(
-    runs: dict[str, dict[str, Run]], settings: argparse.Namespace, plans: dict[str, tuple[int, int]], deadline: float
+    runs: dict[str, dict[str, Run]], settings: CampaignSettings, plans: dict[str, tuple[int, int]], deadline: float
 ) -> None:
     every = _every(runs)
     commands = {run.name: train_command(run, settings, *plans[run.model]) for run in every}
@@ -276,6 +319,8 @@ def _run_all(
 
 def _export(runs: dict[str, Run], weights: Path) -> dict[str, str]:
     """Weights of a model's finished runs: the twin, then the train + val run naming it."""
+    from seg_node.training.checkpoint import export_checkpoint
+
     exported: dict[str, str] = {}
     twin = weights / f"{runs['train'].model}_camvid_train.safetensors"
     if runs["train"].outcome == "finished":
@@ -341,7 +386,7 @@ def _every(runs: dict[str, dict[str, Run]]) -> list[Run]:
 
 
 def _plans(
-    recipes: dict[str, TrainingConfig], lengths: dict[str, int], probe_runs: dict[str, dict[str, Run]],
+    recipes: dict[str, Any], lengths: dict[str, int], probe_runs: dict[str, dict[str, Run]],
     forced: dict[str, str], seconds_left: float,
 ) -> dict[str, Plan]:
     """Each model's schedule from its probe: the epochs set with ``--epochs``, else those that fit."""
@@ -369,13 +414,53 @@ def _write_report(report: dict[str, Any], folder: Path) -> None:
         write_markdown(report, folder / "campaign.md")
 
 
-def campaign(settings: argparse.Namespace) -> dict[str, Any]:
-    """Probe, schedule, train, export and report (the module's docstring); returns the report."""
+def train_imports_missing(program: Sequence[str]) -> str | None:
+    """None when a fresh ``program`` interpreter imports what seg-train needs (``TRAIN_IMPORTS``), else what
+    failed. ``program`` is seg-train's command; its interpreter is the first word."""
+    script = ("import importlib, sys\nfor name in sys.argv[1:]:\n    try:\n        importlib.import_module(name)\n"
+              "    except Exception as error:\n        sys.exit(f'{name}: {type(error).__name__}: {error}')\n")
+    try:
+        done = subprocess.run([program[0], "-c", script, *TRAIN_IMPORTS], capture_output=True, text=True,
+                              timeout=PREFLIGHT_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"{program[0]} could not be run: {error}"
+    return None if done.returncode == 0 else (done.stderr.strip().splitlines() or ["(no message)"])[-1]
+
+
+def parse_value(text: str) -> Any:
+    """An --override value as seg-train's YAML recipes read it: ``[64, 64]``, ``2``, ``true``, else text."""
+    try:
+        import yaml
+    except ImportError:  # the preflight has stopped the campaign by then; JSON covers the usual values
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    return yaml.safe_load(text)
+
+
+def campaign(settings: CampaignSettings) -> dict[str, Any]:
+    """Preflight, probe, schedule, train, export and report (the module's docstring); returns the report."""
     start = time.monotonic()
     end = start + settings.budget
-    out, report_folder = Path(settings.out), Path(settings.report or settings.out)
+    out, report_folder = Path(settings.out), settings.report_folder
     report_folder.mkdir(parents=True, exist_ok=True)
-    overrides = {key.replace("-", "_"): yaml.safe_load(value) for key, value in _pairs(settings.override).items()}
+    device = torch.device(settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))  # as seg-train picks
+    report: dict[str, Any] = {"hardware": str(device), "budget_s": settings.budget, "command": " ".join(sys.argv)}
+    missing = train_imports_missing(settings.train_program)
+    if missing is not None:
+        report |= {"error": f"seg-train cannot start here: {missing}. Install OpenCV, PyYAML, tqdm and matplotlib "
+                            "(pip install -r requirements.txt) or run on a machine that has them",
+                   "seconds": round(time.monotonic() - start, 1)}
+        _write_report(report, report_folder)
+        raise CampaignError(report["error"])
+    from seg_node.datasets import read_pair_list
+    from seg_node.training.config import load_config
+    from seg_node.training.lineage import describe_hardware
+
+    report["hardware"] = describe_hardware(device)
+
+    overrides = {key.replace("-", "_"): parse_value(value) for key, value in _pairs(settings.override).items()}
     recipes = {model: load_config(Path(settings.configs) / f"{model}_camvid.yaml", overrides)
                for model in settings.models}
     lengths = {"train": len(read_pair_list(settings.data, settings.train_list))}
@@ -383,10 +468,6 @@ def campaign(settings: argparse.Namespace) -> dict[str, Any]:
     weights = out / "weights"
     shutil.rmtree(weights, ignore_errors=True)
     weights.mkdir(parents=True)
-    device = torch.device(settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))  # as seg-train picks
-    report: dict[str, Any] = {
-        "hardware": describe_hardware(device), "budget_s": settings.budget, "command": " ".join(sys.argv)
-    }
 
     print(f"probe: {PROBE_EPOCHS} epochs of every run, side by side", flush=True)
     probe_runs = _runs(settings.models, out / "probe")
@@ -394,7 +475,7 @@ def campaign(settings: argparse.Namespace) -> dict[str, Any]:
     report["probe_runs"] = {run.name: _run_report(run) for run in _every(probe_runs)}
     try:
         plans = _plans(recipes, lengths, probe_runs, _pairs(settings.epochs), end - EXPORT_RESERVE_S - time.monotonic())
-    except TrainingError as error:  # the probe's logs are what the one who lent the GPU needs now
+    except CampaignError as error:  # the probe's logs are what the one who lent the GPU needs now
         report |= {"error": str(error), "seconds": round(time.monotonic() - start, 1)}
         _write_report(report, report_folder)
         pack(report_folder / "campaign.tar.gz", out, weights, _every(probe_runs))
@@ -415,3 +496,47 @@ def campaign(settings: argparse.Namespace) -> dict[str, Any]:
     _write_report(report, report_folder)
     pack(report_folder / "campaign.tar.gz", out, weights, _every(probe_runs) + _every(runs))
     return report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = CampaignSettings()
+    parser = argparse.ArgumentParser(prog="campaign.py", description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--models", type=lambda text: text.split(","), default=",".join(MODELS),
+                        help="the models, comma-separated")
+    parser.add_argument("--budget", type=float, default=defaults.budget, help="seconds for everything, start to "
+                        "report")
+    parser.add_argument("--out", type=Path, default=defaults.out, help="the runs (checkpoints, logs) and weights/")
+    parser.add_argument("--report", type=Path, help="where campaign.json, .md and .tar.gz go; unset: OUT")
+    parser.add_argument("--data", default=defaults.data, help="CamVid root")
+    parser.add_argument("--train-list", default=defaults.train_list, help="the training list (the twin's split)")
+    parser.add_argument("--val-list", default=defaults.val_list, help="the validation list, added for train + val")
+    parser.add_argument("--configs", default=defaults.configs, help="folder of the <model>_camvid.yaml recipes")
+    parser.add_argument("--device", help="cuda, cuda:N or cpu; unset: seg-train's (cuda if available)")
+    parser.add_argument("--threads-per-run", type=int, default=defaults.threads_per_run,
+                        help="CPU threads of each training process")
+    parser.add_argument("--epochs", action="append", default=[], metavar="MODEL=N",
+                        help="a model's epochs instead of those that fit (repeatable)")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="a seg-train option for every run, e.g. batch-size=16 (repeatable)")
+    return parser
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    unknown = [model for model in args.models if model not in MODELS]
+    if unknown:
+        raise UsageError(f"unknown models {unknown}; known: {', '.join(MODELS)}")
+    malformed = [item for item in args.epochs + args.override if "=" not in item]
+    if malformed:
+        raise UsageError(f"--epochs and --override take NAME=VALUE, not {malformed}")
+    settings = CampaignSettings(**vars(args))
+    report = campaign(settings)
+    print((settings.report_folder / "campaign.md").read_text(), flush=True)
+    return 0 if all(run["outcome"] == "finished" for run in report["runs"].values()) else EXIT_FAILURE
+
+
+main = entry_point("campaign.py", _main)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
