@@ -6,7 +6,7 @@
     evaluation, training     offline accuracy and speed, the trainer
     recording                rosbag2 read and write, no ROS
     engine                   backends and the transfer pipeline
-    weights, datasets, ...   the shared base (errors, imaging, metrics, plots, progress)
+    weights, datasets, ...   the shared base (errors, imaging, metrics, plots, progress, share)
     models                   pure PyTorch
 
 One exception reaches sideways: the engine reads rosbag2 recordings (recording, itself ROS-free and not
@@ -29,15 +29,16 @@ SOURCE = PACKAGE_ROOT / "seg_node"
 MAX_MODULE_LINES = 450
 
 # The first part of a module's name inside seg_node -> the parts it may import.
-BASE = {"errors", "imaging", "metrics", "plots", "progress"}
+BASE = {"errors", "imaging", "metrics", "plots", "progress", "share"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "imaging": {"errors"},
     "metrics": {"errors"},
     "plots": {"errors"},
     "progress": set(),
+    "share": {"errors"},
     "models": {"errors"},
-    "weights": {"errors", "models"},
+    "weights": {"errors", "models", "share"},
     "datasets": BASE | {"weights"},
     "engine": BASE | {"models", "weights", "recording"},  # recording: int8 calibration frames from a bag, lazily
     "recording": BASE | {"models", "weights", "datasets"},  # seg-make-bag reads data-set lists
@@ -48,8 +49,8 @@ ALLOWED: dict[str, set[str]] = {
     "cli": BASE | {"models", "weights", "datasets", "engine", "recording", "evaluation", "training", "ros",
                    "ros_tools", "cli"},
 }
-ROS_FREE = {"errors", "imaging", "metrics", "plots", "progress", "models", "weights", "datasets", "engine", "recording",
-            "evaluation", "training"}
+ROS_FREE = {"errors", "imaging", "metrics", "plots", "progress", "share", "models", "weights", "datasets", "engine",
+            "recording", "evaluation", "training"}
 MODULE_STRING = re.compile(r"^seg_node(\.[a-z_]+)+$")
 
 

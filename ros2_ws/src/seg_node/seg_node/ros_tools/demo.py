@@ -49,6 +49,7 @@ from ..recording.rosbag import (
     decode_label,
     stamp_ns,
 )
+from ..share import ShareFileNotFoundError, share_file
 from ..weights import WeightsInfo, find_weights, read_info, training_note
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # ros2_ws/src/seg_node in a checkout
@@ -86,11 +87,10 @@ class DemoOptions:
 
 def package_file(relative: str) -> Path:
     """A file of the package's share folder: the installed one, else the checkout's."""
-    candidates = [Path(sys.prefix) / "share" / "seg_node" / relative, PACKAGE_ROOT / relative]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise DemoError(f"{relative} not found in {', '.join(map(str, candidates))}")
+    try:
+        return share_file(relative)
+    except ShareFileNotFoundError as error:
+        raise DemoError(str(error)) from error
 
 
 def ros_environment(domain_id: int) -> dict[str, str]:
