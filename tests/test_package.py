@@ -199,3 +199,30 @@ def test_setup_py_fails_loudly_when_the_share_links_do_not_resolve(tmp_path):
         [sys.executable, "setup.py", "--name"], cwd=copy, capture_output=True, text=True, check=False
     )
     assert result.returncode != 0 and "weights" in result.stderr and "ShareFolderError" in result.stderr
+
+
+def console_scripts() -> dict[str, str]:
+    """setup.py's console scripts, name -> ``module:function``."""
+    tree = ast.parse((PACKAGE_ROOT / "setup.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg == "entry_points":
+            lines = ast.literal_eval(node.value)["console_scripts"]
+            return dict(tuple(part.strip() for part in line.split("=", 1)) for line in lines)
+    raise AssertionError("setup.py has no entry_points")
+
+
+def test_every_console_script_names_a_function_its_module_defines():
+    scripts = console_scripts()
+    # the node's process runs it (python -m seg_node and ros2 run alike); ros.node only defines the node
+    assert scripts["seg_node"] == "seg_node.ros.process:main"
+    for name, target in scripts.items():
+        module, function = target.split(":")
+        path = PACKAGE_ROOT.joinpath(*module.split(".")).with_suffix(".py")
+        assert path.is_file(), f"{name}: {path} does not exist"
+        body = ast.parse(path.read_text()).body
+        defined = {node.name for node in body if isinstance(node, ast.FunctionDef)}
+        defined |= {target.id for node in body if isinstance(node, ast.Assign)  # main = entry_point(...)
+                    for target in node.targets if isinstance(target, ast.Name)}
+        assert function in defined, f"{name}: {module} defines no {function}"
+    main_module = (PACKAGE_ROOT / "seg_node" / "__main__.py").read_text()
+    assert "from seg_node.ros.process import main" in main_module
