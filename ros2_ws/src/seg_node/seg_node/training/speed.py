@@ -35,9 +35,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..datasets import DatasetSpec
-from ..models.cpu_training import use_cpu_training_kernels
 from .augment import Augmentation
 from .config import TrainingConfig, TrainingError, load_config, model_from_config
+from .cpu_training import use_cpu_training_kernels
 from .data import ImageCache, TrainingSet, dataset_spec, normalize
 from .device_augment import DeviceBatches
 from .host_memory import keep_freed_memory
