@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import PACKAGE_ROOT, REPO_ROOT
 from training_helpers import tiny_config
 
 from seg_node.datasets import (
@@ -463,8 +464,17 @@ def test_when_compiling_fails_training_goes_on_uncompiled(tmp_path, tiny_camvid,
     assert "No working C++ compiler" in line and "goes on uncompiled" in line
 
 
-def test_the_speed_tool_times_the_original_and_current_paths_in_one_run(tmp_path, tiny_camvid):
-    from seg_node.training.speed import benchmark
+def test_the_speed_tool_is_a_script_of_the_checkout_with_its_own_options():
+    tool = REPO_ROOT / "tools" / "training_speed.py"
+    assert not (PACKAGE_ROOT / "seg_node" / "training" / "speed.py").exists()  # not installed with the node
+    run = subprocess.run([sys.executable, str(tool), "--help"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "--compile" in run.stdout and "python tools/training_speed.py" in run.stdout
+
+
+def test_the_speed_tool_times_the_original_and_current_paths_in_one_run(tmp_path, tiny_camvid, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "tools"))  # the spawned paths' processes inherit sys.path
+    from training_speed import benchmark
 
     config = tiny_config(tmp_path, tiny_camvid, model="cgnet", variant="M3N9", optimizer="adam", lr=1e-3, workers=1)
     result = benchmark(config, steps=2, warmup=1)
