@@ -311,7 +311,7 @@ def test_onnx_runtime_matches_pytorch(name, tmp_path):
 
 def test_summary_prints_the_counts():
     out = subprocess.run(
-        [sys.executable, "-m", "seg_node.models", "--summary"], check=True, capture_output=True, text=True
+        [sys.executable, "-m", "seg_node.cli.models", "--summary"], check=True, capture_output=True, text=True
     ).stdout
     assert "494,258" in out and "496,306" in out and "856,851" in out
     assert "GMACs@360x640" in out

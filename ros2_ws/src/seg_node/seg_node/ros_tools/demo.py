@@ -1,7 +1,7 @@
 """``seg-demo`` (``make demo``): the real system over DDS on the bundled recording, then the figures.
 
 Three processes, as on a car: a player publishes the recording's camera
-images at their recorded rate (``seg_node.ros_tools.bag_player``), the node
+images at their recorded rate (``seg_node.cli.bag_player``), the node
 segments them (``python -m seg_node`` with the parameters the launch file
 passes) and a recorder stores the node's label and overlay topics and
 ``/diagnostics`` (``seg_node.ros_tools.recorder``), printing the diagnostics as
@@ -204,7 +204,7 @@ def run_processes(options: DemoOptions, out: Path, weights: Path) -> Path:
         else:
             player_command = [
                 *python,
-                "seg_node.ros_tools.bag_player",
+                "seg_node.cli.bag_player",
                 str(options.bag),
                 "--topic",
                 options.image_topic,
