@@ -76,7 +76,7 @@ test: $(INSTALLED) ros-tools $(KILTED)
 	$(MAKE) --no-print-directory test-kilted
 
 summary: $(INSTALLED)
-	$(PY) -m seg_node.models --summary
+	$(PY) -m seg_node.cli.models --summary
 
 clean:
 	rm -rf $(VENV) $(KILTED_VENV) out

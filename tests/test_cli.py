@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import PACKAGE_ROOT
@@ -128,3 +129,18 @@ def test_a_console_script_prints_no_traceback(tmp_path):
                            "--image-topic", "/camera/image_raw"], capture_output=True, text=True, timeout=120)
     assert done.returncode == EXIT_FAILURE
     assert "Traceback" not in done.stderr and done.stderr.strip().startswith("seg-replay: ")
+
+
+def test_the_bag_players_options_are_its_settings_with_the_same_defaults(capsys):
+    from seg_node.cli import bag_player as bag_player_cli
+    from seg_node.ros_tools.bag_player import PlayerSettings
+
+    parser = bag_player_cli.build_parser()
+    args, ros_args = parser.parse_known_args(["demo.mcap", "--topic", "/camera", "--ros-args", "-r", "a:=b"])
+    assert PlayerSettings(**vars(args)) == PlayerSettings(bag=Path("demo.mcap"), topic="/camera")
+    assert ros_args == ["--ros-args", "-r", "a:=b"]
+    settings = PlayerSettings(**vars(parser.parse_args(["b", "--topic", "t", "--count", "8", "--no-restamp"])))
+    assert (settings.count, settings.restamp) == (8, False)
+    with pytest.raises(SystemExit) as done:
+        bag_player_cli.main(["--help"])
+    assert done.value.code == 0 and "--wait-timeout" in capsys.readouterr().out

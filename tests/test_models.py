@@ -15,8 +15,8 @@ import torch.nn.functional as F
 
 from seg_node.models import UnknownModelError, build_model, count_macs, count_parameters
 from seg_node.models.cgnet import BNPReLU, ChannelWiseConv, ConvBNPReLU
-from seg_node.models.cpu_training import use_cpu_training_kernels
 from seg_node.models.export import ONNX_OPSET, export_onnx
+from seg_node.training.cpu_training import use_cpu_training_kernels
 
 
 @pytest.mark.parametrize(("classes", "expected"), [(11, 494_258), (19, 496_306)])
@@ -195,7 +195,7 @@ def test_dilated_channel_wise_convolutions_gradients_are_atens(channels_last, di
 def test_dense_convolutions_gradients_are_atens_whichever_way_the_weight_gradient_is_taken(
     channels_last, stride, monkeypatch
 ):
-    from seg_node.models import cpu_training
+    from seg_node.training import cpu_training
 
     monkeypatch.setattr(cpu_training, "WEIGHT_GRADIENT_FROM_NCHW", {})
     torch.manual_seed(0)
@@ -235,7 +235,7 @@ def test_cgnet_training_step_with_cpu_training_kernels_gives_atens_gradients(cha
     model = copy.deepcopy(reference)
     # stage 1's three Convs, the three stage outputs' BN-PReLUs, and five modules in each of the 3 + 9 CG blocks
     assert use_cpu_training_kernels(model) == 3 + 3 + 5 * (3 + 9)
-    assert use_cpu_training_kernels(reference, enabled=False) == use_cpu_training_kernels(model)
+    assert use_cpu_training_kernels(reference, enabled=False) == 0  # plain already
     for network in (model, reference):
         F.cross_entropy(network(images), labels).backward()
     for (name, ours), theirs in zip(model.named_parameters(), reference.parameters(), strict=True):
@@ -244,13 +244,32 @@ def test_cgnet_training_step_with_cpu_training_kernels_gives_atens_gradients(cha
         torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-12, msg=name)
 
 
+def test_swapping_the_kernel_modules_in_keeps_the_model_its_weights_and_its_plain_numbers():
+    """The swap changes classes only: same parameter objects and state_dict keys; back to plain, plain classes."""
+    torch.manual_seed(0)
+    plain = build_model("cgnet", 11, variant="M3N9").eval()
+    model = copy.deepcopy(plain)
+    parameters = [id(p) for p in model.parameters()]
+    assert use_cpu_training_kernels(model) == 3 + 3 + 5 * (3 + 9)
+    assert [id(p) for p in model.parameters()] == parameters
+    assert list(model.state_dict()) == list(plain.state_dict())
+    assert type(model.stage1[0]).__module__ == "seg_node.training.cpu_training"
+    x = torch.randn(1, 3, 64, 80)
+    with torch.no_grad():
+        assert model(x).equal(plain(x))  # out of training mode they are the plain modules
+    build_model("cgnet", 11, variant="M3N9").load_state_dict(model.state_dict(), strict=True)
+    assert use_cpu_training_kernels(model, enabled=False) == 3 + 3 + 5 * (3 + 9)
+    assert [type(m) for m in model.modules()] == [type(m) for m in plain.modules()]
+    assert use_cpu_training_kernels(build_model("contextnet", 11)) == 0
+
+
 def test_cpu_training_kernels_run_uncompiled_with_a_warning_when_compiling_fails(tmp_path):
     """Without a working C++ compiler (here: CXX names none), training goes on with ATen's results."""
     script = """
 import copy, warnings
 import torch
 from seg_node.models.cgnet import BNPReLU
-from seg_node.models.cpu_training import use_cpu_training_kernels
+from seg_node.training.cpu_training import use_cpu_training_kernels
 torch.manual_seed(0)
 aten = BNPReLU(4).train()
 fused = copy.deepcopy(aten)
@@ -292,7 +311,7 @@ def test_onnx_runtime_matches_pytorch(name, tmp_path):
 
 def test_summary_prints_the_counts():
     out = subprocess.run(
-        [sys.executable, "-m", "seg_node.models", "--summary"], check=True, capture_output=True, text=True
+        [sys.executable, "-m", "seg_node.cli.models", "--summary"], check=True, capture_output=True, text=True
     ).stdout
     assert "494,258" in out and "496,306" in out and "856,851" in out
     assert "GMACs@360x640" in out

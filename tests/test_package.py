@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import PACKAGE_ROOT, REPO_ROOT
+from test_layers import imported_modules as seg_node_imports
 
 
 def _wheel_files(tmp_path) -> tuple[str, set[str]]:
@@ -125,6 +126,39 @@ def is_ros_package(module: str) -> bool:
     return module in ROS_PACKAGES or module.endswith(("_msgs", "_srvs", "_interfaces"))
 
 
+# What the robot runs: the node (ros2 run, python -m seg_node, the launch file) and the Docker images' healthcheck.
+RUNTIME_ROOTS = ("seg_node.ros.process", "seg_node.__main__", "seg_node.cli.healthcheck")
+
+
+def module_path(name: str) -> Path | None:
+    path = PACKAGE_ROOT.joinpath(*name.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def runtime_sources() -> set[Path]:
+    """The package's modules the node can import at run time (functions' imports included), and the launch files."""
+    seen: set[Path] = set()
+    todo = list(RUNTIME_ROOTS)
+    while todo:
+        name = todo.pop()
+        path = module_path(name)
+        if path is None or path in seen:
+            continue
+        seen.add(path)
+        parts = name.split(".")
+        todo += [".".join(parts[:end]) for end in range(2, len(parts))]  # the packages' __init__ run first
+        for _, imported in seg_node_imports(path):
+            parts = imported.split(".")
+            if parts[0] == "seg_node":
+                while len(parts) > 1 and module_path(".".join(parts)) is None:  # from .x import name
+                    parts = parts[:-1]
+                todo.append(".".join(parts))
+    return seen | set(LAUNCH_FILES)
+
+
 def test_package_xml_declares_every_ros_package_the_code_imports():
     sources = sorted((PACKAGE_ROOT / "seg_node").rglob("*.py")) + LAUNCH_FILES
     assert len(sources) > 20 and LAUNCH_FILES
@@ -138,10 +172,24 @@ def test_package_xml_declares_every_ros_package_the_code_imports():
                     missing.setdefault(module, where)
             elif module not in PYTHON_LIBRARIES:
                 unknown.setdefault(module, where)
-            elif PYTHON_LIBRARIES[module] is not None and PYTHON_LIBRARIES[module] not in declared:
-                missing.setdefault(PYTHON_LIBRARIES[module], where)
     assert not missing, f"package.xml lacks <exec_depend> for (key: first importer) {missing}"
     assert not unknown, f"classify these imports in tests/test_package.py (ROS package or library?): {unknown}"
+
+
+def test_package_xml_runtime_libraries_are_what_the_node_imports():
+    """exec_depend lists the libraries the node's import path needs, and no library only the tools need."""
+    runtime = runtime_sources()
+    assert PACKAGE_ROOT / "seg_node" / "ros" / "node.py" in runtime
+    assert PACKAGE_ROOT / "seg_node" / "training" / "trainer.py" not in runtime
+    needed = {PYTHON_LIBRARIES[module]: str(source.relative_to(REPO_ROOT)) for source in sorted(runtime)
+              for module in imported_modules(source) if PYTHON_LIBRARIES.get(module)}
+    declared = {key for key in manifest_dependencies("exec_depend", "depend") if key.startswith("python")}
+    assert not needed.keys() - declared, f"package.xml lacks <exec_depend> for (key: importer) {needed}"
+    assert not declared - needed.keys(), f"the node never imports these; drop them from exec_depend: " \
+        f"{sorted(declared - needed.keys())}"
+    assert {"python3-tqdm", "python3-matplotlib"}.isdisjoint(declared)
+    requirements = (REPO_ROOT / "requirements.txt").read_text().split()
+    assert {"tqdm", "matplotlib", "PyYAML"} <= set(requirements), "training machines install the tools' extras"
 
 
 def test_package_xml_declares_every_package_the_launch_files_start():
@@ -199,3 +247,30 @@ def test_setup_py_fails_loudly_when_the_share_links_do_not_resolve(tmp_path):
         [sys.executable, "setup.py", "--name"], cwd=copy, capture_output=True, text=True, check=False
     )
     assert result.returncode != 0 and "weights" in result.stderr and "ShareFolderError" in result.stderr
+
+
+def console_scripts() -> dict[str, str]:
+    """setup.py's console scripts, name -> ``module:function``."""
+    tree = ast.parse((PACKAGE_ROOT / "setup.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg == "entry_points":
+            lines = ast.literal_eval(node.value)["console_scripts"]
+            return dict(tuple(part.strip() for part in line.split("=", 1)) for line in lines)
+    raise AssertionError("setup.py has no entry_points")
+
+
+def test_every_console_script_names_a_function_its_module_defines():
+    scripts = console_scripts()
+    # the node's process runs it (python -m seg_node and ros2 run alike); ros.node only defines the node
+    assert scripts["seg_node"] == "seg_node.ros.process:main"
+    for name, target in scripts.items():
+        module, function = target.split(":")
+        path = PACKAGE_ROOT.joinpath(*module.split(".")).with_suffix(".py")
+        assert path.is_file(), f"{name}: {path} does not exist"
+        body = ast.parse(path.read_text()).body
+        defined = {node.name for node in body if isinstance(node, ast.FunctionDef)}
+        defined |= {target.id for node in body if isinstance(node, ast.Assign)  # main = entry_point(...)
+                    for target in node.targets if isinstance(target, ast.Name)}
+        assert function in defined, f"{name}: {module} defines no {function}"
+    main_module = (PACKAGE_ROOT / "seg_node" / "__main__.py").read_text()
+    assert "from seg_node.ros.process import main" in main_module

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import PACKAGE_ROOT, REPO_ROOT
 from training_helpers import tiny_config
 
 from seg_node.datasets import (
@@ -35,6 +36,7 @@ from seg_node.training.augment import Augmentation, augment, augment_crop, draw_
 from seg_node.training.augment import jitter_colors as jitter_colors_cv2
 from seg_node.training.checkpoint import export_checkpoint, load_checkpoint
 from seg_node.training.config import TrainingConfig, TrainingError, load_config
+from seg_node.training.cpu_training import KERNEL_MODULES
 from seg_node.training.device_augment import crop_sample, hsv_to_rgb, rgb_to_hsv
 from seg_node.training.device_augment import jitter_colors as jitter_colors_torch
 from seg_node.training.trainer import Trainer
@@ -159,7 +161,7 @@ def test_poly_schedule_decays_per_iteration_and_the_log_stays_calm(tmp_path, tin
         pytest.param("cpu", 0.0, 0.0, "contextnet", 0.0, id="cpu-from-disk"),
         # the weights' moving average resumes too, and the recomputed BatchNorm statistics are the same
         pytest.param("cpu", 4.0, 0.5, "contextnet", 0.0, id="cpu-cached-ema-bn-recalibration"),
-        pytest.param("cpu", 4.0, 0.0, "cgnet", 0.0, id="cpu-cgnet-training-kernels"),  # models.cpu_training's kernels
+        pytest.param("cpu", 4.0, 0.0, "cgnet", 0.0, id="cpu-cgnet-training-kernels"),  # training.cpu_training's kernels
         pytest.param("cpu", 4.0, 0.0, "contextnet", 1.0, id="cpu-cached-cutmix"),  # the resumed step mixes the same
         pytest.param(
             "cuda", 4.0, 0.0, "contextnet", 0.0, id="cuda-on-device",  # data on the GPU, augmented there, bf16 autocast
@@ -182,8 +184,8 @@ def test_resume_mid_epoch_equals_an_uninterrupted_run(tmp_path, tiny_camvid, dev
 
     straight = Trainer(config("a"))
     assert straight.device.type == device and (straight.device_batches is not None) == (device == "cuda")
-    switched_on = [module for module in straight.model.modules() if getattr(module, "cpu_training_kernels", False)]
-    assert len(switched_on) == (66 if model == "cgnet" else 0)  # the trainer switches CGNet's on
+    swapped = [module for module in straight.model.modules() if type(module) in KERNEL_MODULES.values()]
+    assert len(swapped) == (66 if model == "cgnet" else 0)  # the trainer swaps CGNet's kernel modules in
     straight.run()
 
     interrupted = Trainer(config("b", max_steps=1))
@@ -462,8 +464,17 @@ def test_when_compiling_fails_training_goes_on_uncompiled(tmp_path, tiny_camvid,
     assert "No working C++ compiler" in line and "goes on uncompiled" in line
 
 
-def test_the_speed_tool_times_the_original_and_current_paths_in_one_run(tmp_path, tiny_camvid):
-    from seg_node.training.speed import benchmark
+def test_the_speed_tool_is_a_script_of_the_checkout_with_its_own_options():
+    tool = REPO_ROOT / "tools" / "training_speed.py"
+    assert not (PACKAGE_ROOT / "seg_node" / "training" / "speed.py").exists()  # not installed with the node
+    run = subprocess.run([sys.executable, str(tool), "--help"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "--compile" in run.stdout and "python tools/training_speed.py" in run.stdout
+
+
+def test_the_speed_tool_times_the_original_and_current_paths_in_one_run(tmp_path, tiny_camvid, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "tools"))  # the spawned paths' processes inherit sys.path
+    from training_speed import benchmark
 
     config = tiny_config(tmp_path, tiny_camvid, model="cgnet", variant="M3N9", optimizer="adam", lr=1e-3, workers=1)
     result = benchmark(config, steps=2, warmup=1)

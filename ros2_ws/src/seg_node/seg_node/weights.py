@@ -13,7 +13,6 @@ import json
 import math
 import os
 import struct
-import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,8 +23,8 @@ from torch import nn
 
 from .errors import SegNodeError
 from .models import MODELS, ModelArgumentError, build_model, check_model_arguments
+from .share import share_folders
 
-PACKAGE = "seg_node"
 DEFAULT_WEIGHTS_NAME = "cgnet_camvid"
 INPUT_SIDE_RANGE = (16, 4096)  # pixels; a network input outside this is a typo, not a camera
 SAFETENSORS_DTYPES = {
@@ -326,19 +325,7 @@ def file_sha256(path: str | Path) -> str:
 
 def weights_search_path() -> list[Path]:
     """Folders searched for shipped weights: the ROS share folder, the environment's, the repository's."""
-    folders = []
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-
-        try:
-            folders.append(Path(get_package_share_directory(PACKAGE)) / "weights")
-        except (PackageNotFoundError, OSError):  # OSError: no AMENT_PREFIX_PATH outside a ROS environment
-            pass
-    except ImportError:
-        pass
-    folders.append(Path(sys.prefix) / "share" / PACKAGE / "weights")
-    # an editable install: seg_node/ sits in ros2_ws/src/seg_node, beside the weights link
-    folders.append(Path(__file__).resolve().parent.parent / "weights")
+    folders = [folder / "weights" for folder in share_folders()]
     extra = os.environ.get("SEG_NODE_WEIGHTS_DIR")
     return ([Path(extra)] if extra else []) + folders
 

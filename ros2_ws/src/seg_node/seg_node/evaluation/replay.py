@@ -63,24 +63,10 @@ def replay(
     with BagReader(bag) as reader:
         image_type = require_topics(reader, image_topic, label_topic, prediction_topic)
         topics = [t for t in (image_topic, label_topic, prediction_topic) if t]
-        images_in_bag = reader.counts.get(image_topic, 0)
-        state = ReplayState(
-            info=info,
-            lut=palette_lut(info.palette),
-            strip_indices={int(i) for i in np.linspace(0, max(images_in_bag - 1, 0), STRIP_FRAMES)},
-            matrix=ConfusionMatrix(info.num_classes, info.ignore_index),
-            images_in_bag=images_in_bag,
-        )
-        writer = None
+        state = _new_state(info, reader.counts.get(image_topic, 0))
         write_bag = write_bag and engine is not None  # a recording of the node holds its outputs already
-        if write_bag:
-            shutil.rmtree(out / "segmented", ignore_errors=True)
-            writer = BagWriter(out / "segmented", reader.storage)
-        source: PredictionSource
-        if engine is None:
-            source = RecordedSource(prediction_topic, state)
-        else:
-            source = EngineSource(engine, realtime, writer, output_topics(image_topic), state)
+        writer = _open_writer(out, reader.storage) if write_bag else None
+        source = _source(engine, prediction_topic, image_topic, realtime, writer, state)
         started = time.perf_counter()
         try:
             _feed(reader, topics, image_topic, label_topic, source, state, writer, progress)
@@ -108,6 +94,31 @@ def replay(
     report["outputs"] = write_report(report, state, out, has_bag=write_bag)
     (out / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")  # null, never NaN
     return report
+
+
+def _new_state(info: WeightsInfo, images_in_bag: int) -> ReplayState:
+    """The empty replay state for a bag of ``images_in_bag`` images scored against ``info``'s classes."""
+    return ReplayState(
+        info=info,
+        lut=palette_lut(info.palette),
+        strip_indices={int(i) for i in np.linspace(0, max(images_in_bag - 1, 0), STRIP_FRAMES)},
+        matrix=ConfusionMatrix(info.num_classes, info.ignore_index),
+        images_in_bag=images_in_bag,
+    )
+
+
+def _open_writer(out: Path, storage: str) -> BagWriter:
+    """A fresh ``segmented/`` bag under ``out`` in the input's storage (an older one is replaced)."""
+    shutil.rmtree(out / "segmented", ignore_errors=True)
+    return BagWriter(out / "segmented", storage)
+
+
+def _source(engine: SegmentationEngine | None, prediction_topic: str | None, image_topic: str, realtime: bool,
+            writer: BagWriter | None, state: ReplayState) -> PredictionSource:
+    """The predictions: the node's, recorded on ``prediction_topic`` (no engine), or ``engine``'s, run now."""
+    if engine is None:
+        return RecordedSource(prediction_topic, state)
+    return EngineSource(engine, realtime, writer, output_topics(image_topic), state)
 
 
 def require_topics(reader: BagReader, image_topic: str, label_topic: str | None = None,

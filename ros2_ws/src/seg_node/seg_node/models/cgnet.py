@@ -30,20 +30,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .cpu_training import (
-    CPUTrainingKernels,
-    batch_norm_prelu,
-    dense_conv2d,
-    dilated_channel_wise_conv2d,
-    spatial_mean,
-)
 from .upsampling import upsample_scores
 
 # The authors' code uses eps=1e-3 in every BatchNorm.
 BN_EPS = 1e-3
 
 
-class ConvBNPReLU(CPUTrainingKernels, nn.Sequential):
+class ConvBNPReLU(nn.Sequential):
     """The paper's "Conv": k x k convolution, BatchNorm, PReLU."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1) -> None:
@@ -53,47 +46,26 @@ class ConvBNPReLU(CPUTrainingKernels, nn.Sequential):
             nn.PReLU(out_channels),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv, norm, activation = self
-        fused = self._runs_cpu_training_kernels(x)
-        # a 1x1 convolution's weight gradient is one matrix product, fast in either layout
-        if fused and conv.kernel_size != (1, 1):
-            features = dense_conv2d(x, conv.weight, conv.stride[0], conv.padding[0])
-        else:
-            features = conv(x)
-        return batch_norm_prelu(features, norm, activation, fused)
 
-
-class BNPReLU(CPUTrainingKernels, nn.Sequential):
+class BNPReLU(nn.Sequential):
     def __init__(self, channels: int) -> None:
         super().__init__(nn.BatchNorm2d(channels, eps=BN_EPS), nn.PReLU(channels))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        norm, activation = self
-        return batch_norm_prelu(x, norm, activation, self._runs_cpu_training_kernels(x))
 
-
-class ChannelWiseConv(CPUTrainingKernels, nn.Conv2d):
+class ChannelWiseConv(nn.Conv2d):
     """3x3 channel-wise (depth-wise) convolution; f_loc with dilation 1, f_sur dilated."""
 
     def __init__(self, channels: int, dilation: int = 1) -> None:
         super().__init__(channels, channels, 3, padding=dilation, dilation=dilation, groups=channels, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # undilated, oneDNN's backward is fast already
-        if self.dilation[0] > 1 and self._runs_cpu_training_kernels(x):
-            return dilated_channel_wise_conv2d(x, self.weight, self.dilation[0])
-        return super().forward(x)
 
-
-class GlobalContext(CPUTrainingKernels, nn.Module):
+class GlobalContext(nn.Module):
     """f_glo: global average pool, two-layer MLP, sigmoid, channel-wise re-weighting.
 
     The pool is a mean over height and width, not ``nn.AdaptiveAvgPool2d(1)``: the same numbers, but
     TensorRT turns it into a reduce layer, where the adaptive pool became a pooling layer whose window
     is the whole feature map (131,072 at 1024x2048), over TensorRT's pooling window limit. The pool has
-    no parameters, so the state_dict keys (and the shipped weights) are unchanged. CPU training takes it
-    as a sum divided by the count (``cpu_training.spatial_mean``), whose gradient is cheaper.
+    no parameters, so the state_dict keys (and the shipped weights) are unchanged.
     """
 
     def __init__(self, channels: int, reduction: int) -> None:
@@ -106,8 +78,12 @@ class GlobalContext(CPUTrainingKernels, nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weights = self.mlp(spatial_mean(x, as_sum=self._runs_cpu_training_kernels(x)))
+        weights = self.mlp(self.pool(x))
         return x * weights.view(weights.shape[0], weights.shape[1], 1, 1)
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """The global average pool, (N, C)."""
+        return x.mean((2, 3), keepdim=True).flatten(1)
 
 
 class ContextGuidedBlock(nn.Module):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 import json
 import time
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 import rclpy
@@ -399,10 +399,3 @@ class SegmentationNode(ManagedNode):
                 self._palette_lut = palette_lut(colors)
                 self._publish_classes()
         return result
-
-
-def main() -> NoReturn:
-    """``ros2 run seg_node seg_node`` (setup.py's entry point): see seg_node.ros.process."""
-    from .process import main as process_main
-
-    process_main()

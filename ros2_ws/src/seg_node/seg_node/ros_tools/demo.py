@@ -1,7 +1,7 @@
 """``seg-demo`` (``make demo``): the real system over DDS on the bundled recording, then the figures.
 
 Three processes, as on a car: a player publishes the recording's camera
-images at their recorded rate (``seg_node.ros_tools.bag_player``), the node
+images at their recorded rate (``seg_node.cli.bag_player``), the node
 segments them (``python -m seg_node`` with the parameters the launch file
 passes) and a recorder stores the node's label and overlay topics and
 ``/diagnostics`` (``seg_node.ros_tools.recorder``), printing the diagnostics as
@@ -49,6 +49,7 @@ from ..recording.rosbag import (
     decode_label,
     stamp_ns,
 )
+from ..share import ShareFileNotFoundError, share_file
 from ..weights import WeightsInfo, find_weights, read_info, training_note
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # ros2_ws/src/seg_node in a checkout
@@ -86,11 +87,10 @@ class DemoOptions:
 
 def package_file(relative: str) -> Path:
     """A file of the package's share folder: the installed one, else the checkout's."""
-    candidates = [Path(sys.prefix) / "share" / "seg_node" / relative, PACKAGE_ROOT / relative]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise DemoError(f"{relative} not found in {', '.join(map(str, candidates))}")
+    try:
+        return share_file(relative)
+    except ShareFileNotFoundError as error:
+        raise DemoError(str(error)) from error
 
 
 def ros_environment(domain_id: int) -> dict[str, str]:
@@ -204,7 +204,7 @@ def run_processes(options: DemoOptions, out: Path, weights: Path) -> Path:
         else:
             player_command = [
                 *python,
-                "seg_node.ros_tools.bag_player",
+                "seg_node.cli.bag_player",
                 str(options.bag),
                 "--topic",
                 options.image_topic,

@@ -39,6 +39,7 @@ from ..evaluation.timing import TimingSettings, time_engine
 from ..metrics import percentiles_ms
 from ..ros.conversions import image_message
 from ..ros.parameters import parameters_from_engine_config
+from ..share import share_file
 from ..weights import find_weights
 
 PROFILE_VARIABLE = "FASTRTPS_DEFAULT_PROFILES_FILE"
@@ -49,18 +50,7 @@ NODE_ENGINE_OPTIONS = ("backend", "device", "precision", "threads", "network_siz
 
 def profile_path() -> Path:
     """The package's Fast DDS profile: installed (ament or pip) or in the source tree."""
-    candidates = [Path(sys.prefix) / "share" / "seg_node" / "config" / "fastdds_shm.xml",
-                  Path(__file__).resolve().parents[2] / "config" / "fastdds_shm.xml"]
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        candidates.insert(0, Path(get_package_share_directory("seg_node")) / "config" / "fastdds_shm.xml")
-    except Exception:  # not in a ROS environment (ImportError, PackageNotFoundError, unset AMENT_PREFIX_PATH)
-        pass
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError("fastdds_shm.xml not found in " + ", ".join(map(str, candidates)))
+    return share_file("config/fastdds_shm.xml")
 
 
 class Spinner:

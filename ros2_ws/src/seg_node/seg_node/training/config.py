@@ -115,13 +115,13 @@ class TrainingConfig:
     channels_last: bool = _option(True, "channels-last tensors (faster convolutions on CPU and CUDA)")
     compile: bool = _option(
         False, "torch.compile the network (Inductor; on a CPU it needs a C++ compiler): minutes of compiling at the "
-        "start; measure first (python -m seg_node.training.speed --compile): on 2 CPU cores CGNet steps ran 0.93x "
+        "start; measure first (python tools/training_speed.py --compile): on 2 CPU cores CGNet steps ran 0.93x "
         "as fast (cpu_training_kernels already compiles its memory-bound layers), ContextNet's 0.40-0.55x; if "
         "compiling fails, training goes on uncompiled"
     )
     cpu_training_kernels: bool = _option(
         True, "CPU: CGNet's BatchNorm + PReLU pairs and dilated channel-wise convolutions train through compiled "
-        "kernels (models.cpu_training; seconds of compiling at the first step, needs a C++ compiler, else they run "
+        "kernels (training.cpu_training; seconds of compiling at the first step, needs a C++ compiler, else they run "
         "uncompiled)"
     )
     threads: int | None = _option(None, "CPU threads for PyTorch; none: PyTorch's default")

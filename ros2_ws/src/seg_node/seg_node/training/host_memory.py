@@ -6,7 +6,7 @@ first touch. A CGNet training step on the CPU (batch 8, 360x360) allocates and f
 activations and gradients: 8 steps took 1.84 million page faults on this project's build machine
 (``getrusage``), and 0.77 million (most of them in the first step) with mmap off and the trim threshold
 raised, for steps about 10% shorter and a peak resident size of 3.1 instead of 2.9 GB.
-``python -m seg_node.training.speed`` measures it against a process without it.
+``python tools/training_speed.py`` (a maintainers' tool in the checkout) measures it against a process without it.
 """
 
 from __future__ import annotations

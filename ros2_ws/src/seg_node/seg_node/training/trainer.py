@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import torch
@@ -34,7 +35,6 @@ from tqdm import tqdm
 from ..datasets import DatasetSpec, enet_class_weights, label_histogram, mean_std
 from ..engine.graph import Preprocess
 from ..evaluation.evaluate import evaluate_model, weights_info_for
-from ..models.cpu_training import use_cpu_training_kernels
 from ..plots import plot_training_curves
 from ..progress import progress_bar
 from .augment import Augmentation
@@ -50,6 +50,7 @@ from .checkpoint import (
     training_state,
 )
 from .config import TrainingConfig, TrainingError, model_from_config
+from .cpu_training import use_cpu_training_kernels
 from .cutmix import cut_mix, mixing_rng
 from .data import ImageCache, ListSampler, TrainingSet, dataset_spec, normalize, whole_frames
 from .device_augment import DeviceBatches
@@ -113,15 +114,7 @@ class Trainer:
         KeyboardInterrupt raised inside a garbage collector's callback is printed and dropped by Python)."""
         self.config = config
         self.stop_requested = stop_requested or threading.Event()
-        self.rank, self.world, self.device = setup_distributed(config)
-        self.distributed, self.cuda = self.world > 1, self.device.type == "cuda"
-        if config.threads:
-            torch.set_num_threads(config.threads)
-        cv2.setNumThreads(1)  # one per data loader process; the network gets the cores
-        if config.keep_freed_memory and not self.cuda:
-            keep_freed_memory()
-        self.out = Path(config.out)
-        self.out.mkdir(parents=True, exist_ok=True)
+        self._set_up_process()
         checkpoint = load_checkpoint(resume) if resume else None
 
         self.train_spec = dataset_spec(config, config.train_list)
@@ -134,41 +127,16 @@ class Trainer:
         self.model, self.eager_network = self._build_model()
         # compiled lazily, at the first step; validation and checkpoints use the plain model
         self.network = torch.compile(self.eager_network) if config.compile else self.eager_network
-        # what the exported JSON says the weights went through (training.lineage)
-        previous, here = checkpoint or {}, describe_hardware(self.device)
-        hardware = list(previous.get("hardware", []))
-        self.provenance = {
-            "earlier_stages": previous.get("earlier_stages", []),
-            "hardware": hardware if here in hardware else [*hardware, here],
-        }
+        self.provenance = self._provenance(checkpoint)
         if config.init and checkpoint is None:
-            info = load_initial_weights(self.model, config.init)
-            self.stats.mean, self.stats.std = info.mean, info.std  # the weights' features expect their inputs
-            self.provenance["earlier_stages"] = earlier_stages(info)
-            if self.provenance["earlier_stages"][-1].get("seed") == config.seed and self.rank == 0:
-                print(
-                    f"note: {Path(config.init).name}'s last stage trained with seed {config.seed} too, so this run "
-                    "draws the same crops, flips and order again; --seed with another number draws new ones",
-                    flush=True,
-                )
+            self._start_from_initial_weights()
         self._build_data()
-        self.teacher = (
-            Teacher(config.teacher, self.train_spec.num_classes, self.mean, self.std, self.device, config.channels_last,
-                    shares=config.teacher_shares, flip=config.teacher_flip)
-            if config.teacher else None
-        )
+        self.teacher = self._build_teacher()
         if self.teacher is not None:
             self.provenance["teacher"] = self.teacher.provenance()
         self.total_steps = self.steps_per_epoch * config.epochs
         self.optimizer, self.scheduler = build_optimizer(config, self.model, self.total_steps)
-        weight = self.stats.class_weights
-        self.criterion = SegmentationLoss(
-            torch.tensor(weight, device=self.device) if weight is not None else None,
-            self.train_spec.ignore_index,
-            config.lovasz_weight,
-            config.ohem_threshold,
-            config.ohem_min_kept,
-        )
+        self.criterion = self._build_loss()
         # validated, saved in best.pt and exported in place of the trained weights when kept
         self.ema = (
             AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
@@ -178,6 +146,61 @@ class Trainer:
             restore(checkpoint, self.model, self.optimizer, self.scheduler, self.ema) if checkpoint else Progress()
         )
         self._saved_at = time.perf_counter()
+
+    def _set_up_process(self) -> None:
+        """This process's place in the run (rank, device), its threads and allocator, and the output folder."""
+        config = self.config
+        self.rank, self.world, self.device = setup_distributed(config)
+        self.distributed, self.cuda = self.world > 1, self.device.type == "cuda"
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        cv2.setNumThreads(1)  # one per data loader process; the network gets the cores
+        if config.keep_freed_memory and not self.cuda:
+            keep_freed_memory()
+        self.out = Path(config.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+
+    def _provenance(self, checkpoint: dict[str, Any] | None) -> dict[str, Any]:
+        """What the exported JSON says the weights went through (training.lineage): the resumed run's, plus
+        this machine."""
+        previous, here = checkpoint or {}, describe_hardware(self.device)
+        hardware = list(previous.get("hardware", []))
+        return {
+            "earlier_stages": previous.get("earlier_stages", []),
+            "hardware": hardware if here in hardware else [*hardware, here],
+        }
+
+    def _start_from_initial_weights(self) -> None:
+        """Load ``config.init`` into the model, with the input normalisation its features expect."""
+        config = self.config
+        info = load_initial_weights(self.model, config.init)
+        self.stats.mean, self.stats.std = info.mean, info.std  # the weights' features expect their inputs
+        self.provenance["earlier_stages"] = earlier_stages(info)
+        if self.provenance["earlier_stages"][-1].get("seed") == config.seed and self.rank == 0:
+            print(
+                f"note: {Path(config.init).name}'s last stage trained with seed {config.seed} too, so this run "
+                "draws the same crops, flips and order again; --seed with another number draws new ones",
+                flush=True,
+            )
+
+    def _build_teacher(self) -> Teacher | None:
+        """The distillation teacher of ``config.teacher``, if any."""
+        c = self.config
+        if not c.teacher:
+            return None
+        return Teacher(c.teacher, self.train_spec.num_classes, self.mean, self.std, self.device, c.channels_last,
+                       shares=c.teacher_shares, flip=c.teacher_flip)
+
+    def _build_loss(self) -> SegmentationLoss:
+        c = self.config
+        weight = self.stats.class_weights
+        return SegmentationLoss(
+            torch.tensor(weight, device=self.device) if weight is not None else None,
+            self.train_spec.ignore_index,
+            c.lovasz_weight,
+            c.ohem_threshold,
+            c.ohem_min_kept,
+        )
 
     @property
     def mean(self) -> tuple[float, ...]:

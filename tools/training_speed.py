@@ -1,12 +1,15 @@
 """Training throughput of the original trainer against the current one, in one run, steps interleaved.
 
-    python -m seg_node.training.speed [--config configs/cgnet_camvid.yaml] [--steps 2] [--compile] [--json speed.json]
+    python tools/training_speed.py [--config configs/cgnet_camvid.yaml] [--steps 2] [--compile] [--json speed.json]
+
+A maintainers' tool, not installed with the package: run it from the checkout, with seg_node importable
+(the virtual environment's editable install, or a sourced colcon workspace).
 
 ``original``: each sample read from disk (cv2.imread) and augmented by resizing the whole image
 before cropping, NCHW tensors, no device-side augmentation, every layer through ATen, and malloc's
 default of returning freed memory to the kernel. ``current``: the images decoded once into memory,
 crops computed directly (``augment_crop``), channels-last tensors (on CUDA: the data set on the
-device, augmented there, bfloat16 autocast), CGNet's CPU training kernels (``models.cpu_training``)
+device, augmented there, bfloat16 autocast), CGNet's CPU training kernels (``training.cpu_training``)
 and freed memory kept (``host_memory``, CPU only). Both train the same model from the same initial weights with
 the same batch and crop. Each path runs in a process of its own, because keeping freed memory is a
 setting of the whole process; their steps alternate, one process computing at a time, so that a
@@ -34,13 +37,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..datasets import DatasetSpec
-from ..models.cpu_training import use_cpu_training_kernels
-from .augment import Augmentation
-from .config import TrainingConfig, TrainingError, load_config, model_from_config
-from .data import ImageCache, TrainingSet, dataset_spec, normalize
-from .device_augment import DeviceBatches
-from .host_memory import keep_freed_memory
+from seg_node.datasets import DatasetSpec
+from seg_node.training.augment import Augmentation
+from seg_node.training.config import TrainingConfig, TrainingError, load_config, model_from_config
+from seg_node.training.cpu_training import use_cpu_training_kernels
+from seg_node.training.data import ImageCache, TrainingSet, dataset_spec, normalize
+from seg_node.training.device_augment import DeviceBatches
+from seg_node.training.host_memory import keep_freed_memory
 
 
 class TimedPath:

@@ -1,4 +1,4 @@
-"""Faster CPU training for CGNet's memory-bound layers, switched on by the trainer.
+"""Faster CPU training for CGNet's memory-bound layers, swapped into the model by the trainer.
 
 Profiled on this project's 2-core CPU (one thread, batch 8, 360x360, ``torch.profiler``), a CGNet
 training step spent most of its time not in its convolutions' arithmetic but in passes over memory:
@@ -27,9 +27,11 @@ training step spent most of its time not in its convolutions' arithmetic but in 
   on a 128-channel 45x45 map.
 
 They only change how the same numbers are computed: ``tests/test_models.py`` checks outputs, gradients
-and BatchNorm's running statistics against ATen's. They run only for modules switched on with
-``use_cpu_training_kernels`` (the trainer does so for CPU training), in training mode, on the CPU,
-with gradients enabled; inference, ONNX and TensorRT export and CUDA training use the plain modules.
+and BatchNorm's running statistics against ATen's. ``use_cpu_training_kernels`` (the trainer calls it for
+CPU training) swaps CGNet's plain modules (``models.cgnet``) for this file's subclasses, which hold the
+same parameters under the same names, so checkpoints and weights files are unchanged; they run the kernels
+in training mode, on the CPU, with gradients enabled, and are the plain modules otherwise (inference,
+ONNX and TensorRT export, CUDA training).
 Compiling needs a C++ compiler and takes seconds at the first step; if it fails, a warning says why and
 the layers run uncompiled, with the same results.
 """
@@ -44,14 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = [
-    "CPUTrainingKernels",
-    "batch_norm_prelu",
-    "dense_conv2d",
-    "dilated_channel_wise_conv2d",
-    "spatial_mean",
-    "use_cpu_training_kernels",
-]
+from ..models.cgnet import BNPReLU, ChannelWiseConv, ConvBNPReLU, GlobalContext
 
 
 class _CompiledKernel:
@@ -211,32 +206,9 @@ class _DenseConv(torch.autograd.Function):
         return grad_x, grad_weight, None, None
 
 
-class CPUTrainingKernels:
-    """Mixin for modules that can train through this file's kernels; off until switched on."""
-
-    cpu_training_kernels = False
-    training: bool  # nn.Module's
-
-    def _runs_cpu_training_kernels(self, x: torch.Tensor) -> bool:
-        return self.cpu_training_kernels and self.training and x.is_cpu and torch.is_grad_enabled()
-
-
-def use_cpu_training_kernels(model: nn.Module, enabled: bool = True) -> int:
-    """Switch the CPU training kernels on (or off) in every module of ``model`` that has them.
-
-    Returns how many modules were switched; ContextNet has none.
-    """
-    switched = 0
-    for module in model.modules():
-        if isinstance(module, CPUTrainingKernels):
-            module.cpu_training_kernels = enabled
-            switched += 1
-    return switched
-
-
-def batch_norm_prelu(x: torch.Tensor, norm: nn.BatchNorm2d, activation: nn.PReLU, fused: bool) -> torch.Tensor:
-    """``activation(norm(x))``; as one compiled kernel when ``fused`` and ``norm`` keeps a running mean."""
-    if not (fused and norm.training and norm.track_running_stats and norm.momentum is not None):
+def batch_norm_prelu(x: torch.Tensor, norm: nn.BatchNorm2d, activation: nn.PReLU) -> torch.Tensor:
+    """``activation(norm(x))``; as one compiled kernel when ``norm`` keeps a running mean."""
+    if not (norm.training and norm.track_running_stats and norm.momentum is not None):
         return activation(norm(x))
     norm.num_batches_tracked.add_(1)  # as nn.BatchNorm2d counts batches in training
     return _fused_batch_norm_prelu(
@@ -255,9 +227,76 @@ def dilated_channel_wise_conv2d(x: torch.Tensor, weight: torch.Tensor, dilation:
     return _DilatedChannelWiseConv.apply(x, weight, dilation)
 
 
-def spatial_mean(x: torch.Tensor, as_sum: bool) -> torch.Tensor:
-    """The mean of ``x`` over height and width, (N, C); with ``as_sum`` a sum divided by the count, whose
-    gradient is a broadcast view. Only for float32 training: a float16 sum over a large map can overflow."""
-    if as_sum:
+def runs_kernels(module: nn.Module, x: torch.Tensor) -> bool:
+    """Whether a swapped-in module trains through the kernels now: in training mode, on the CPU, with gradients."""
+    return module.training and x.is_cpu and torch.is_grad_enabled()
+
+
+class KernelConvBNPReLU(ConvBNPReLU):
+    """The paper's Conv with the dense convolution's weight gradient and the fused BatchNorm-PReLU."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not runs_kernels(self, x):
+            return super().forward(x)
+        conv, norm, activation = self
+        # a 1x1 convolution's weight gradient is one matrix product, fast in either layout
+        features = conv(x) if conv.kernel_size == (1, 1) else dense_conv2d(x, conv.weight, conv.stride[0],
+                                                                            conv.padding[0])
+        return batch_norm_prelu(features, norm, activation)
+
+
+class KernelBNPReLU(BNPReLU):
+    """BatchNorm and PReLU as one compiled kernel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not runs_kernels(self, x):
+            return super().forward(x)
+        norm, activation = self
+        return batch_norm_prelu(x, norm, activation)
+
+
+class KernelChannelWiseConv(ChannelWiseConv):
+    """f_sur's dilated channel-wise convolution with this file's backward (undilated, oneDNN's is fast already)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dilation[0] > 1 and runs_kernels(self, x):
+            return dilated_channel_wise_conv2d(x, self.weight, self.dilation[0])
+        return super().forward(x)
+
+
+class KernelGlobalContext(GlobalContext):
+    """f_glo whose pool is a sum divided by the count: its gradient is a broadcast view, not a full-size tensor.
+
+    Only for float32 training: a float16 sum over a large map can overflow (the kernels run on the CPU only).
+    """
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        if not runs_kernels(self, x):
+            return super().pool(x)
         return x.sum((2, 3)) / (x.shape[2] * x.shape[3])
-    return x.mean((2, 3), keepdim=True).flatten(1)
+
+
+# CGNet's plain module -> its subclass that trains through the kernels
+KERNEL_MODULES: dict[type[nn.Module], type[nn.Module]] = {
+    ConvBNPReLU: KernelConvBNPReLU,
+    BNPReLU: KernelBNPReLU,
+    ChannelWiseConv: KernelChannelWiseConv,
+    GlobalContext: KernelGlobalContext,
+}
+
+
+def use_cpu_training_kernels(model: nn.Module, enabled: bool = True) -> int:
+    """Swap the modules of ``model`` that have CPU training kernels for their kernel subclasses (or, not
+    ``enabled``, back to the plain modules); returns how many were swapped. ContextNet has none.
+
+    Each module keeps its identity and only changes class: its parameters, buffers and their state_dict
+    keys stay as they are, so the optimizer, checkpoints and weights files see the same model.
+    """
+    swaps = KERNEL_MODULES if enabled else {kernel: plain for plain, kernel in KERNEL_MODULES.items()}
+    swapped = 0
+    for module in model.modules():
+        replacement = swaps.get(type(module))
+        if replacement is not None:
+            module.__class__ = replacement
+            swapped += 1
+    return swapped

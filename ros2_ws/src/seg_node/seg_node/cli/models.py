@@ -1,10 +1,12 @@
-"""``python -m seg_node.models --summary``: parameters and GMACs of every variant."""
+"""``python -m seg_node.cli.models --summary`` (``make summary``): parameters and GMACs of every variant."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 
-from . import MODELS, build_model, count_macs, count_parameters
+from ..models import MODELS, build_model, count_macs, count_parameters
+from . import HelpFormatter
 
 SUMMARY_HEIGHT, SUMMARY_WIDTH = 360, 640
 
@@ -27,10 +29,11 @@ def summary_rows(class_counts: tuple[int, ...] = (11, 19)) -> list[dict[str, obj
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m seg_node.models", description=__doc__)
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m seg_node.cli.models", description=__doc__,
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--summary", action="store_true", help="print the table of models (the default)")
-    parser.parse_args()
+    parser.parse_args(argv)
     macs_header = f"GMACs@{SUMMARY_HEIGHT}x{SUMMARY_WIDTH}"
     print(f"{'model':<11} {'variant':<9} {'classes':>7} {'parameters':>11} {macs_header:>14}")
     for row in summary_rows():
