@@ -331,6 +331,11 @@ def test_the_torch2trt_section_runs_where_torch2trt_imports(monkeypatch, tmp_pat
                      ("torch", "contextnet"), ("torch2trt", "contextnet", (32, 48), True, False)]
     assert report["device"] == "Fake GPU" and not report["skipped"]
 
+    calls.clear()
+    settings = gpu_check.GpuCheckSettings(device="cuda", sizes=[SIZE], plan=TINY, out=tmp_path, torch2trt=False)
+    gpu_check.run_checks(settings, say=None)
+    assert calls == [("torch", "cgnet"), ("torch", "contextnet")], "--no-torch2trt leaves the section out"
+
 
 def test_failing_tensorrt_builds_fail_every_build_in_the_block_only():
     from seg_node.engine import EngineBuildError

@@ -52,9 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated: cgnet,contextnet")
     parser.add_argument("--sizes", type=parse_sizes, default=",".join(size_text(s) for s in gpu_check.SIZES),
                         help="comma-separated HEIGHTxWIDTH frame sizes (the network runs at the frame size)")
-    parser.add_argument("--no-timing", dest="timing", action="store_false", help="checks only, no timing rows")
+    parser.add_argument("--no-timing", dest="timing", action="store_false",
+                        help="checks only, no timing rows (default: off)")
     parser.add_argument("--no-torch2trt", dest="torch2trt", action="store_false",
-                        help="skip the torch2trt section even where torch2trt imports")
+                        help="skip the torch2trt section even where torch2trt imports (default: off)")
     parser.add_argument("--budget", type=float, default=gpu_check.BUDGET_S,
                         help="seconds for the whole run; what is still to come when it is spent (models, sizes, "
                         "rows) is skipped and listed")

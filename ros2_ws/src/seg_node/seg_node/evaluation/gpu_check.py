@@ -203,10 +203,11 @@ def run_checks(settings: GpuCheckSettings, say: Callable[[str], None] | None = p
     """Every check and timing row of ``settings``; the report (see gpu_report), also written to
     ``settings.out`` after every check and row."""
     device, plan = settings.device, settings.plan
-    torch2trt_skipped = None
-    if settings.torch2trt and device == "cuda":
+    if not settings.torch2trt:
+        torch2trt_skipped: str | None = "--no-torch2trt"
+    elif device == "cuda":
         torch2trt_skipped = torch2trt_missing()
-    elif settings.torch2trt:
+    else:
         torch2trt_skipped = "the torch2trt backend runs on CUDA only"
     weights: dict[str, str] = {}
     saved_threads = torch.get_num_threads()
