@@ -78,10 +78,11 @@ def test_runs_still_going_at_the_deadline_are_stopped_and_outcomes_are_told_apar
 
 @pytest.mark.slow
 def test_a_campaign_trains_twins_on_the_drive_split_and_ships_every_drive(tmp_path, two_drives):
-    # the epochs are set, so that the test does not last its whole budget (fitting them: the first test)
+    # the epochs are set, so that the test does not last its whole budget (fitting them: the first test); the
+    # budget is generous because three processes share a busy machine's cores here
     out, report_folder = tmp_path / "campaign", tmp_path / "report"
     argv = [
-        "--models", "contextnet", "--budget", "200", "--out", str(out), "--report", str(report_folder),
+        "--models", "contextnet", "--budget", "1200", "--out", str(out), "--report", str(report_folder),
         "--device", "cpu", "--epochs", "contextnet=4", "--seeds", "2", "--data", two_drives["data"],
         "--train-list", two_drives["seen"], "--val-list", two_drives["unseen"],
         "--all-lists", two_drives["seen"], two_drives["unseen"],
@@ -90,7 +91,7 @@ def test_a_campaign_trains_twins_on_the_drive_split_and_ships_every_drive(tmp_pa
     ]
     start = time.monotonic()
     assert campaign_cli.main(argv) == 0
-    assert time.monotonic() - start < 180
+    assert time.monotonic() - start < 1000  # it ends when its runs do, not at the end of its budget
 
     # only the report comes back from a lent GPU: three files
     assert sorted(path.name for path in report_folder.iterdir()) == ["campaign.json", "campaign.md", "campaign.tar.gz"]
