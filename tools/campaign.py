@@ -1,15 +1,24 @@
-"""The papers' CamVid schedules in one command on a lent GPU: both models, each on train and on train + val.
+"""The papers' CamVid schedules in one command on a lent GPU: both models, each on the drive split and on every drive.
 
     python tools/campaign.py --budget 540 --out /tmp/campaign --report $OUT
-    python tools/campaign.py --models cgnet --epochs cgnet=800 --budget 540 ...
+    python tools/campaign.py --models cgnet --epochs cgnet=800 --seeds 3 --budget 540 ...
 
 A maintainers' tool, outside the installed package (as Isaac ROS keeps its ``scripts/``): it runs from a
 checkout, with the package installed or not (it finds ``ros2_ws/src/seg_node`` beside it).
 
 This project is lent a GPU for minutes, not hours, so one call has to do everything issue #13 asks of
-it. Each model trains twice from scratch with its recipe (``configs/<model>_camvid.yaml``): on train
-(the *train-only twin*, whose val mIoU is the recipe's figure) and on train + val (the weights that ship,
-as the CGNet paper trains its final model). All runs share the one GPU, side by side:
+it. CamVid's val.txt is the same drive (0016E5) as most of train.txt (issue #41), so every figure comes from a
+drive nothing trains on. Each model trains from scratch with its recipe (``configs/<model>_camvid.yaml``):
+
+- ``<model>_drives``, the *twin*: the recipe's drive split, its ``train_list`` (drives 0001TP and 0016E5) validated
+  on its ``val_list`` (drive 0006R0). Its mIoU there is the recipe's figure on a road it never saw
+  (``--train-list`` and ``--val-list`` replace the recipe's lists).
+- ``<model>_alldrives``, the weights that ship: every drive (``--all-lists``, train.txt and val.txt), no
+  validation, as the CGNet paper trains its final model.
+- With ``--seeds N``, N - 1 more twins at the next seeds (``<model>_drives_seed<S>``): the spread of the twins'
+  unseen-drive mIoU across seeds is what a change to the recipe has to beat (issue #41) before it is kept.
+
+All runs share the one GPU, side by side:
 
 0. **Preflight.** A lent machine may carry only torch, NumPy and ONNX Runtime. Before any budget is
    spent, a fresh interpreter imports what ``seg-train`` needs (OpenCV, PyYAML, tqdm, matplotlib and
@@ -20,20 +29,24 @@ as the CGNet paper trains its final model). All runs share the one GPU, side by 
    epoch under that shared load, its start-up time and what a validation costs.
 2. **Schedule.** A model keeps its recipe's epochs (the papers': CGNet 800, ContextNet 1000) where both
    its runs end within the budget at the probed pace, else as many as fit (``--epochs MODEL=N`` sets them).
-   The twin gets the same epochs as the train + val run, so that the two stay twins (``seg-export
-   --train-only-twin`` compares their recipes).
+   The twins get the same epochs as the run on every drive, so that they stay twins (``seg-export --twin``
+   compares their recipes).
 3. **Train.** All runs start together; ``nvidia-smi`` is read every second for the GPU's busy percentage.
    A run still going at the deadline is stopped (Ctrl-C: its ``last.pt`` is saved for ``seg-train
    --resume``) and is not exported: weights from the middle of a schedule are not the recipe's.
-4. **Export.** A finished twin to ``weights/<model>_camvid_train``, a finished train + val run (whose twin
-   finished) to ``weights/<model>_camvid`` naming its twin; their JSONs list the stages and hardware.
-5. **Report.** ``campaign.json`` and ``campaign.md`` (per run: outcome, epochs, steps, images/s, val mIoU;
-   the GPU's busy percentage) and ``campaign.tar.gz`` with the weights and every run's history, curves and
-   log, in ``--report``: three files, since the device tool brings back only a few.
+4. **Export.** A finished twin (the recipe's seed) to ``weights/<model>_camvid_drives``, its JSON stating its
+   mIoU on the validation list and drive; a finished run on every drive (whose twin finished) to
+   ``weights/<model>_camvid``, its JSON naming the twin and its figure. Both list the stages, drives and hardware.
+   The twins at other seeds are measurements, not exported.
+5. **Report.** ``campaign.json`` and ``campaign.md`` (per run: the lists and drives it trained on, the list it
+   was validated on, its seed, outcome, epochs, steps, images/s, mIoU; per model the twins' mean and spread
+   across seeds; the GPU's busy percentage) and ``campaign.tar.gz`` with the weights and every run's history,
+   curves and log, in ``--report``: three files, since the device tool brings back only a few.
 
 On a CPU it runs the same way (``tests/test_campaign.py`` runs it on a few frames); the GPU's busy
 percentage is then not measured. Exit status 0 when every run finished its schedule, 1 otherwise (the
-report says which and why), 2 for options that do not fit.
+report says which and why), 2 for options that do not fit. A twin whose validation drive it also trains on
+stops the campaign before the probe (exit 1): its figure would not be on an unseen road.
 """
 
 from __future__ import annotations
@@ -45,6 +58,7 @@ import math
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -68,9 +82,9 @@ from seg_node.cli import EXIT_FAILURE, HelpFormatter, entry_point  # noqa: E402
 from seg_node.errors import SegNodeError, UsageError  # noqa: E402
 
 MODELS = ("cgnet", "contextnet")
-SPLITS = ("train", "trainval")  # the twin first: the train + val export names it
+TWIN, SHIPPED = "drives", "alldrives"  # the drive split (validated on a drive it never saw) and every drive
 PROBE_EPOCHS = 3  # the first one warms up (CUDA context, cuDNN's algorithm search); the pace is the others'
-VALIDATIONS = 8  # the twin's val mIoU at this many points of its schedule (and after the last epoch)
+VALIDATIONS = 8  # a twin's mIoU at this many points of its schedule (and after the last epoch)
 EXPORT_RESERVE_S = 30.0  # kept back from the budget for stopping runs, exporting and packing
 FIT_SHARE = 0.9  # of the seconds left: the pace of the probe's few epochs is only an estimate
 STOP_GRACE_S = 30.0  # how long a stopped run may take to save its checkpoint before it is killed
@@ -92,8 +106,10 @@ class CampaignSettings:
     out: Path = Path("runs/campaign")  # the runs (checkpoints, logs) and weights/
     report: Path | None = None  # campaign.json, .md and .tar.gz; None: ``out``
     data: str = "../shared/datasets/camvid"
-    train_list: str = "train.txt"
-    val_list: str = "val.txt"
+    train_list: list[str] | None = None  # the twins' training lists; None: the recipe's (its drive split)
+    val_list: str | None = None  # the twins' validation list; None: the recipe's (a drive they never saw)
+    all_lists: list[str] = field(default_factory=lambda: ["train.txt", "val.txt"])  # every drive: the shipped run
+    seeds: int = 1  # twins per model, at the recipe's seed and the next ones
     configs: str = "configs"
     device: str | None = None  # cuda, cuda:N or cpu; None: seg-train's choice (cuda if available)
     threads_per_run: int = field(default_factory=lambda: max(1, (os.cpu_count() or 4) // 4))
@@ -108,17 +124,27 @@ class CampaignSettings:
 
 @dataclass
 class Run:
-    """One training process: ``model`` on ``split`` (train or trainval), in ``folder``."""
+    """One training process: ``model`` on ``train_lists``, validated on ``val_list`` ("": none), at ``seed``.
+
+    ``role``: ``drives`` (the twin), ``drives_seed<S>`` (a twin at another seed) or ``alldrives`` (what ships).
+    """
 
     model: str
-    split: str
-    folder: Path
+    role: str
+    parent: Path
+    train_lists: list[str]
+    val_list: str
+    seed: int
     outcome: str = "not started"
     seconds: float = 0.0
 
     @property
     def name(self) -> str:
-        return f"{self.model}_{self.split}"
+        return f"{self.model}_{self.role}"
+
+    @property
+    def folder(self) -> Path:
+        return self.parent / self.name
 
     @property
     def log(self) -> Path:
@@ -134,8 +160,8 @@ class Run:
 
 @dataclass
 class Probe:
-    """What a model's probe runs measured: an epoch's seconds per split (without validation), the start-up's
-    seconds and one validation's."""
+    """What a model's probe runs measured: an epoch's seconds of the twin and of the run on every drive (without
+    validation), the start-up's seconds and one validation's."""
 
     epoch_s: dict[str, float]
     startup_s: float
@@ -198,21 +224,20 @@ class GpuBusySampler:
 
 def train_command(run: Run, settings: CampaignSettings, epochs: int, val_every: int) -> list[str]:
     """The ``seg-train`` command line of ``run`` (``settings.train_program`` and its options): its recipe from
-    scratch, its split, these epochs."""
-    lists = [settings.train_list] + ([settings.val_list] if run.split == "trainval" else [])
-    val_list = settings.val_list if run.split == "train" else ""
+    scratch, its lists and seed, these epochs."""
     options = {
         "config": str(Path(settings.configs) / f"{run.model}_camvid.yaml"),
         "data": settings.data,
-        "train-list": json.dumps(lists),
-        "val-list": json.dumps(val_list),
+        "train-list": json.dumps(run.train_lists),
+        "val-list": json.dumps(run.val_list),
         "epochs": str(epochs),
-        "val-every": str(val_every if run.split == "train" else 0),
+        "val-every": str(val_every if run.val_list else 0),
         "out": str(run.folder),
         "workers": "0",  # on CUDA the data set is on the GPU; on a CPU the cores go to the network
         "threads": str(settings.threads_per_run),
         **({"device": settings.device} if settings.device else {}),
         **_pairs(settings.override),
+        "seed": str(run.seed),  # the recipe's (with --override), or a twin's next one
     }
     command = list(settings.train_program)  # seg-train's command, which the console script passes in
     for key, value in options.items():
@@ -257,32 +282,32 @@ def supervise(commands: dict[str, list[str]], logs: dict[str, Path], deadline: f
 
 
 def probe_results(runs: dict[str, Run], images_per_epoch: dict[str, int]) -> Probe:
-    """What a model's probe measured (its runs, ``PROBE_EPOCHS`` epochs each, the twin validating every epoch).
+    """What a model's probe measured (its runs, ``PROBE_EPOCHS`` epochs each, the twins validating every epoch).
 
     An epoch's seconds are those between the first and the last epoch's end (the first one warms up), from
     the history's wall clock; they include the epoch's bookkeeping and, for the twin, a validation, whose
-    cost is what the twin's epoch takes beyond the train + val run's epoch scaled to the twin's images.
+    cost is what the twin's epoch takes beyond the shipped run's epoch scaled to the twin's images.
     Start-up is what the process took beyond its epochs (imports, CUDA, decoding the data set, the end).
     """
     epoch_s, startup = {}, {}
-    for split, run in runs.items():
+    for role, run in runs.items():
         history = run.history()
         if run.outcome != "finished" or len(history) < 2:
             raise CampaignError(f"the probe of {run.name} did not train ({run.outcome}); its log: {run.log}")
         first, last = float(history[0]["time_s"]), float(history[-1]["time_s"])
-        epoch_s[split] = (last - first) / (len(history) - 1)
-        startup[split] = max(0.0, run.seconds - last)
-    train_epoch_s = epoch_s["trainval"] * images_per_epoch["train"] / images_per_epoch["trainval"]
-    validation = max(0.0, epoch_s["train"] - train_epoch_s)
-    return Probe({"train": train_epoch_s, "trainval": epoch_s["trainval"]}, max(startup.values()), validation)
+        epoch_s[role] = (last - first) / (len(history) - 1)
+        startup[role] = max(0.0, run.seconds - last)
+    twin_epoch_s = epoch_s[SHIPPED] * images_per_epoch[TWIN] / images_per_epoch[SHIPPED]
+    validation = max(0.0, epoch_s[TWIN] - twin_epoch_s)
+    return Probe({TWIN: twin_epoch_s, SHIPPED: epoch_s[SHIPPED]}, max(startup.values()), validation)
 
 
 def fit_epochs(recipe_epochs: int, images_per_epoch: dict[str, int], probe: Probe, seconds: float) -> Plan:
-    """The most epochs (up to the recipe's) in which both runs of a model end within ``FIT_SHARE`` of
-    ``seconds`` at the probed pace, start-up and the twin's validations included; 0 if not even one fits."""
+    """The most epochs (up to the recipe's) in which every run of a model ends within ``FIT_SHARE`` of
+    ``seconds`` at the probed pace, start-up and the twins' validations included; 0 if not even one fits."""
     fitting = []
-    for split, epoch_s in probe.epoch_s.items():
-        validations = (VALIDATIONS + 1) * probe.validation_s if split == "train" else 0.0
+    for role, epoch_s in probe.epoch_s.items():
+        validations = (VALIDATIONS + 1) * probe.validation_s if role == TWIN else 0.0
         fitting.append((FIT_SHARE * seconds - probe.startup_s - validations) / epoch_s)
     epochs = max(0, min(recipe_epochs, math.floor(min(fitting))))
     reason = "the recipe's" if epochs == recipe_epochs else f"fitted to {seconds:.0f} s at the probed pace"
@@ -301,8 +326,48 @@ def _pairs(items: Sequence[str]) -> dict[str, str]:
     return dict(item.split("=", 1) for item in items)
 
 
-def _runs(models: Sequence[str], folder: Path) -> dict[str, dict[str, Run]]:
-    return {model: {split: Run(model, split, folder / f"{model}_{split}") for split in SPLITS} for model in models}
+def model_runs(model: str, recipe: Any, settings: CampaignSettings, folder: Path) -> dict[str, Run]:
+    """A model's runs in ``folder``, by role: its twins (the drive split, one per seed, the recipe's first) and
+    the run on every drive (at the recipe's seed, as its twin)."""
+    lists = settings.train_list or list(recipe.train_list)
+    val_list = recipe.val_list if settings.val_list is None else settings.val_list
+    runs = {TWIN: Run(model, TWIN, folder, lists, val_list, recipe.seed)}
+    for seed in range(recipe.seed + 1, recipe.seed + settings.seeds):
+        runs[f"{TWIN}_seed{seed}"] = Run(model, f"{TWIN}_seed{seed}", folder, lists, val_list, seed)
+    runs[SHIPPED] = Run(model, SHIPPED, folder, list(settings.all_lists), "", recipe.seed)
+    return runs
+
+
+def describe_lists(runs: dict[str, Run], data: str) -> dict[str, dict[str, Any]]:
+    """What the twin and the run on every drive train on and are validated on: lists, drives and frames.
+
+    Raises CampaignError when the twin has no validation list or trains on one of its validation drives (its
+    figure would not be on a road it never saw), DatasetError for a list that cannot be read.
+    """
+    from seg_node.datasets import lines_by_drive
+
+    described = {}
+    for role in (TWIN, SHIPPED):
+        run = runs[role]
+        by_drive = lines_by_drive(data, run.train_lists)
+        val_drives = list(lines_by_drive(data, [run.val_list])) if run.val_list else []
+        described[role] = {"train_lists": run.train_lists, "train_drives": list(by_drive),
+                           "frames": sum(len(lines) for lines in by_drive.values()),
+                           "val_list": run.val_list, "val_drives": val_drives}
+    twin = described[TWIN]
+    if not twin["val_list"]:
+        raise CampaignError(f"the twin of {runs[TWIN].model} has no validation list: set --val-list, or val_list in "
+                            "its recipe, to a drive it does not train on")
+    seen = sorted(set(twin["train_drives"]) & set(twin["val_drives"]))
+    if seen:
+        raise CampaignError(f"the twin of {runs[TWIN].model} trains on drive(s) {', '.join(seen)} of its validation "
+                            f"list {twin['val_list']}: its mIoU would not be on a road it never saw; validate on a "
+                            "drive that --train-list leaves out")
+    return described
+
+
+def _runs(recipes: dict[str, Any], settings: CampaignSettings, folder: Path) -> dict[str, dict[str, Run]]:
+    return {model: model_runs(model, recipe, settings, folder) for model, recipe in recipes.items()}
 
 
 def _run_all(
@@ -318,17 +383,34 @@ def _run_all(
 
 
 def _export(runs: dict[str, Run], weights: Path) -> dict[str, str]:
-    """Weights of a model's finished runs: the twin, then the train + val run naming it."""
+    """Weights of a model's finished runs: the twin (``<model>_camvid_drives``), then the run on every drive
+    (``<model>_camvid``) naming it."""
     from seg_node.training.checkpoint import export_checkpoint
 
     exported: dict[str, str] = {}
-    twin = weights / f"{runs['train'].model}_camvid_train.safetensors"
-    if runs["train"].outcome == "finished":
-        exported["train"] = str(export_checkpoint(runs["train"].folder / "last.pt", twin))
-        if runs["trainval"].outcome == "finished":
-            shipped = weights / f"{runs['trainval'].model}_camvid.safetensors"
-            exported["trainval"] = str(export_checkpoint(runs["trainval"].folder / "last.pt", shipped, twin))
+    twin, shipped = runs[TWIN], runs[SHIPPED]
+    twin_weights = weights / f"{twin.model}_camvid_drives.safetensors"
+    if twin.outcome == "finished":
+        exported[TWIN] = str(export_checkpoint(twin.folder / "last.pt", twin_weights))
+        if shipped.outcome == "finished":
+            shipped_weights = weights / f"{shipped.model}_camvid.safetensors"
+            exported[SHIPPED] = str(export_checkpoint(shipped.folder / "last.pt", shipped_weights, twin_weights))
     return exported
+
+
+def seed_spread(runs: dict[str, Run]) -> dict[str, Any]:
+    """The last mIoU of a model's finished twins (one per seed, on the drive they never saw): mean, sample standard
+    deviation and range; the spread is what a change to the recipe must beat to be kept (issue #41)."""
+    scores = {run.seed: _run_report(run)["val_miou_last"] for run in runs.values()
+              if run.val_list and run.outcome == "finished"}
+    mious = [miou for miou in scores.values() if miou is not None]
+    return {
+        "twins": len(runs) - 1,
+        "miou_by_seed": {str(seed): miou for seed, miou in scores.items()},
+        "mean": statistics.fmean(mious) if mious else None,
+        "std": statistics.stdev(mious) if len(mious) > 1 else None,
+        "range": max(mious) - min(mious) if len(mious) > 1 else None,
+    }
 
 
 def _run_report(run: Run) -> dict[str, Any]:
@@ -336,6 +418,11 @@ def _run_report(run: Run) -> dict[str, Any]:
     scored = [float(row["val_miou"]) for row in history if row["val_miou"]]
     rates = [float(row["images_per_s"]) for row in history]
     return {
+        "model": run.model,
+        "role": run.role,
+        "train_lists": run.train_lists,
+        "val_list": run.val_list,
+        "seed": run.seed,
         "outcome": run.outcome,
         "seconds": round(run.seconds, 1),
         "epochs_done": len(history),
@@ -354,18 +441,30 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         "",
         f"Budget {report['budget_s']:.0f} s, used {report['seconds']:.0f} s; GPU busy while training: {busy}.",
         "",
-        "| run | outcome | epochs (recipe) | steps | images/s | val mIoU last / best | seconds |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| run | trains on (drives) | validated on (drives) | seed | outcome | epochs (recipe) | steps | images/s "
+        "| mIoU last / best | seconds |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, run in report["runs"].items():
-        plan = report["plans"][name.rsplit("_", 1)[0]]
+        plan = report["plans"][run["model"]]
+        lists = report["lists"][run["model"]][SHIPPED if run["role"] == SHIPPED else TWIN]
+        trains = f"{', '.join(Path(name).stem for name in lists['train_lists'])} ({', '.join(lists['train_drives'])})"
+        validated = f"{Path(lists['val_list']).stem} ({', '.join(lists['val_drives'])})" if lists["val_list"] else "-"
         val = " / ".join(f"{100 * v:.2f}%" for v in (run["val_miou_last"], run["val_miou_best"]) if v is not None)
         lines.append(
-            f"| {name} | {run['outcome']} | {run['epochs_done']} of {plan['epochs']} ({plan['recipe_epochs']}) | "
+            f"| {name} | {trains} | {validated} | {run['seed']} | {run['outcome']} | "
+            f"{run['epochs_done']} of {plan['epochs']} ({plan['recipe_epochs']}) | "
             f"{run['steps']} | {run['images_per_s'] or '-'} | {val or '-'} | {run['seconds']} |"
         )
-    plans = report["plans"].items()
-    lines += ["", *(f"- {model}: {plan['epochs']} epoch(s), {plan['reason']}" for model, plan in plans)]
+    lines.append("")
+    for model, plan in report["plans"].items():
+        lines.append(f"- {model}: {plan['epochs']} epoch(s), {plan['reason']}")
+        spread = report["seeds"][model]
+        if spread["std"] is not None:
+            lines.append(f"  - its twins' mIoU on the drive they never saw, {len(spread['miou_by_seed'])} seeds: "
+                         f"mean {100 * spread['mean']:.2f}%, standard deviation {100 * spread['std']:.2f} points, "
+                         f"range {100 * spread['range']:.2f} points: a change to the recipe is kept only when it "
+                         "gains more than this spread")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -382,17 +481,18 @@ def pack(archive: Path, out: Path, weights: Path, runs: Sequence[Run]) -> Path:
 
 
 def _every(runs: dict[str, dict[str, Run]]) -> list[Run]:
-    return [run for by_split in runs.values() for run in by_split.values()]
+    return [run for by_role in runs.values() for run in by_role.values()]
 
 
 def _plans(
-    recipes: dict[str, Any], lengths: dict[str, int], probe_runs: dict[str, dict[str, Run]],
+    recipes: dict[str, Any], lists: dict[str, dict[str, dict[str, Any]]], probe_runs: dict[str, dict[str, Run]],
     forced: dict[str, str], seconds_left: float,
 ) -> dict[str, Plan]:
     """Each model's schedule from its probe: the epochs set with ``--epochs``, else those that fit."""
     plans: dict[str, Plan] = {}
     for model, recipe in recipes.items():
-        per_epoch = {split: lengths[split] // recipe.batch_size * recipe.batch_size for split in SPLITS}
+        per_epoch = {role: lists[model][role]["frames"] // recipe.batch_size * recipe.batch_size
+                     for role in (TWIN, SHIPPED)}
         probe = probe_results(probe_runs[model], per_epoch)
         if model in forced:
             epochs = int(forced[model])
@@ -400,7 +500,7 @@ def _plans(
         else:
             plans[model] = fit_epochs(recipe.epochs, per_epoch, probe, seconds_left)
         plans[model].probe = asdict(probe)
-        paces = ", ".join(f"{split} {seconds:.2f} s" for split, seconds in probe.epoch_s.items())
+        paces = ", ".join(f"{role} {seconds:.2f} s" for role, seconds in probe.epoch_s.items())
         print(f"{model}: an epoch takes {paces}; start-up {probe.startup_s:.1f} s, validation {probe.validation_s:.1f}"
               f" s; {plans[model].epochs} epoch(s) ({plans[model].reason})", flush=True)
     return plans
@@ -454,34 +554,38 @@ def campaign(settings: CampaignSettings) -> dict[str, Any]:
                    "seconds": round(time.monotonic() - start, 1)}
         _write_report(report, report_folder)
         raise CampaignError(report["error"])
-    from seg_node.datasets import read_pair_list
     from seg_node.training.config import load_config
     from seg_node.training.lineage import describe_hardware
 
     report["hardware"] = describe_hardware(device)
 
     overrides = {key.replace("-", "_"): parse_value(value) for key, value in _pairs(settings.override).items()}
-    recipes = {model: load_config(Path(settings.configs) / f"{model}_camvid.yaml", overrides)
-               for model in settings.models}
-    lengths = {"train": len(read_pair_list(settings.data, settings.train_list))}
-    lengths["trainval"] = lengths["train"] + len(read_pair_list(settings.data, settings.val_list))
+    try:  # the lists, before any budget is spent on them
+        recipes = {model: load_config(Path(settings.configs) / f"{model}_camvid.yaml", overrides)
+                   for model in settings.models}
+        runs = _runs(recipes, settings, out)
+        report["lists"] = {model: describe_lists(runs[model], settings.data) for model in settings.models}
+    except SegNodeError as error:
+        report |= {"error": str(error), "seconds": round(time.monotonic() - start, 1)}
+        _write_report(report, report_folder)
+        raise
     weights = out / "weights"
     shutil.rmtree(weights, ignore_errors=True)
     weights.mkdir(parents=True)
 
     print(f"probe: {PROBE_EPOCHS} epochs of every run, side by side", flush=True)
-    probe_runs = _runs(settings.models, out / "probe")
+    probe_runs = _runs(recipes, settings, out / "probe")
     _run_all(probe_runs, settings, {model: (PROBE_EPOCHS, 1) for model in settings.models}, end - EXPORT_RESERVE_S)
     report["probe_runs"] = {run.name: _run_report(run) for run in _every(probe_runs)}
     try:
-        plans = _plans(recipes, lengths, probe_runs, _pairs(settings.epochs), end - EXPORT_RESERVE_S - time.monotonic())
+        plans = _plans(recipes, report["lists"], probe_runs, _pairs(settings.epochs),
+                       end - EXPORT_RESERVE_S - time.monotonic())
     except CampaignError as error:  # the probe's logs are what the one who lent the GPU needs now
         report |= {"error": str(error), "seconds": round(time.monotonic() - start, 1)}
         _write_report(report, report_folder)
         pack(report_folder / "campaign.tar.gz", out, weights, _every(probe_runs))
         raise
 
-    runs = _runs(settings.models, out)
     started = [model for model, plan in plans.items() if plan.epochs > 0]
     with GpuBusySampler() as sampler:
         _run_all({model: runs[model] for model in started}, settings,
@@ -491,6 +595,7 @@ def campaign(settings: CampaignSettings) -> dict[str, Any]:
         "gpu_busy": sampler.summary(),
         "plans": {model: asdict(plan) for model, plan in plans.items()},
         "runs": {run.name: _run_report(run) for run in _every(runs)},
+        "seeds": {model: seed_spread(runs[model]) for model in settings.models},
         "seconds": round(time.monotonic() - start, 1),
     }
     _write_report(report, report_folder)
@@ -508,8 +613,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=defaults.out, help="the runs (checkpoints, logs) and weights/")
     parser.add_argument("--report", type=Path, help="where campaign.json, .md and .tar.gz go; unset: OUT")
     parser.add_argument("--data", default=defaults.data, help="CamVid root")
-    parser.add_argument("--train-list", default=defaults.train_list, help="the training list (the twin's split)")
-    parser.add_argument("--val-list", default=defaults.val_list, help="the validation list, added for train + val")
+    parser.add_argument("--train-list", nargs="+", default=defaults.train_list, metavar="LIST",
+                        help="the twins' training lists; unset: each recipe's train_list (its drive split)")
+    parser.add_argument("--val-list", default=defaults.val_list, help="the twins' validation list, a drive they do "
+                        "not train on; unset: each recipe's val_list")
+    parser.add_argument("--all-lists", nargs="+", default=defaults.all_lists, metavar="LIST",
+                        help="every drive: the lists of the weights that ship (no validation)")
+    parser.add_argument("--seeds", type=int, default=defaults.seeds, help="twins per model, at the recipe's seed and "
+                        "the next ones; their spread of mIoU is what a change must beat")
     parser.add_argument("--configs", default=defaults.configs, help="folder of the <model>_camvid.yaml recipes")
     parser.add_argument("--device", help="cuda, cuda:N or cpu; unset: seg-train's (cuda if available)")
     parser.add_argument("--threads-per-run", type=int, default=defaults.threads_per_run,
@@ -529,6 +640,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     malformed = [item for item in args.epochs + args.override if "=" not in item]
     if malformed:
         raise UsageError(f"--epochs and --override take NAME=VALUE, not {malformed}")
+    if args.seeds < 1:
+        raise UsageError(f"--seeds must be 1 or more (twins per model), not {args.seeds}")
     settings = CampaignSettings(**vars(args))
     report = campaign(settings)
     print((settings.report_folder / "campaign.md").read_text(), flush=True)
