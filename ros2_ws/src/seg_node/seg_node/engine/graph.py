@@ -29,6 +29,9 @@ from torch import nn
 from ..weights import WeightsInfo
 from .errors import FrameError
 
+# Part of the key of exported graphs (the ONNX Runtime backend's cache): a change of what these modules
+# compute, or of how they export, gets a fresh export. 2: the channel order is applied after the resize.
+GRAPH_VERSION = 2
 RGB_ORDER = (0, 1, 2)
 BGR_ORDER = (2, 1, 0)
 

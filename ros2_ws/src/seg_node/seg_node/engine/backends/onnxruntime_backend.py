@@ -38,7 +38,7 @@ from ...models.export import ONNX_OPSET
 from ...weights import WeightsInfo
 from ..cache import EngineCache, no_progress, state_hash
 from ..errors import BackendUnavailableError, UnsupportedCombinationError
-from ..graph import EndToEnd, channel_order, check_frame
+from ..graph import GRAPH_VERSION, EndToEnd, channel_order, check_frame
 from ..options import MAX_NETWORK_SIDE
 from .base import Backend, Maps
 
@@ -137,6 +137,7 @@ class OnnxRuntimeBackend(Backend):
         self.network_size = tuple(network_size)
         key = {
             "kind": "onnx-end-to-end",
+            "graph_version": GRAPH_VERSION,
             "architecture": info.architecture,
             "weights_sha256": state_hash(model),
             "network_size": list(self.network_size),
