@@ -1,0 +1,72 @@
+"""Starting seg_node as its own process, as the launch file does: for the demo and the measurement tools.
+
+``node_command`` is the one builder of the node's command line: the package's parameter YAML, then the
+caller's overrides in a YAML file of their own (the order ``segment.launch.py`` gives them), so a tool
+measures the node a user launches. ``ros_environment`` gives the processes of a run one DDS domain and the
+package's Fast DDS shared-memory profile.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import SegNodeError
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # ros2_ws/src/seg_node in a checkout
+PROFILE_VARIABLES = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE")
+
+
+class PackageFileError(SegNodeError, FileNotFoundError):
+    """A file of the package's share folder (parameters, DDS profile) is in neither place it is looked for."""
+
+
+def package_file(relative: str) -> Path:
+    """A file of the package's share folder: the installed one (ament or pip), else the checkout's."""
+    candidates = [Path(sys.prefix) / "share" / "seg_node" / relative, PACKAGE_ROOT / relative]
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        candidates.insert(0, Path(get_package_share_directory("seg_node")) / relative)
+    except Exception:  # noqa: BLE001 - not in a ROS environment (ImportError, PackageNotFoundError, unset prefix)
+        pass
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise PackageFileError(f"{relative} not found in {', '.join(map(str, candidates))}; reinstall the package")
+
+
+def ros_environment(domain_id: int | None = None) -> dict[str, str]:
+    """This process's environment for the processes of a run: the package's shared-memory DDS profile (unless
+    one is set), unbuffered output, and with ``domain_id`` their own DDS domain on this machine."""
+    env = dict(os.environ)
+    if domain_id is not None:
+        env["ROS_DOMAIN_ID"] = str(domain_id)
+        env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    profile = str(package_file("config/fastdds_shm.xml"))
+    for variable in PROFILE_VARIABLES:
+        env.setdefault(variable, profile)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def engine_parameters(engine: dict[str, Any]) -> dict[str, Any]:
+    """The node's parameters for EngineConfig fields given by name; None (unset) is left to the package YAML."""
+    parameters = {name: value for name, value in engine.items() if value is not None and name != "network_size"}
+    if engine.get("network_size"):
+        height, width = engine["network_size"]
+        parameters.update(network_height=height, network_width=width)
+    return parameters
+
+
+def node_command(overrides: dict[str, Any], params_file: Path) -> list[str]:
+    """``python -m seg_node`` with the package YAML, then ``overrides`` (parameter name -> value), which are
+    written to ``params_file``."""
+    params_file.parent.mkdir(parents=True, exist_ok=True)
+    params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": overrides}}))
+    return [sys.executable, "-m", "seg_node", "--ros-args",
+            "--params-file", str(package_file("config/seg_node.yaml")), "--params-file", str(params_file)]
