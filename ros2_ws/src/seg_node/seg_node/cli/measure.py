@@ -8,6 +8,7 @@ node's own ms per frame = 1/node - 1/engine, the floor, own/floor, the stage spl
     python -m seg_node.cli.measure node --rate 0
     python -m seg_node.cli.measure node --rate 0 --frame-size 480x360 1280x720 1920x1080 2048x1024 \\
         --outputs label all --weights contextnet_camvid --network-size 96 128 --json out/capacity.json
+    python -m seg_node.cli.measure node --rate 0 --frame-size 1920x1080 --network-label-floor
     python -m seg_node.cli.measure dds --size 2048 1024 --compare
 
 dds: best-effort WxH rgb8 frames between two processes, with the package's Fast DDS profile and
@@ -24,6 +25,8 @@ from pathlib import Path
 
 from ..engine.options import MAX_NETWORK_SIDE, MIN_NETWORK_SIDE, add_engine_arguments, engine_config_from_args
 from ..ros_tools.measure import (
+    FLOOR_TOPICS,
+    NETWORK_LABEL_FLOOR_TOPICS,
     OUTPUT_SETS,
     DdsSettings,
     NodeMeasureSettings,
@@ -36,6 +39,7 @@ from ..ros_tools.measure import (
 )
 from . import HelpFormatter, entry_point
 
+PROG = "python -m seg_node.cli.measure"  # no console script (yet): what a user types
 NODE_ENGINE_OPTIONS = ("backend", "device", "precision", "threads", "network_size")
 
 
@@ -60,7 +64,7 @@ def add_dds_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parser() -> argparse.ArgumentParser:
     defaults = NodeMeasureSettings()
-    root = argparse.ArgumentParser(prog="seg-measure", description=__doc__, formatter_class=HelpFormatter)
+    root = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=HelpFormatter)
     modes = root.add_subparsers(dest="mode", required=True)
     node = modes.add_parser("node", help="the node's capacity: fps, own cost, floor, stages",
                             formatter_class=HelpFormatter)
@@ -80,6 +84,8 @@ def parser() -> argparse.ArgumentParser:
     node.add_argument("--no-baseline", dest="baseline", action="store_false",
                       help="skip the engine alone and the stage costs")
     node.add_argument("--no-floor", dest="floor", action="store_false", help="skip rclpy's floor")
+    node.add_argument("--network-label-floor", action="store_true",
+                      help="also the floor of publishing the label at network resolution + CameraInfo")
     add_engine_arguments(node, NODE_ENGINE_OPTIONS)
     dds = modes.add_parser("dds", help="delivery of large best-effort images between two processes",
                            formatter_class=HelpFormatter)
@@ -89,7 +95,9 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument("--json", type=Path, help="also write the results here")
     modes.add_parser("dds-receive", help="(started by dds) the receiving process")
     add_dds_arguments(modes.add_parser("dds-send", help="(started by dds) the publishing process"))
-    modes.add_parser("floor-echo", help="(started by node) rclpy's floor: answers frames, does nothing else")
+    echo = modes.add_parser("floor-echo", help="(started by node) rclpy's floor: answers frames, nothing else")
+    echo.add_argument("--network-label", type=frame_size, metavar="WxH",
+                      help="answer with labels of this size and a CameraInfo (on the network-label topics)")
     return root
 
 
@@ -99,7 +107,8 @@ def _main(argv: Sequence[str] | None) -> int:
         receive_frames()
         return 0
     if args.mode == "floor-echo":
-        echo_frames()
+        label_size = args.network_label
+        echo_frames(NETWORK_LABEL_FLOOR_TOPICS if label_size else FLOOR_TOPICS, label_size)
         return 0
     if args.mode in ("dds", "dds-send"):
         settings = DdsSettings(size=tuple(args.size), rate=args.rate, count=args.count)
@@ -114,17 +123,17 @@ def _main(argv: Sequence[str] | None) -> int:
             camvid=args.camvid, frames=args.frames, frame_sizes=tuple(args.frame_size or ()), rate=args.rate,
             in_flight=args.in_flight, seconds=args.seconds, warmup=args.warmup, weights=args.weights,
             engine=engine_config_from_args(args), outputs=tuple(dict.fromkeys(args.outputs)),
-            baseline=args.baseline, floor=args.floor)
+            baseline=args.baseline, floor=args.floor, network_label_floor=args.network_label_floor)
         results = measure_node(settings)
         print(format_table(results))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"seg-measure: wrote {args.json}")
+        print(f"{PROG}: wrote {args.json}")
     return 0
 
 
-main = entry_point("seg-measure", _main)
+main = entry_point(PROG, _main)
 
 
 if __name__ == "__main__":

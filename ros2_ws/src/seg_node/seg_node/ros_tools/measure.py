@@ -10,7 +10,9 @@ run, on the same frames and engine options:
   own cost per frame, 1/node - 1/engine;
 - rclpy's floor: a process that answers each frame with a prepared message of the label's size and does
   nothing else (``echo_frames``), measured by the same publisher and subscriber: what DDS and rclpy cost
-  this design at that size, so ``own_vs_floor`` says how close to it the node comes;
+  this design at that size, so ``own_vs_floor`` says how close to it the node comes; with
+  ``network_label_floor`` also the floor of a design that publishes the label at the network's resolution
+  plus a CameraInfo (for consumers that scale it), i.e. what that transport would save;
 - the node's own stages on one frame, in this process with the node's own functions: receive + convert
   (rclpy's deserialisation + ``frame_from_message``), submit, result -> message, publish (rclpy's
   serialisation) and diagnostics; this process also measures, so these are costs, not the node's timeline.
@@ -44,7 +46,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.serialization import deserialize_message, serialize_message
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 from ..engine import EngineConfig, SegmentationEngine, create_engine
@@ -55,7 +57,7 @@ from ..metrics import percentiles_ms
 from ..ros.conversions import frame_from_message, image_message
 from ..ros.diagnostics import CameraMonitor
 from ..ros.parameters import parameters_from_engine_config
-from ..weights import find_weights
+from ..weights import find_weights, read_info
 from .node_process import PROFILE_VARIABLES, node_command, package_file, ros_environment
 
 START_TIMEOUT_S = 120.0
@@ -80,6 +82,7 @@ class Topics:
 
 NODE_TOPICS = Topics("/camera", "/seg_node/camera")  # cameras:=[camera] in the node's own namespace
 FLOOR_TOPICS = Topics("/floor/camera", "/floor/camera/out")
+NETWORK_LABEL_FLOOR_TOPICS = Topics("/floor_network_label/camera", "/floor_network_label/camera/out")
 
 
 class MeasureError(SegNodeError, RuntimeError):
@@ -102,6 +105,7 @@ class NodeMeasureSettings:
     outputs: tuple[str, ...] = ("label",)  # keys of OUTPUT_SETS
     baseline: bool = True  # the engine alone and the node's stages, in this process
     floor: bool = True  # rclpy's floor, in another process
+    network_label_floor: bool = False  # also the floor with the label at network resolution + CameraInfo
 
 
 @dataclass
@@ -244,28 +248,32 @@ def stage_costs(engine: SegmentationEngine, frame: np.ndarray, outputs: tuple[st
 
 # ---- the node and rclpy's floor, each in its own process
 
-def echo_frames() -> None:
-    """rclpy's floor (a process of ``measure_node``): answer each frame on the node's output topics with a
-    prepared message of the frame's size, as the node's QoS would, doing nothing else."""
+def echo_frames(topics: Topics, label_size: tuple[int, int] | None = None) -> None:
+    """rclpy's floor (a process of ``measure_node``): answer each frame on ``topics`` with prepared messages,
+    as the node's QoS would, doing nothing else. Their size is the frame's, or ``label_size`` (width, height),
+    and then a CameraInfo goes with each, as a node publishing at network resolution would send it."""
     spinner = Spinner("seg_node_floor")
     node = spinner.node
     reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
-    publishers = {name: node.create_publisher(Image, FLOOR_TOPICS.output(name), reliable) for name in OUTPUTS}
+    publishers = {name: node.create_publisher(Image, topics.output(name), reliable) for name in OUTPUTS}
+    info_publisher = node.create_publisher(CameraInfo, topics.output("camera_info"), reliable)
     prepared: dict[tuple[str, int, int], Image] = {}
 
     def answer(message: Image) -> None:
+        width, height = label_size or (message.width, message.height)
         for name, publisher in publishers.items():
             if name != "label" and not publisher.get_subscription_count():
                 continue
-            key = (name, message.height, message.width)
-            if key not in prepared:
-                shape = (message.height, message.width) if name == "label" else (message.height, message.width, 3)
-                prepared[key] = image_message(np.zeros(shape, np.uint8), Header())
-            reply = prepared[key]
+            if (name, height, width) not in prepared:
+                shape = (height, width) if name == "label" else (height, width, 3)
+                prepared[name, height, width] = image_message(np.zeros(shape, np.uint8), Header())
+            reply = prepared[name, height, width]
             reply.header = message.header
             publisher.publish(reply)
+        if label_size is not None:
+            info_publisher.publish(CameraInfo(header=message.header, height=height, width=width))
 
-    node.create_subscription(Image, FLOOR_TOPICS.camera, answer, qos_profile_sensor_data)
+    node.create_subscription(Image, topics.camera, answer, qos_profile_sensor_data)
     print("ready", flush=True)
     sys.stdin.readline()
     spinner.close()
@@ -400,7 +408,7 @@ def node_overrides(weights: Path, config: EngineConfig) -> dict[str, Any]:
 
 
 def row(size: str, outputs: str, node: dict, floor: dict | None, engine: dict | None,
-        stages: dict | None) -> dict[str, Any]:
+        stages: dict | None, network_label_floor: dict | None) -> dict[str, Any]:
     """One line of the table: fps, the node's own cost per frame, the floor's, and the stage split."""
     node_fps = node["fps"]
     result: dict[str, Any] = {"frame_size": size, "outputs": outputs, "node": node, "node_fps": node_fps}
@@ -414,11 +422,13 @@ def row(size: str, outputs: str, node: dict, floor: dict | None, engine: dict | 
         result.update(floor=floor, floor_fps=floor["fps"], floor_ms=floor_ms)
         if result.get("own_ms") is not None and floor_ms:
             result["own_vs_floor"] = result["own_ms"] / floor_ms
+    if network_label_floor is not None:
+        result.update(network_label_floor=network_label_floor, network_label_floor_fps=network_label_floor["fps"])
     return result
 
 
 def measure_size(settings: NodeMeasureSettings, frames: list[np.ndarray], engine: SegmentationEngine | None,
-                 floor: Probe | None, node: Probe) -> list[dict[str, Any]]:
+                 floors: dict[str, Probe], node: Probe) -> list[dict[str, Any]]:
     """The rows of one frame size: the engine alone, then per output set the stages, the floor and the node,
     one right after the other, so that the machine's load changes as little as possible between them."""
     size = f"{frames[0].shape[1]}x{frames[0].shape[0]}"
@@ -426,17 +436,17 @@ def measure_size(settings: NodeMeasureSettings, frames: list[np.ndarray], engine
     measured = []
     for outputs in settings.outputs:
         stages = stage_costs(engine, frames[0], OUTPUT_SETS[outputs]) if engine is not None else None
-        floor_result = floor.run(frames, outputs, settings) if floor is not None else None
+        floor_results = {name: floor.run(frames, outputs, settings) for name, floor in floors.items()}
         node_result = node.run(frames, outputs, settings)
         node_result["node_diagnostics"] = node.node_diagnostics()
-        measured.append((outputs, node_result, floor_result, stages))
+        measured.append((outputs, node_result, floor_results, stages))
     alone = None
     if engine is not None:
         # the load of a shared machine drifts: the engine's better rate of before and after is the ceiling
         after = engine_alone(engine, frames, settings.seconds)
         alone = {**max(before, after, key=lambda result: result["fps"]), "before": before, "after": after}
-    return [row(size, outputs, node_result, floor_result, alone, stages)
-            for outputs, node_result, floor_result, stages in measured]
+    return [row(size, outputs, node_result, floors.get("input"), alone, stages, floors.get("network"))
+            for outputs, node_result, floors, stages in measured]
 
 
 def measure_node(settings: NodeMeasureSettings) -> list[dict[str, Any]]:
@@ -448,14 +458,19 @@ def measure_node(settings: NodeMeasureSettings) -> list[dict[str, Any]]:
     rows = []
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="seg_node_measure_") as folder:
         engine = stack.enter_context(create_engine(weights, settings.engine)) if settings.baseline else None
-        floor = None
+        floors = {}
+        echo = [sys.executable, "-m", "seg_node.cli.measure", "floor-echo"]
         if settings.floor:
-            command = [sys.executable, "-m", "seg_node.cli.measure", "floor-echo"]
-            floor = stack.enter_context(started(command, "the floor process", FLOOR_TOPICS))
+            floors["input"] = stack.enter_context(started(echo, "the floor process", FLOOR_TOPICS))
+        if settings.network_label_floor:
+            height, width = settings.engine.network_size or read_info(weights).input_size
+            command = [*echo, "--network-label", f"{width}x{height}"]
+            floors["network"] = stack.enter_context(started(command, "the network-label floor process",
+                                                            NETWORK_LABEL_FLOOR_TOPICS))
         command = node_command(node_overrides(weights, settings.engine), Path(folder) / "params.yaml")
         node = stack.enter_context(started(command, "seg_node", NODE_TOPICS))
         for frames in frame_sets:
-            rows += measure_size(settings, frames, engine, floor, node)
+            rows += measure_size(settings, frames, engine, floors, node)
     return [{"mode": "node", "rate_hz": mode, "seconds": settings.seconds, "weights": str(weights), **r}
             for r in rows]
 
@@ -465,15 +480,17 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     def number(value: float | None, digits: int = 1) -> str:
         return "-" if value is None else f"{value:.{digits}f}"
 
+    network = any("network_label_floor_fps" in r for r in rows)
     header = ("| frame | outputs | engine fps | node fps | node/engine | own ms | floor fps | floor ms | own/floor | "
-              + " | ".join(STAGES) + " |")
-    lines = [header, "|" + " --- |" * (9 + len(STAGES))]
+              + ("floor fps, label at network size | " if network else "") + " | ".join(STAGES) + " |")
+    lines = [header, "|" + " --- |" * (9 + network + len(STAGES))]
     for r in rows:
         stages = r.get("stages_ms", {})
         lines.append(
             f"| {r['frame_size']} | {r['outputs']} | {number(r.get('engine_fps'))} | {number(r['node_fps'])} | "
             f"{number(r.get('node_vs_engine'), 2)} | {number(r.get('own_ms'))} | {number(r.get('floor_fps'))} | "
             f"{number(r.get('floor_ms'))} | {number(r.get('own_vs_floor'), 2)} | "
+            + (f"{number(r.get('network_label_floor_fps'))} | " if network else "")
             + " | ".join(number(stages.get(stage), 2) for stage in STAGES) + " |")
     return "\n".join(lines)
 
