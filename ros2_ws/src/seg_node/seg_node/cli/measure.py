@@ -12,7 +12,7 @@ node's own ms per frame = 1/node - 1/engine, the floor, own/floor, the stage spl
     python -m seg_node.cli.measure dds --size 2048 1024 --compare
 
 dds: best-effort WxH rgb8 frames between two processes, with the package's Fast DDS profile and
-(--compare) without it. dds-receive, dds-send and floor-echo are the processes the others start.
+(--compare) without it.
 """
 
 from __future__ import annotations
@@ -24,19 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..engine.options import MAX_NETWORK_SIDE, MIN_NETWORK_SIDE, add_engine_arguments, engine_config_from_args
-from ..ros_tools.measure import (
-    FLOOR_TOPICS,
-    NETWORK_LABEL_FLOOR_TOPICS,
-    OUTPUT_SETS,
-    DdsSettings,
-    NodeMeasureSettings,
-    echo_frames,
-    format_table,
-    measure_dds,
-    measure_node,
-    receive_frames,
-    send_frames,
-)
+from ..ros_tools.dds import DdsSettings, measure_dds
+from ..ros_tools.measure import OUTPUT_SETS, NodeMeasureSettings, format_table, measure_node
 from . import HelpFormatter, entry_point
 
 PROG = "python -m seg_node.cli.measure"  # no console script (yet): what a user types
@@ -53,13 +42,6 @@ def frame_size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"frame size {text!r}: each side must be {MIN_NETWORK_SIDE} to "
                                          f"{MAX_NETWORK_SIDE} pixels")
     return width, height
-
-
-def add_dds_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = DdsSettings()
-    parser.add_argument("--size", type=int, nargs=2, default=defaults.size, metavar=("W", "H"))
-    parser.add_argument("--rate", type=float, default=defaults.rate)
-    parser.add_argument("--count", type=int, default=defaults.count)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -90,31 +72,19 @@ def parser() -> argparse.ArgumentParser:
     dds = modes.add_parser("dds", help="delivery of large best-effort images between two processes",
                            formatter_class=HelpFormatter)
     dds.add_argument("--compare", action="store_true", help="also without the profile (Fast DDS defaults)")
-    add_dds_arguments(dds)
+    dds_defaults = DdsSettings()
+    dds.add_argument("--size", type=int, nargs=2, default=dds_defaults.size, metavar=("W", "H"), help="frame size")
+    dds.add_argument("--rate", type=float, default=dds_defaults.rate, help="frames per second")
+    dds.add_argument("--count", type=int, default=dds_defaults.count, help="frames sent")
     for sub in (node, dds):
         sub.add_argument("--json", type=Path, help="also write the results here")
-    modes.add_parser("dds-receive", help="(started by dds) the receiving process")
-    add_dds_arguments(modes.add_parser("dds-send", help="(started by dds) the publishing process"))
-    echo = modes.add_parser("floor-echo", help="(started by node) rclpy's floor: answers frames, nothing else")
-    echo.add_argument("--network-label", type=frame_size, metavar="WxH",
-                      help="answer with labels of this size and a CameraInfo (on the network-label topics)")
     return root
 
 
 def _main(argv: Sequence[str] | None) -> int:
     args = parser().parse_args(argv)
-    if args.mode == "dds-receive":
-        receive_frames()
-        return 0
-    if args.mode == "floor-echo":
-        label_size = args.network_label
-        echo_frames(NETWORK_LABEL_FLOOR_TOPICS if label_size else FLOOR_TOPICS, label_size)
-        return 0
-    if args.mode in ("dds", "dds-send"):
+    if args.mode == "dds":
         settings = DdsSettings(size=tuple(args.size), rate=args.rate, count=args.count)
-        if args.mode == "dds-send":
-            send_frames(settings)
-            return 0
         results = [measure_dds(settings, profile=True)]
         results += [measure_dds(settings, profile=False)] if args.compare else []
         print(json.dumps(results, indent=2))

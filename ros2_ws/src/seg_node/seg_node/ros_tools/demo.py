@@ -48,7 +48,7 @@ from ..recording.rosbag import (
     stamp_ns,
 )
 from ..weights import WeightsInfo, find_weights, read_info, training_note
-from .node_process import PACKAGE_ROOT, engine_parameters, node_command, ros_environment
+from .processes import PACKAGE_ROOT, engine_parameters, node_command, ros_environment
 
 DEFAULT_BAG = PACKAGE_ROOT.parents[2] / "demo" / "camvid_val_0016E5"
 DEFAULT_IMAGE_TOPIC = "/camera/image_raw/compressed"

@@ -1,4 +1,4 @@
-"""Measure the node between processes, as on the car (``python -m seg_node.cli.measure {node,dds}``).
+"""The node's capacity between processes, as on the car (``python -m seg_node.cli.measure node``).
 
 ``measure_node``: for each frame size, CamVid val frames resized to it are published (rgb8) to seg_node in
 its own process, at a rate or flat out (a new frame whenever fewer than ``in_flight`` await their label),
@@ -18,20 +18,17 @@ run, on the same frames and engine options:
   serialisation) and diagnostics; this process also measures, so these are costs, not the node's timeline.
 
 Each size is measured with the label only subscribed, and (outputs "all") with label, colour mask and
-overlay subscribed. ``measure_dds``: ``count`` best-effort WxH rgb8 frames at ``rate`` Hz to a subscriber in
-another process, counting what arrives, with the package's Fast DDS profile and (``compare``) without it.
+overlay subscribed. (DDS delivery of large images alone: ``seg_node.ros_tools.dds``.)
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,18 +36,12 @@ from typing import Any
 
 import cv2
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.node import Node
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.serialization import deserialize_message, serialize_message
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from ..engine import EngineConfig, SegmentationEngine, create_engine
-from ..errors import SegNodeError
 from ..evaluation.bench import CAMVID, read_frames, resize_frames, run_one_by_one, run_pipelined
 from ..imaging import blend, colorize, palette_lut
 from ..metrics import percentiles_ms
@@ -58,35 +49,21 @@ from ..ros.conversions import frame_from_message, image_message
 from ..ros.diagnostics import CameraMonitor
 from ..ros.parameters import parameters_from_engine_config
 from ..weights import find_weights, read_info
-from .node_process import PROFILE_VARIABLES, node_command, package_file, ros_environment
+from .floor import FLOOR_TOPICS, NETWORK_LABEL_FLOOR_TOPICS, NODE_TOPICS, Topics
+from .processes import (
+    START_TIMEOUT_S,
+    MeasureError,
+    Spinner,
+    child_process,
+    node_command,
+    publish_at,
+    ros_environment,
+    use_package_profile,
+)
 
-START_TIMEOUT_S = 120.0
-RECEIVE_GRACE_S = 2.0
-OUTPUTS = ("label", "color_mask", "overlay")
 OUTPUT_SETS = {"label": ("label",), "all": ("label", "color_mask", "overlay")}
 STAGE_REPEATS = 20
 STAGES = ("receive_convert", "submit", "result_to_message", "publish", "diagnostics")
-
-
-@dataclass(frozen=True)
-class Topics:
-    """Where the measured process takes frames and answers: the node's, or the floor's beside them (both
-    processes run through the whole measurement, each idle while the other is measured)."""
-
-    camera: str
-    outputs: str  # the outputs' namespace: <outputs>/label, <outputs>/color_mask, <outputs>/overlay
-
-    def output(self, name: str) -> str:
-        return f"{self.outputs}/{name}"
-
-
-NODE_TOPICS = Topics("/camera", "/seg_node/camera")  # cameras:=[camera] in the node's own namespace
-FLOOR_TOPICS = Topics("/floor/camera", "/floor/camera/out")
-NETWORK_LABEL_FLOOR_TOPICS = Topics("/floor_network_label/camera", "/floor_network_label/camera/out")
-
-
-class MeasureError(SegNodeError, RuntimeError):
-    """A process of the measurement did not start or answer; the message says which."""
 
 
 @dataclass
@@ -108,59 +85,12 @@ class NodeMeasureSettings:
     network_label_floor: bool = False  # also the floor with the label at network resolution + CameraInfo
 
 
-@dataclass
-class DdsSettings:
-    """What ``measure_dds`` sends (``seg_node.cli.measure dds``'s flags)."""
-
-    size: tuple[int, int] = (2048, 1024)  # width, height
-    rate: float = 30.0
-    count: int = 300
-
-
-class Spinner:
-    """A node in its own context, spun on a background thread."""
-
-    def __init__(self, name: str) -> None:
-        self.context = Context()
-        rclpy.init(context=self.context)
-        self.node = Node(name, context=self.context)
-        self._executor = SingleThreadedExecutor(context=self.context)
-        self._executor.add_node(self.node)
-        self._thread = threading.Thread(target=self._executor.spin, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._executor.shutdown()
-        self._thread.join(5)
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
-
-
-def use_package_profile() -> None:
-    """This process's DDS participants read the package's shared-memory profile (unless one is set)."""
-    profile = str(package_file("config/fastdds_shm.xml"))
-    for variable in PROFILE_VARIABLES:
-        os.environ.setdefault(variable, profile)
-
-
 def camvid_frames(camvid: Path, count: int, size: tuple[int, int] | None) -> list[np.ndarray]:
     """``count`` CamVid val frames as RGB, resized to ``size`` (width, height) unless None."""
     frames = read_frames(camvid, count)
     if size is not None:
         frames = resize_frames(frames, size[1], size[0])
     return [cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) for frame in frames]
-
-
-def publish_at(rate_hz: float, seconds: float, publish: Callable[[int], None]) -> int:
-    """Call ``publish(index)`` at ``rate_hz`` on a fixed schedule for ``seconds``; the number published."""
-    period = 1.0 / rate_hz
-    start = time.perf_counter()
-    index = 0
-    while time.perf_counter() - start < seconds:
-        publish(index)
-        index += 1
-        time.sleep(max(0.0, start + index * period - time.perf_counter()))
-    return index
 
 
 def publish_in_flight(in_flight: int, seconds: float, publish: Callable[[int], None], arrivals: list) -> int:
@@ -244,56 +174,6 @@ def stage_costs(engine: SegmentationEngine, frame: np.ndarray, outputs: tuple[st
         "diagnostics": median_ms(diagnostics),
         "diagnostics_report_per_period": report_ms,
     }
-
-
-# ---- the node and rclpy's floor, each in its own process
-
-def echo_frames(topics: Topics, label_size: tuple[int, int] | None = None) -> None:
-    """rclpy's floor (a process of ``measure_node``): answer each frame on ``topics`` with prepared messages,
-    as the node's QoS would, doing nothing else. Their size is the frame's, or ``label_size`` (width, height),
-    and then a CameraInfo goes with each, as a node publishing at network resolution would send it."""
-    spinner = Spinner("seg_node_floor")
-    node = spinner.node
-    reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
-    publishers = {name: node.create_publisher(Image, topics.output(name), reliable) for name in OUTPUTS}
-    info_publisher = node.create_publisher(CameraInfo, topics.output("camera_info"), reliable)
-    prepared: dict[tuple[str, int, int], Image] = {}
-
-    def answer(message: Image) -> None:
-        width, height = label_size or (message.width, message.height)
-        for name, publisher in publishers.items():
-            if name != "label" and not publisher.get_subscription_count():
-                continue
-            if (name, height, width) not in prepared:
-                shape = (height, width) if name == "label" else (height, width, 3)
-                prepared[name, height, width] = image_message(np.zeros(shape, np.uint8), Header())
-            reply = prepared[name, height, width]
-            reply.header = message.header
-            publisher.publish(reply)
-        if label_size is not None:
-            info_publisher.publish(CameraInfo(header=message.header, height=height, width=width))
-
-    node.create_subscription(Image, topics.camera, answer, qos_profile_sensor_data)
-    print("ready", flush=True)
-    sys.stdin.readline()
-    spinner.close()
-
-
-@contextmanager
-def process(command: list[str], env: dict[str, str], output: Any = subprocess.PIPE) -> Any:
-    """A child process with a stdin pipe, its output to ``output``; stopped (terminated, then killed) on leaving."""
-    child = subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=output, stderr=subprocess.STDOUT,
-                             text=True)
-    try:
-        yield child
-    finally:
-        if child.poll() is None:
-            child.terminate()
-            try:
-                child.wait(10)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
 
 
 class Probe:
@@ -389,10 +269,10 @@ class Probe:
 
 
 @contextmanager
-def started(command: list[str], what: str, topics: Topics) -> Any:
+def started(command: list[str], what: str, topics: Topics) -> Iterator[Probe]:
     """``command`` (the node or the floor) running, with a Probe on ``topics`` once it answers."""
     with tempfile.TemporaryDirectory(prefix="seg_node_measure_") as folder, \
-            open(Path(folder) / "output.log", "w") as log, process(command, ros_environment(), log) as child:
+            open(Path(folder) / "output.log", "w") as log, child_process(command, ros_environment(), log) as child:
         probe = Probe(f"seg_node_measure_{what.replace(' ', '_')}", topics)
         try:
             probe.wait_for(child, what, Path(log.name))
@@ -459,12 +339,12 @@ def measure_node(settings: NodeMeasureSettings) -> list[dict[str, Any]]:
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="seg_node_measure_") as folder:
         engine = stack.enter_context(create_engine(weights, settings.engine)) if settings.baseline else None
         floors = {}
-        echo = [sys.executable, "-m", "seg_node.cli.measure", "floor-echo"]
+        echo = [sys.executable, "-m", "seg_node.ros_tools.floor"]
         if settings.floor:
             floors["input"] = stack.enter_context(started(echo, "the floor process", FLOOR_TOPICS))
         if settings.network_label_floor:
             height, width = settings.engine.network_size or read_info(weights).input_size
-            command = [*echo, "--network-label", f"{width}x{height}"]
+            command = [*echo, json.dumps({"label_size": [width, height]})]
             floors["network"] = stack.enter_context(started(command, "the network-label floor process",
                                                             NETWORK_LABEL_FLOOR_TOPICS))
         command = node_command(node_overrides(weights, settings.engine), Path(folder) / "params.yaml")
@@ -495,67 +375,3 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-# ---- DDS delivery of large images
-
-def receive_frames() -> None:
-    """The subscriber process of ``measure_dds``: count frames until a line on stdin says the sender is done."""
-    spinner = Spinner("dds_receiver")
-    arrivals: list[float] = []
-    spinner.node.create_subscription(Image, "/dds_probe", lambda _m: arrivals.append(time.monotonic()),
-                                     qos_profile_sensor_data)
-    print("ready", flush=True)
-    sys.stdin.readline()
-    spinner.close()
-    print(json.dumps({"received": len(arrivals)}), flush=True)
-
-
-def send_frames(settings: DdsSettings) -> None:
-    """The publishing process of ``measure_dds``."""
-    sender = Spinner("dds_sender")
-    try:
-        publisher = sender.node.create_publisher(Image, "/dds_probe", qos_profile_sensor_data)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not publisher.get_subscription_count():
-            if time.monotonic() > deadline:
-                raise MeasureError("the receiving process never subscribed")
-            time.sleep(0.1)
-        time.sleep(1.0)
-        width, height = settings.size
-        pixels = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
-        build_start = time.perf_counter()
-        message = image_message(pixels, Header(frame_id="dds_probe"))
-        build_ms = (time.perf_counter() - build_start) * 1e3
-        published = publish_at(settings.rate, settings.count / settings.rate, lambda _i: publisher.publish(message))
-    finally:
-        sender.close()
-    print(json.dumps({"published": published, "message_build_ms": build_ms, "mib": pixels.nbytes / 2**20}))
-
-
-def measure_dds(settings: DdsSettings, profile: bool) -> dict[str, Any]:
-    """Sender and receiver each in a fresh process: Fast DDS reads its profile once per process."""
-    environment = dict(os.environ)
-    for variable in PROFILE_VARIABLES:
-        environment.pop(variable, None)
-        if profile:
-            environment[variable] = str(package_file("config/fastdds_shm.xml"))
-    module = [sys.executable, "-m", "seg_node.cli.measure"]
-    with process([*module, "dds-receive"], environment) as receiver:
-        if receiver.stdout.readline().strip() != "ready":
-            raise MeasureError("the receiving process did not start")
-        width, height = settings.size
-        sent = subprocess.run([*module, "dds-send", "--size", str(width), str(height), "--rate", str(settings.rate),
-                               "--count", str(settings.count)], env=environment, stdout=subprocess.PIPE, text=True)
-        if sent.returncode != 0:
-            raise MeasureError(f"the sending process failed (exit {sent.returncode})")
-        sender = json.loads(sent.stdout.strip().splitlines()[-1])
-        time.sleep(RECEIVE_GRACE_S)  # the last frames are still on their way
-        received = json.loads(receiver.communicate("done\n", timeout=START_TIMEOUT_S)[0].strip().splitlines()[-1])
-    return {
-        "mode": "dds",
-        "profile": environment.get(PROFILE_VARIABLES[0], "Fast DDS defaults"),
-        "frame": f"{width}x{height} rgb8 ({sender['mib']:.1f} MiB)",
-        "rate_hz": settings.rate,
-        "published": sender["published"],
-        "received": received["received"],
-        "message_build_ms": sender["message_build_ms"],
-    }
