@@ -24,6 +24,7 @@ overlay subscribed. (DDS delivery of large images alone: ``seg_node.ros_tools.dd
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -273,7 +274,7 @@ def started(command: list[str], what: str, topics: Topics) -> Iterator[Probe]:
     """``command`` (the node or the floor) running, with a Probe on ``topics`` once it answers."""
     with tempfile.TemporaryDirectory(prefix="seg_node_measure_") as folder, \
             open(Path(folder) / "output.log", "w") as log, child_process(command, ros_environment(), log) as child:
-        probe = Probe(f"seg_node_measure_{what.replace(' ', '_')}", topics)
+        probe = Probe("seg_node_measure_" + re.sub(r"\W", "_", what), topics)  # a valid node name
         try:
             probe.wait_for(child, what, Path(log.name))
             yield probe
