@@ -12,6 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from seg_node.cli import engine_flags
+from seg_node.cli.engine_flags import add_engine_arguments, engine_config_from_args
 from seg_node.engine import (
     ENGINE_OPTIONS,
     BackendUnavailableError,
@@ -20,13 +22,11 @@ from seg_node.engine import (
     EngineError,
     FrameError,
     UnsupportedCombinationError,
-    add_engine_arguments,
     choose_backend,
     create_engine,
-    engine_config_from_args,
 )
 from seg_node.engine import options as engine_options
-from seg_node.engine.graph import Postprocess, Preprocess, normalize
+from seg_node.engine.graph import Postprocess, Preprocess, normalize, resize_maps, resize_maps_on_host
 from seg_node.weights import load_weights, read_info
 
 NETWORK_SIZE = (96, 128)  # the training size of conftest's make_weights
@@ -322,10 +322,10 @@ def test_options_and_engine_config_fields_agree():
 ])
 def test_the_speed_tools_sizes_are_parsed_and_checked(text, problem):
     if problem is None:
-        assert engine_options.parse_sizes(text) == [(360, 480), (1024, 2048)][: text.count("x") + text.count("X")]
+        assert engine_flags.parse_sizes(text) == [(360, 480), (1024, 2048)][: text.count("x") + text.count("X")]
         return
     with pytest.raises(argparse.ArgumentTypeError, match=problem):
-        engine_options.parse_sizes(text)
+        engine_flags.parse_sizes(text)
 
 
 def test_add_engine_arguments_shows_every_option_with_its_default_once():
@@ -422,3 +422,22 @@ def test_both_networks_fold_their_batchnorms_and_compute_the_same(name, caplog):
     with torch.no_grad():
         expected = model(image)
         torch.testing.assert_close(folded(image), expected, rtol=1e-3, atol=1e-3 * float(expected.abs().max()))
+
+
+@pytest.mark.parametrize("source, target", [((96, 128), (1080, 1920)), ((360, 480), (720, 1280)), ((64, 96), (50, 300)),
+                                            ((97, 131), (1024, 2048)), ((120, 160), (60, 80)), ((7, 5), (7, 5))])
+def test_host_resize_of_maps_is_torchs_nearest_resize(source, target):
+    maps = torch.randint(0, 256, (1, 2, *source), dtype=torch.uint8)
+    expected = resize_maps(maps, target)[0].numpy()
+    resized = resize_maps_on_host(maps[0].numpy(), target)
+    assert resized.shape == (2, *target) and np.array_equal(resized, expected)
+    assert resize_maps_on_host(maps[0].numpy(), None).shape == (2, *source)
+
+
+@pytest.mark.parametrize("frame_size", [(120, 160), (96, 128)])
+def test_channel_order_gives_the_same_input_before_or_after_the_resize(weights_path, frame_size):
+    """Preprocess swaps BGR after the resize (less to move); the numbers are those of swapping first."""
+    preprocess = Preprocess(read_info(weights_path("contextnet")), NETWORK_SIZE)
+    frame = torch.randint(0, 256, (1, *frame_size, 3), dtype=torch.uint8)
+    swapped = preprocess(frame, torch.tensor([2, 1, 0]))
+    assert torch.equal(swapped, preprocess(frame.flip(3)))

@@ -210,6 +210,15 @@ def test_colorize_uses_the_palette_and_blacks_out_unknown_ids():
     assert np.array_equal(colorize(labels, palette_lut(palette)), mask)
 
 
+def test_colorize_is_the_palette_table_looked_up_per_pixel():
+    """Every id of every pixel, strided views too: the same pixels as indexing the 256-colour table."""
+    rng = np.random.default_rng(3)
+    lut = palette_lut(rng.integers(0, 256, (256, 3)))
+    labels = rng.integers(0, 256, (121, 243), dtype=np.uint8)
+    for view in (labels, labels[::2, 1::3], labels.T):
+        assert np.array_equal(colorize(view, lut), lut[view])
+
+
 @pytest.mark.parametrize("palette", [np.zeros((257, 3)), np.array([[0, 0, 256]]), np.array([[-1, 0, 0]])])
 def test_invalid_palettes_are_rejected(palette):
     with pytest.raises(ValueError, match="palette"):

@@ -153,9 +153,7 @@ def test_no_module_is_longer_than_the_limit():
 # modules still parse arguments because other engineers are moving them now; the lead removes each exception
 # after merging their branch (a listed module that no longer imports argparse fails the test below).
 ARGPARSE_EXCEPTIONS = {
-    "seg_node/ros_tools/measure.py",  # issue #42 item 4: one builder of the node's command line (demo, measure)
     "seg_node/ros_tools/recorder.py",  # owned by the recording / error-handling task; its options go to cli/ next
-    "seg_node/engine/options.py",  # the engine vocabulary's --flags builder (engine/** has its own owner now)
 }
 TRAINING_NAMES = re.compile(r"cpu_training|training_kernels|CPUTrainingKernels")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -9,13 +10,16 @@ import sys
 import pytest
 import ros_helpers as ros
 
+from seg_node.cli.measure import frame_size
+from seg_node.ros_tools.measure import STAGES, format_table
+
+MEASURE = [sys.executable, "-m", "seg_node.cli.measure"]
+
 
 def test_dds_delivery_between_processes_is_counted(tmp_path):
     result_path = tmp_path / "dds.json"
     subprocess.run(
-        [sys.executable, "-m", "seg_node.ros_tools.measure", "dds", "--size", "64", "48",
-         "--rate", "50", "--count", "20",
-         "--json", str(result_path)],
+        [*MEASURE, "dds", "--size", "64", "48", "--rate", "50", "--count", "20", "--json", str(result_path)],
         env=ros.node_environment(ros.domain_id(offset=50)), check=True, timeout=300, capture_output=True,
     )
     (result,) = json.loads(result_path.read_text())
@@ -24,20 +28,36 @@ def test_dds_delivery_between_processes_is_counted(tmp_path):
     assert 0 < result["received"] <= 20
 
 
-@pytest.mark.slow  # a node process
-def test_node_flat_out_is_measured_against_the_engine_alone_in_the_same_run(tmp_path, camvid_root):
+def test_frame_sizes_are_width_by_height_and_checked():
+    assert frame_size("1920x1080") == (1920, 1080)
+    for text in ("1920", "axb", "8x8", "1920x9000"):
+        with pytest.raises(argparse.ArgumentTypeError, match="frame size"):
+            frame_size(text)
+
+
+@pytest.mark.slow  # a node process and a floor process
+def test_capacity_rows_hold_node_engine_floor_and_stages_from_one_run(tmp_path, camvid_root):
     result_path = tmp_path / "node.json"
     completed = subprocess.run(
-        [sys.executable, "-m", "seg_node.ros_tools.measure", "node", "--camvid", str(camvid_root), "--frames", "2",
-         "--rate", "0", "--seconds", "3", "--warmup", "1", "--backend", "onnxruntime", "--threads", "1",
-         "--network-size", "96", "128", "--json", str(result_path)],
-        env=ros.node_environment(ros.domain_id(offset=61)), timeout=300, capture_output=True, text=True,
+        [*MEASURE, "node", "--camvid", str(camvid_root), "--frames", "2", "--frame-size", "160x120",
+         "--outputs", "label", "all", "--network-label-floor", "--rate", "0", "--seconds", "3", "--warmup", "1",
+         "--backend", "onnxruntime", "--threads", "1", "--network-size", "96", "128", "--json", str(result_path)],
+        env=ros.node_environment(ros.domain_id(offset=61)), timeout=400, capture_output=True, text=True,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    (result,) = json.loads(result_path.read_text())
-    baseline = result["engine_alone"]
-    assert baseline["backend"] == "onnxruntime" and baseline["sync_fps"] > 0 and baseline["pipelined_fps"] > 0
-    assert result["labels_received"] > 1 and result["output_fps"] > 0
-    best = max(baseline["sync_fps"], baseline["pipelined_fps"])
-    assert result["node_vs_engine"] == pytest.approx(result["output_fps"] / best)
-    assert "onnxruntime" in result["engine"]  # the node built the engine it was asked for
+    rows = json.loads(result_path.read_text())
+    assert [(r["frame_size"], r["outputs"]) for r in rows] == [("160x120", "label"), ("160x120", "all")]
+    for result in rows:
+        baseline = result["engine_alone"]
+        assert baseline["backend"] == "onnxruntime" and baseline["sync_fps"] > 0 and baseline["pipelined_fps"] > 0
+        assert baseline["fps"] == max(baseline["before"]["fps"], baseline["after"]["fps"])
+        assert result["node"]["received"] > 1 and result["node_fps"] > 0 and result["floor_fps"] > 0
+        assert result["node_vs_engine"] == pytest.approx(result["node_fps"] / result["engine_fps"])
+        assert result["own_ms"] == pytest.approx(1e3 / result["node_fps"] - 1e3 / result["engine_fps"])
+        assert result["own_vs_floor"] == pytest.approx(result["own_ms"] / (1e3 / result["floor_fps"]))
+        assert result["network_label_floor_fps"] > 0 and result["network_label_floor"]["received"] > 1
+        assert set(STAGES) <= set(result["stages_ms"]) and all(v >= 0 for v in result["stages_ms"].values())
+        assert "onnxruntime" in result["node"]["node_diagnostics"]["engine"]  # the node built the engine asked
+    camera = rows[1]["node"]["node_diagnostics"]["camera"]
+    assert int(camera["published_overlay"]) > 0 and int(camera["published_color_mask"]) > 0  # "all" subscribed
+    assert format_table(rows) in completed.stdout

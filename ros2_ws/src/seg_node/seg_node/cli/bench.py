@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from ..engine.options import add_engine_arguments, parse_sizes
 from ..evaluation.bench import (
     BACKENDS,
     MODELS,
@@ -27,6 +26,7 @@ from ..evaluation.bench import (
     run_benchmark,
 )
 from . import HelpFormatter, entry_point
+from .engine_flags import add_engine_arguments, parse_sizes
 
 
 def parser() -> argparse.ArgumentParser:

@@ -21,11 +21,11 @@ from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 
-from ..engine.options import add_engine_arguments
 from ..metrics import format_iou_table, percent
 from ..models import MODELS
 from ..ros_tools.demo import DEFAULT_BAG, DEFAULT_IMAGE_TOPIC, DEFAULT_LABEL_TOPIC, DemoOptions, run_demo
 from . import HelpFormatter, entry_point
+from .engine_flags import add_engine_arguments
 
 # the engine options the node takes as parameters
 ENGINE_FLAGS = ("backend", "precision", "device", "network_size", "threads")

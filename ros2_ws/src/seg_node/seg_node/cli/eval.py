@@ -28,12 +28,12 @@ from pathlib import Path
 import torch
 
 from ..datasets import DatasetSpec, camvid, cityscapes, drive_of, image_folder
-from ..engine.options import add_engine_arguments, engine_config_from_args
 from ..errors import UsageError
 from ..evaluation.evaluate import AugmentedPredictor, EnginePredictor, evaluate, write_outputs
 from ..metrics import format_iou_table
 from ..weights import WeightsInfo, find_weights, load_weights
 from . import EXIT_FAILURE, HelpFormatter, entry_point
+from .engine_flags import add_engine_arguments, engine_config_from_args
 
 FORMATS = ("camvid", "cityscapes", "folder")
 MULTI_SCALES = (0.75, 1.0, 1.25, 1.5)

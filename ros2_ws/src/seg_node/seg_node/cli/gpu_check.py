@@ -19,7 +19,6 @@ from pathlib import Path
 
 import torch
 
-from ..engine.options import parse_sizes
 from ..errors import UsageError
 from ..evaluation import gpu_check
 from ..evaluation.gpu_models import MODELS
@@ -27,6 +26,7 @@ from ..evaluation.gpu_report import markdown, size_text, validate_report
 from ..evaluation.gpu_run import FULL, QUICK
 from ..evaluation.preflight import preflight
 from . import EXIT_FAILURE, HelpFormatter, entry_point
+from .engine_flags import parse_sizes
 
 PROG = "seg-gpu-check"
 EXIT_NO_CUDA = 2

@@ -21,8 +21,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..engine import ENGINE_OPTIONS, add_engine_arguments, create_engine, engine_config_from_args
+from ..engine import ENGINE_OPTIONS, create_engine
 from . import HelpFormatter, entry_point
+from .engine_flags import add_engine_arguments, engine_config_from_args
 
 PROG = "seg-prebuild"
 NOTHING_TO_CACHE = {

@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from ..engine import create_engine
-from ..engine.options import add_engine_arguments, engine_config_from_args
 from ..evaluation.replay import check_bag, replay
 from ..evaluation.report import fmt
 from ..metrics import format_iou_table
 from ..weights import find_weights, read_info
 from . import EXIT_FAILURE, HelpFormatter, entry_point
+from .engine_flags import add_engine_arguments, engine_config_from_args
 
 ENGINE_FLAGS = ("backend", "precision", "device", "network_size", "threads", "engine_cache_dir", "cuda_graphs",
                 "int8_calibration_dir")

@@ -19,7 +19,7 @@ from .errors import (
     FrameError,
     UnsupportedCombinationError,
 )
-from .options import ENGINE_OPTIONS, EngineConfig, EngineOption, add_engine_arguments, engine_config_from_args
+from .options import ENGINE_OPTIONS, EngineConfig, EngineOption
 from .pipeline import FramePipeline, PipelineStats
 from .resolve import Resolution, choose_backend
 from .result import SegResult
@@ -39,9 +39,7 @@ __all__ = [
     "SegResult",
     "SegmentationEngine",
     "UnsupportedCombinationError",
-    "add_engine_arguments",
     "choose_backend",
     "create_engine",
     "create_engine_from_model",
-    "engine_config_from_args",
 ]

@@ -1,7 +1,7 @@
 """``seg-demo`` (``make demo``): the real system over DDS on the bundled recording, then the figures.
 
 Three processes, as on a car: a player publishes the recording's camera
-images at their recorded rate (``seg_node.cli.bag_player``), the node
+images at their recorded rate (``seg_node.ros_tools.bag_player``), the node
 segments them (``python -m seg_node`` with the parameters the launch file
 passes) and a recorder stores the node's label and overlay topics and
 ``/diagnostics`` (``seg_node.ros_tools.recorder``), printing the diagnostics as
@@ -20,7 +20,6 @@ overlay), report.json and report.md with plots.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import signal
@@ -33,7 +32,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-import yaml
 
 from ..errors import SegNodeError
 from ..evaluation.sources import output_topics
@@ -49,10 +47,9 @@ from ..recording.rosbag import (
     decode_label,
     stamp_ns,
 )
-from ..share import ShareFileNotFoundError, share_file
 from ..weights import WeightsInfo, find_weights, read_info, training_note
+from .processes import PACKAGE_ROOT, engine_parameters, node_command, ros_environment
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # ros2_ws/src/seg_node in a checkout
 DEFAULT_BAG = PACKAGE_ROOT.parents[2] / "demo" / "camvid_val_0016E5"
 DEFAULT_IMAGE_TOPIC = "/camera/image_raw/compressed"
 DEFAULT_LABEL_TOPIC = "/camera/labels"
@@ -85,58 +82,6 @@ class DemoOptions:
     engine: dict[str, Any] = field(default_factory=dict)  # EngineConfig fields for the node (backend, ...)
 
 
-def package_file(relative: str) -> Path:
-    """A file of the package's share folder: the installed one, else the checkout's."""
-    try:
-        return share_file(relative)
-    except ShareFileNotFoundError as error:
-        raise DemoError(str(error)) from error
-
-
-def ros_environment(domain_id: int) -> dict[str, str]:
-    """The processes' environment: their own DDS domain on this machine, the package's shared-memory profile."""
-    env = dict(os.environ)
-    env["ROS_DOMAIN_ID"] = str(domain_id)
-    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    profile = str(package_file("config/fastdds_shm.xml"))
-    env.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", profile)
-    env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", profile)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def node_parameters(engine: dict[str, Any]) -> dict[str, Any]:
-    """The node's parameters for EngineConfig fields: unset ones are left to the package YAML."""
-    parameters = {name: value for name, value in engine.items() if value is not None and name != "network_size"}
-    if engine.get("network_size"):
-        height, width = engine["network_size"]
-        parameters.update(network_height=height, network_width=width)
-    return parameters
-
-
-def node_command(out: Path, weights: Path, camera_topic: str, engine: dict[str, Any], expected_fps: float
-                 ) -> list[str]:
-    """``python -m seg_node`` with the launch file's parameters: the package YAML, then the demo's overrides."""
-    overrides: dict[str, Any] = {
-        "weights": str(weights),
-        **node_parameters(engine),
-        "cameras": [camera_topic],
-        "expected_fps": expected_fps,
-    }
-    params = out / "node_params.yaml"
-    params.write_text(yaml.safe_dump({"/**": {"ros__parameters": overrides}}))
-    return [
-        sys.executable,
-        "-m",
-        "seg_node",
-        "--ros-args",
-        "--params-file",
-        str(package_file("config/seg_node.yaml")),
-        "--params-file",
-        str(params),
-    ]
-
-
 def _stop(process: subprocess.Popen, timeout: float = 10.0) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGINT)
@@ -147,84 +92,76 @@ def _stop(process: subprocess.Popen, timeout: float = 10.0) -> None:
             process.wait()
 
 
+def recorder_command(options: DemoOptions, camera_topic: str, recorded: Path, ready: Path) -> list[str]:
+    """The recorder of the node's label and overlay and /diagnostics; it touches ``ready`` once it has
+    discovered the node's outputs (so the player starts only then and none is missed)."""
+    topics = output_topics(camera_topic)
+    command = [sys.executable, "-m", "seg_node.ros_tools.recorder", str(recorded), "--print-diagnostics",
+               "--topic", f"{topics['label']}:{IMAGE}", "--topic", f"{topics['overlay']}:{IMAGE}",
+               "--topic", f"/diagnostics:{DIAGNOSTICS_TYPE}"]
+    if options.camera_topic:  # no bag to take the inputs from: record them for the video
+        compressed = options.camera_topic.endswith("/compressed")
+        command += ["--topic", f"{options.camera_topic}:{COMPRESSED_IMAGE if compressed else IMAGE}"]
+    else:
+        command += ["--stop-after-idle", str(options.idle)]
+    return command + ["--ready-file", str(ready), "--ready-topic", topics["label"], "--ready-topic", topics["overlay"]]
+
+
+def player_command(options: DemoOptions, out: Path) -> list[str]:
+    """The player of the recording's camera images at their recorded rate, writing the stamps it sent."""
+    command = [sys.executable, "-m", "seg_node.ros_tools.bag_player", str(options.bag), "--topic",
+               options.image_topic, "--first", str(options.first), "--stamps", str(out / "stamps.json")]
+    return command + (["--count", str(options.count)] if options.count is not None else [])
+
+
+def wait_until_ready(ready: Path, node: subprocess.Popen, recorder: subprocess.Popen, timeout: float) -> None:
+    """Until the recorder has discovered the node's outputs; DemoError when either exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not ready.exists():
+        if node.poll() is not None or recorder.poll() is not None:
+            raise DemoError("the node or the recorder exited while starting; its message is above")
+        if time.monotonic() > deadline:
+            raise DemoError(f"the node's outputs were not discovered within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+def play_and_wait(options: DemoOptions, out: Path, env: dict[str, str], node: subprocess.Popen,
+                  recorder: subprocess.Popen, processes: list[subprocess.Popen]) -> None:
+    """Play the recording (or watch the live camera for ``duration``) until the recorder has all outputs."""
+    if options.camera_topic:
+        end = time.monotonic() + options.duration
+        while time.monotonic() < end and node.poll() is None:
+            time.sleep(0.2)
+        return
+    player = subprocess.Popen(player_command(options, out), env=env)
+    processes.append(player)
+    while player.poll() is None and node.poll() is None:
+        time.sleep(0.2)
+    if player.returncode not in (None, 0):
+        raise DemoError(f"the player failed (exit {player.returncode}); its message is above")
+    try:
+        recorder.wait(timeout=options.idle + 60)
+    except subprocess.TimeoutExpired as error:
+        raise DemoError("the node's outputs stopped coming; see its log above") from error
+
+
 def run_processes(options: DemoOptions, out: Path, weights: Path) -> Path:
     """Start recorder, node and player (or wait ``--duration`` on a camera); returns the recorded bag."""
     camera_topic = options.camera_topic or options.image_topic
-    topics = output_topics(camera_topic)
     recorded = out / "recorded"
-    env = ros_environment(options.domain_id)
-    python = [sys.executable, "-m"]
-    recorder_command = [
-        *python,
-        "seg_node.ros_tools.recorder",
-        str(recorded),
-        "--print-diagnostics",
-        "--topic",
-        f"{topics['label']}:{IMAGE}",
-        "--topic",
-        f"{topics['overlay']}:{IMAGE}",
-        "--topic",
-        f"/diagnostics:{DIAGNOSTICS_TYPE}",
-    ]
-    if options.camera_topic:  # no bag to take the inputs from: record them for the video
-        compressed = options.camera_topic.endswith("/compressed")
-        recorder_command += ["--topic", f"{options.camera_topic}:{COMPRESSED_IMAGE if compressed else IMAGE}"]
-    else:
-        recorder_command += ["--stop-after-idle", str(options.idle)]
-    # The player starts once the recorder has discovered the node's outputs, so that none is missed.
     ready = out / "recorder_ready"
     ready.unlink(missing_ok=True)
-    recorder_command += [
-        "--ready-file",
-        str(ready),
-        "--ready-topic",
-        topics["label"],
-        "--ready-topic",
-        topics["overlay"],
-    ]
+    env = ros_environment(options.domain_id)
+    overrides = {"weights": str(weights), **engine_parameters(options.engine), "cameras": [camera_topic],
+                 "expected_fps": options.expected_fps}
     processes: list[subprocess.Popen] = []
     try:
-        recorder = subprocess.Popen(recorder_command, env=env)
+        recorder = subprocess.Popen(recorder_command(options, camera_topic, recorded, ready), env=env)
         processes.append(recorder)
-        node = subprocess.Popen(
-            node_command(out, weights, camera_topic, options.engine, options.expected_fps), env=env
-        )
+        node = subprocess.Popen(node_command(overrides, out / "node_params.yaml"), env=env)
         processes.append(node)
-        deadline = time.monotonic() + options.startup_timeout
-        while not ready.exists():
-            if node.poll() is not None or recorder.poll() is not None:
-                raise DemoError("the node or the recorder exited while starting; its message is above")
-            if time.monotonic() > deadline:
-                raise DemoError(f"the node's outputs were not discovered within {options.startup_timeout:.0f} s")
-            time.sleep(0.1)
-        if options.camera_topic:
-            end = time.monotonic() + options.duration
-            while time.monotonic() < end and node.poll() is None:
-                time.sleep(0.2)
-        else:
-            player_command = [
-                *python,
-                "seg_node.cli.bag_player",
-                str(options.bag),
-                "--topic",
-                options.image_topic,
-                "--first",
-                str(options.first),
-                "--stamps",
-                str(out / "stamps.json"),
-            ]
-            if options.count is not None:
-                player_command += ["--count", str(options.count)]
-            player = subprocess.Popen(player_command, env=env)
-            processes.append(player)
-            while player.poll() is None and node.poll() is None:
-                time.sleep(0.2)
-            if player.returncode not in (None, 0):
-                raise DemoError(f"the player failed (exit {player.returncode}); its message is above")
-            try:
-                recorder.wait(timeout=options.idle + 60)
-            except subprocess.TimeoutExpired as error:
-                raise DemoError("the node's outputs stopped coming; see its log above") from error
+        wait_until_ready(ready, node, recorder, options.startup_timeout)
+        play_and_wait(options, out, env, node, recorder, processes)
         if node.poll() is not None:
             raise DemoError(f"the node exited early (exit {node.returncode}); its message is above")
     finally:
@@ -285,88 +222,129 @@ def write_video(frames: list[np.ndarray], path: Path, fps: float) -> Path:
     return gif
 
 
-def analyse(options: DemoOptions, out: Path, recorded: Path, weights: Path, info: WeightsInfo) -> dict[str, Any]:
-    """Score the recorded outputs against the bag's labels; overlay PNGs, video, plots and the report."""
+@dataclass
+class Recording:
+    """What a run left, by stamp: the node's labels and overlays, the inputs, the truth, the player's stamps."""
+
+    outputs: dict[int, tuple[int, Any]]
+    overlays: dict[int, tuple[int, Any]]
+    inputs: dict[int, tuple[int, Any]]
+    truth: dict[int, tuple[int, Any]]
+    published: list[dict[str, int]]
+    origin: dict[int, tuple[int, int]]  # the player restamps: published stamp -> (original stamp, wall time sent)
+
+
+@dataclass
+class FrameResults:
+    """The frames gone through: scores, latencies over DDS and the pictures for the video and the strip."""
+
+    matrix: ConfusionMatrix
+    latencies: list[float] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    video: list[np.ndarray] = field(default_factory=list)
+    strip_candidates: list[list[np.ndarray]] = field(default_factory=list)
+
+
+def read_recording(options: DemoOptions, out: Path, recorded: Path) -> Recording:
     camera_topic = options.camera_topic or options.image_topic
     topics = output_topics(camera_topic)
-    outputs = _read_by_stamp(recorded, topics["label"], lambda m, t: decode_label(m, t))
-    overlays = _read_by_stamp(recorded, topics["overlay"], lambda m, t: to_rgb(*decode_image(m, t)).copy())
     stamps_file = out / "stamps.json"
     published = json.loads(stamps_file.read_text())["frames"] if stamps_file.is_file() else []
-    # the player restamps: published stamp -> (original stamp, wall time of publication)
-    origin = {f["stamp_ns"]: (f["original_stamp_ns"], f["published_ns"]) for f in published}
-    truth: dict[int, tuple[int, Any]] = {}
-    inputs: dict[int, tuple[int, Any]] = {}
     input_bag = recorded if options.camera_topic else options.bag
-    inputs = _read_by_stamp(input_bag, camera_topic, lambda m, t: to_rgb(*decode_image(m, t)).copy())
-    if not options.camera_topic:
-        if options.label_topic:
-            truth = _read_by_stamp(options.bag, options.label_topic, decode_label)
-    matrix = ConfusionMatrix(info.num_classes, info.ignore_index)
+    truth = {}
+    if not options.camera_topic and options.label_topic:
+        truth = _read_by_stamp(options.bag, options.label_topic, decode_label)
+    return Recording(
+        outputs=_read_by_stamp(recorded, topics["label"], decode_label),
+        overlays=_read_by_stamp(recorded, topics["overlay"], lambda m, t: to_rgb(*decode_image(m, t)).copy()),
+        inputs=_read_by_stamp(input_bag, camera_topic, lambda m, t: to_rgb(*decode_image(m, t)).copy()),
+        truth=truth,
+        published=published,
+        origin={f["stamp_ns"]: (f["original_stamp_ns"], f["published_ns"]) for f in published},
+    )
+
+
+def go_through_frames(recording: Recording, info: WeightsInfo, overlay_dir: Path) -> FrameResults:
+    """Score each label against its truth, time it, write its overlay PNG and pair it with its input."""
+    results = FrameResults(ConfusionMatrix(info.num_classes, info.ignore_index))
     lut = palette_lut(info.palette)
-    latencies, times, errors = [], [], []
-    video, strip_candidates = [], []
-    overlay_dir = out / "overlays"
     overlay_dir.mkdir(exist_ok=True)
     first_time = None
-    for index, stamp in enumerate(sorted(outputs)):
-        received, prediction = outputs[stamp]
-        original, sent = origin.get(stamp, (stamp, stamp))
+    for index, stamp in enumerate(sorted(recording.outputs)):
+        received, prediction = recording.outputs[stamp]
+        original, sent = recording.origin.get(stamp, (stamp, stamp))
         first_time = sent if first_time is None else first_time
-        latencies.append((received - sent) / 1e9)
-        times.append((sent - first_time) / 1e9)
-        if original in truth:
+        results.latencies.append((received - sent) / 1e9)
+        results.times.append((sent - first_time) / 1e9)
+        truth = recording.truth.get(original, (None, None))[1]
+        if truth is not None:
             try:
-                score_frame(matrix, truth[original][1], prediction)
+                score_frame(results.matrix, truth, prediction)
             except LabelSizeError as error:
-                errors.append(f"frame stamped {original}: {error}")
-        overlay = overlays.get(stamp, (None, None))[1]
+                results.errors.append(f"frame stamped {original}: {error}")
+        overlay = recording.overlays.get(stamp, (None, None))[1]
         if overlay is None:
             continue
         cv2.imwrite(str(overlay_dir / f"overlay_{index:04d}.png"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
-        frame = inputs.get(original, (None, None))[1]
+        frame = recording.inputs.get(original, (None, None))[1]
         if frame is not None:
             if frame.shape != overlay.shape:
                 overlay = cv2.resize(overlay, (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_NEAREST)
-            video.append(np.hstack([frame, overlay]))
-            truth_rgb = colorize(truth[original][1], lut) if original in truth else np.zeros_like(frame)
-            strip_candidates.append([frame, truth_rgb, overlay])
+            results.video.append(np.hstack([frame, overlay]))
+            truth_rgb = colorize(truth, lut) if truth is not None else np.zeros_like(frame)
+            results.strip_candidates.append([frame, truth_rgb, overlay])
+    return results
+
+
+def write_figures(results: FrameResults, recording: Recording, info: WeightsInfo, out: Path,
+                  accuracy: dict[str, Any] | None) -> dict[str, str]:
+    """The video, the strip of frames, the latency and per-class IoU plots; report.json's ``files``."""
     files = {"overlays": "overlays/", "recorded_bag": "recorded/"}
-    if video:
-        rate = 1e9 / np.median(np.diff(sorted(s for s, _ in origin.values()))) if len(origin) > 1 else 10.0
-        files["video"] = write_video(video, out / "demo.mp4", float(rate)).name
-    if strip_candidates:
-        picks = np.linspace(0, len(strip_candidates) - 1, min(STRIP_FRAMES, len(strip_candidates))).astype(int)
-        save_image_grid([strip_candidates[i] for i in picks], ["input", "truth", "overlay"], out / "strip.png")
+    if results.video:
+        sent = sorted(s for s, _ in recording.origin.values())
+        rate = 1e9 / np.median(np.diff(sent)) if len(sent) > 1 else 10.0
+        files["video"] = write_video(results.video, out / "demo.mp4", float(rate)).name
+    if results.strip_candidates:
+        candidates = results.strip_candidates
+        picks = np.linspace(0, len(candidates) - 1, min(STRIP_FRAMES, len(candidates))).astype(int)
+        save_image_grid([candidates[i] for i in picks], ["input", "truth", "overlay"], out / "strip.png")
         files["strip"] = "strip.png"
-    if latencies:
-        plot_latency(times, latencies, "camera -> node -> recorder over DDS", out / "latency.png")
+    if results.latencies:
+        plot_latency(results.times, results.latencies, "camera -> node -> recorder over DDS", out / "latency.png")
         files["latency_plot"] = "latency.png"
-    accuracy = matrix.report([c.name for c in info.classes]) if matrix.images else None
     if accuracy is not None:
-        plot_class_iou(
-            accuracy["per_class_iou"], info.palette, f"per-class IoU, {matrix.images} frames", out / "class_iou.png"
-        )
+        title = f"per-class IoU, {results.matrix.images} frames"
+        plot_class_iou(accuracy["per_class_iou"], info.palette, title, out / "class_iou.png")
         files["class_iou_plot"] = "class_iou.png"
+    return files
+
+
+def analyse(options: DemoOptions, out: Path, recorded: Path, weights: Path, info: WeightsInfo) -> dict[str, Any]:
+    """Score the recorded outputs against the bag's labels; overlay PNGs, video, plots and the report."""
+    recording = read_recording(options, out, recorded)
+    results = go_through_frames(recording, info, out / "overlays")
+    matrix, published = results.matrix, recording.published
+    accuracy = matrix.report([c.name for c in info.classes]) if matrix.images else None
+    # the bundled recording holds CamVid val frames: weights trained on val have seen them
+    bundled = not options.camera_topic and options.bag.resolve() == DEFAULT_BAG.resolve()
     report = {
         "bag": None if options.camera_topic else str(options.bag),
-        "camera_topic": camera_topic,
+        "camera_topic": options.camera_topic or options.image_topic,
         "weights": str(weights),
         "model": info.describe(),
         "frames": {
             "published": len(published) if published else None,
-            "segmented": len(outputs),
-            "lost": len(published) - len(outputs) if published else None,
+            "segmented": len(recording.outputs),
+            "lost": len(published) - len(recording.outputs) if published else None,
             "scored": matrix.images,
         },
-        "latency_over_dds_ms": percentiles_ms(latencies),
+        "latency_over_dds_ms": percentiles_ms(results.latencies),
         "diagnostics": diagnostics_summary(recorded),
         "accuracy": accuracy,
-        # the bundled recording holds CamVid val frames: weights trained on val have seen them
-        "weights_training": training_note(info, "val" if not options.camera_topic and options.bag.resolve()
-                                          == DEFAULT_BAG.resolve() else None),
-        "errors": errors,
-        "files": files,
+        "weights_training": training_note(info, "val" if bundled else None),
+        "errors": results.errors,
+        "files": write_figures(results, recording, info, out, accuracy),
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(render_markdown(report))

@@ -1,93 +1,97 @@
-"""Measure the node between processes, as on the car: ``python -m seg_node.ros_tools.measure {node,dds} ...``.
+"""The node's capacity between processes, as on the car (``python -m seg_node.cli.measure node``).
 
-``node``: start seg_node in its own process, publish CamVid frames (rgb8) at ``--rate`` Hz, and report
-the label rate and the end-to-end latency (label arrival minus the input's stamp) seen by a subscriber
-in this process, plus the node's own /diagnostics figures. First, as the baseline of the same run, the
-engine alone runs in this process on the same frames with the same options (synchronous ``infer`` and its
-pipeline kept full); ``node_vs_engine`` is the node's label rate over the engine's better one.
-``dds``: publish ``--count`` best-effort WxH rgb8 frames at ``--rate`` Hz to a subscriber in another
-process and count what arrives, with the package's Fast DDS profile and (``--compare``) without it.
-Results print as a table and, with ``--json``, go to a file.
+``measure_node``: for each frame size, CamVid val frames resized to it are published (rgb8) to seg_node in
+its own process, at a rate or flat out (a new frame whenever fewer than ``in_flight`` await their label),
+and a subscriber in this process counts the labels: the node's fps and end-to-end latency. In the same
+run, on the same frames and engine options:
+
+- the engine alone in this process (``evaluation.bench``'s synchronous and pipelined loops), before and
+  after the node's rows of a size; its best rate is the node's ceiling: ``node_vs_engine``, and the node's
+  own cost per frame, 1/node - 1/engine;
+- rclpy's floor: a process that answers each frame with a prepared message of the label's size and does
+  nothing else (``echo_frames``), measured by the same publisher and subscriber: what DDS and rclpy cost
+  this design at that size, so ``own_vs_floor`` says how close to it the node comes; with
+  ``network_label_floor`` also the floor of a design that publishes the label at the network's resolution
+  plus a CameraInfo (for consumers that scale it), i.e. what that transport would save;
+- the node's own stages on one frame, in this process with the node's own functions: receive + convert
+  (rclpy's deserialisation + ``frame_from_message``), submit, result -> message, publish (rclpy's
+  serialisation) and diagnostics; this process also measures, so these are costs, not the node's timeline.
+
+Each size is measured with the label only subscribed, and (outputs "all") with label, colour mask and
+overlay subscribed. (DDS delivery of large images alone: ``seg_node.ros_tools.dds``.)
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
+import re
 import subprocess
 import sys
-import threading
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from ..engine import EngineConfig, create_engine
-from ..engine.options import add_engine_arguments, engine_config_from_args
-from ..evaluation.timing import TimingSettings, time_engine
+from ..engine import EngineConfig, SegmentationEngine, create_engine
+from ..evaluation.bench import CAMVID, read_frames, resize_frames, run_one_by_one, run_pipelined
+from ..imaging import blend, colorize, palette_lut
 from ..metrics import percentiles_ms
-from ..ros.conversions import image_message
+from ..ros.conversions import frame_from_message, image_message
+from ..ros.diagnostics import CameraMonitor
 from ..ros.parameters import parameters_from_engine_config
-from ..share import share_file
-from ..weights import find_weights
+from ..weights import find_weights, read_info
+from .floor import FLOOR_TOPICS, NETWORK_LABEL_FLOOR_TOPICS, NODE_TOPICS, Topics
+from .processes import (
+    START_TIMEOUT_S,
+    MeasureError,
+    Spinner,
+    child_process,
+    node_command,
+    publish_at,
+    ros_environment,
+    use_package_profile,
+)
 
-PROFILE_VARIABLE = "FASTRTPS_DEFAULT_PROFILES_FILE"
-NODE_START_TIMEOUT_S = 120.0
-RECEIVE_GRACE_S = 2.0
-NODE_ENGINE_OPTIONS = ("backend", "device", "precision", "threads", "network_size")
-
-
-def profile_path() -> Path:
-    """The package's Fast DDS profile: installed (ament or pip) or in the source tree."""
-    return share_file("config/fastdds_shm.xml")
-
-
-class Spinner:
-    """A node in its own context, spun on a background thread."""
-
-    def __init__(self, name: str) -> None:
-        self.context = Context()
-        rclpy.init(context=self.context)
-        self.node = Node(name, context=self.context)
-        self._executor = SingleThreadedExecutor(context=self.context)
-        self._executor.add_node(self.node)
-        self._thread = threading.Thread(target=self._executor.spin, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._executor.shutdown()
-        self._thread.join(5)
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
+OUTPUT_SETS = {"label": ("label",), "all": ("label", "color_mask", "overlay")}
+STAGE_REPEATS = 20
+STAGES = ("receive_convert", "submit", "result_to_message", "publish", "diagnostics")
 
 
-def camvid_frames(camvid_root: Path, count: int) -> list[np.ndarray]:
-    lines = (camvid_root / "val.txt").read_text().split("\n")[:count]
-    frames = [cv2.imread(str(camvid_root / line.split()[0]), cv2.IMREAD_COLOR) for line in lines if line.strip()]
+@dataclass
+class NodeMeasureSettings:
+    """What ``measure_node`` measures (``seg_node.cli.measure node``'s flags, same names)."""
+
+    camvid: Path = CAMVID
+    frames: int = 20  # distinct CamVid val frames to cycle through
+    frame_sizes: tuple[tuple[int, int], ...] = ()  # (width, height) each; empty: CamVid's own 480x360
+    rate: float = 10.0  # frames offered per second; 0: flat out
+    in_flight: int = 2  # flat out: frames awaiting their label at a time
+    seconds: float = 20.0
+    warmup: float = 3.0
+    weights: str = ""  # weights file or shipped name; empty: cgnet_camvid
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    outputs: tuple[str, ...] = ("label",)  # keys of OUTPUT_SETS
+    baseline: bool = True  # the engine alone and the node's stages, in this process
+    floor: bool = True  # rclpy's floor, in another process
+    network_label_floor: bool = False  # also the floor with the label at network resolution + CameraInfo
+
+
+def camvid_frames(camvid: Path, count: int, size: tuple[int, int] | None) -> list[np.ndarray]:
+    """``count`` CamVid val frames as RGB, resized to ``size`` (width, height) unless None."""
+    frames = read_frames(camvid, count)
+    if size is not None:
+        frames = resize_frames(frames, size[1], size[0])
     return [cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) for frame in frames]
-
-
-def publish_at(rate_hz: float, seconds: float, publish: Callable[[int], None]) -> int:
-    """Call ``publish(index)`` at ``rate_hz`` on a fixed schedule for ``seconds``; the number published."""
-    period = 1.0 / rate_hz
-    start = time.perf_counter()
-    index = 0
-    while time.perf_counter() - start < seconds:
-        publish(index)
-        index += 1
-        time.sleep(max(0.0, start + index * period - time.perf_counter()))
-    return index
 
 
 def publish_in_flight(in_flight: int, seconds: float, publish: Callable[[int], None], arrivals: list) -> int:
@@ -108,208 +112,267 @@ def publish_in_flight(in_flight: int, seconds: float, publish: Callable[[int], N
     return index
 
 
-def measure_engine(weights: Path, config: EngineConfig, frames: list[np.ndarray], seconds: float) -> dict:
-    """The engine alone in this process: frames per second of synchronous ``infer`` and of its pipeline kept
-    full, each for about ``seconds``."""
-    with create_engine(weights, config) as engine:
-        sync = time_engine(engine, frames, TimingSettings("synchronous", seconds=seconds, warmup=3, minimum=10))
-        pipelined = time_engine(engine, frames, TimingSettings("pipelined", seconds=seconds, warmup=3, minimum=10))
-        return {"backend": engine.backend_name, "sync_fps": sync.fps, "pipelined_fps": pipelined.fps}
+# ---- the engine alone and the node's stages, in this process
+
+def engine_alone(engine: SegmentationEngine, frames: list[np.ndarray], seconds: float) -> dict[str, Any]:
+    """Frames per second of synchronous ``infer`` and of its pipeline kept full, each for about ``seconds``."""
+    run_one_by_one(engine.infer, frames, 0, 3)  # warm-up
+    _, estimate_s, _ = run_one_by_one(engine.infer, frames, 0, 5)
+    count = max(10, round(5 / estimate_s * seconds))
+    _, sync_s, _ = run_one_by_one(engine.infer, frames, 0, count)
+    _, pipelined_s, dropped = run_pipelined(engine, frames, 0, count, camera_fps=0.0)
+    sync_fps, pipelined_fps = count / sync_s, (count - dropped) / pipelined_s
+    return {"backend": engine.backend_name, "sync_fps": sync_fps, "pipelined_fps": pipelined_fps,
+            "fps": max(sync_fps, pipelined_fps)}
 
 
-def node_command(weights: Path, config: EngineConfig) -> list[str]:
-    """``python -m seg_node`` with one camera and the parameters that give it ``config``."""
-    command = [sys.executable, "-m", "seg_node", "--ros-args", "-p", "cameras:=[camera]", "-p", f"weights:={weights}",
-               "-p", "diagnostics_period_s:=1.0", "-p", f"expected_fps:={0.0}"]
-    defaults = parameters_from_engine_config(EngineConfig())
-    for name, value in parameters_from_engine_config(config).items():
-        if value != defaults[name]:
-            command += ["-p", f"{name}:={value}"]
-    return command
+def median_ms(run: Callable[[], object], repeats: int = STAGE_REPEATS) -> float:
+    """The median time of ``run`` in ms: robust to the other processes sharing the cores."""
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)) * 1e3
 
 
-def measure_node(args: argparse.Namespace) -> dict:
-    frames = camvid_frames(args.camvid, args.frames)
-    weights = find_weights(args.weights)
-    config = engine_config_from_args(args)
-    baseline = measure_engine(weights, config, frames, args.seconds) if args.baseline else {}
-    os.environ.setdefault(PROFILE_VARIABLE, str(profile_path()))  # for the node and this process alike
-    node = subprocess.Popen(node_command(weights, config), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    probe = Spinner("seg_node_measure")
-    latencies: list[float] = []
-    arrivals: list[float] = []
-    diagnostics: list[DiagnosticArray] = []
+def stage_costs(engine: SegmentationEngine, frame: np.ndarray, outputs: tuple[str, ...]) -> dict[str, float]:
+    """Milliseconds per frame of the node's stages for ``frame``, run with the node's own functions here."""
+    header = Header(frame_id="camera")
+    serialized = serialize_message(image_message(frame, header))
+    labels = engine.infer(frame).labels
+    lut = palette_lut(np.asarray(engine.info.palette).ravel())
+    monitor = CameraMonitor("camera", NODE_TOPICS.camera, time.monotonic())
 
-    def on_label(message: Image) -> None:
-        now = probe.node.get_clock().now().nanoseconds
-        stamp = message.header.stamp
-        arrivals.append(time.perf_counter())
-        latencies.append((now - stamp.sec * 1_000_000_000 - stamp.nanosec) * 1e-9)
+    def receive_convert() -> None:
+        frame_from_message(deserialize_message(serialized, Image))
 
+    def result_to_messages() -> list[Image]:
+        messages = [image_message(labels, header)]
+        if "color_mask" in outputs:
+            mask = colorize(labels, lut)
+            messages += [image_message(mask, header), image_message(blend(frame, mask, 0.5), header)]
+        return messages
+
+    def diagnostics() -> None:
+        monitor.input(time.monotonic())
+        monitor.output(list(outputs), 0.01)
+
+    messages = result_to_messages()
+    pipeline = engine.pipeline()
     try:
-        # reliable: every label the node publishes is counted (the node's publishers are reliable)
-        probe.node.create_subscription(Image, "/seg_node/camera/label", on_label, 100)
-        probe.node.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
-        publisher = probe.node.create_publisher(Image, "/camera", 10)
-        deadline = time.monotonic() + NODE_START_TIMEOUT_S
-        while not (publisher.get_subscription_count() and probe.node.count_publishers("/seg_node/camera/label")):
-            if node.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"seg_node did not start: {node.stdout.read() if node.poll() is not None else ''}")
+        submit_ms = median_ms(lambda: pipeline.submit(frame, stream="camera"))
+    finally:
+        pipeline.close()
+    report_ms = median_ms(lambda: serialize_message(DiagnosticArray(status=[monitor.report(
+        time.monotonic(), 0, 0.0, 2.0)])))
+    return {
+        "receive_convert": median_ms(receive_convert),
+        "submit": submit_ms,
+        "result_to_message": median_ms(result_to_messages),
+        "publish": median_ms(lambda: [serialize_message(message) for message in messages]),
+        "diagnostics": median_ms(diagnostics),
+        "diagnostics_report_per_period": report_ms,
+    }
+
+
+class Probe:
+    """The camera and the subscribers of the measurement: publishes frames, counts what comes back."""
+
+    def __init__(self, name: str, topics: Topics) -> None:
+        self.spinner = Spinner(name)
+        self.topics = topics
+        node = self.spinner.node
+        self.arrivals: list[float] = []
+        self.latencies: list[float] = []
+        self.diagnostics: list[DiagnosticArray] = []
+        # reliable: every label published is counted (the node's publishers are reliable)
+        node.create_subscription(Image, topics.output("label"), self._on_label, 100)
+        node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
+        self.publisher = node.create_publisher(Image, topics.camera, 10)
+
+    def _on_label(self, message: Image) -> None:
+        now = self.spinner.node.get_clock().now().nanoseconds
+        stamp = message.header.stamp
+        self.arrivals.append(time.perf_counter())
+        self.latencies.append((now - stamp.sec * 1_000_000_000 - stamp.nanosec) * 1e-9)
+
+    def wait_for(self, child: subprocess.Popen, what: str, log: Path) -> None:
+        """Until ``child`` subscribes to the camera and publishes labels; MeasureError if it exits or hangs."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        node = self.spinner.node
+        while not (self.publisher.get_subscription_count() and node.count_publishers(self.topics.output("label"))):
+            if child.poll() is not None or time.monotonic() > deadline:
+                state = f"exited ({child.returncode})" if child.poll() is not None else "did not start in time"
+                output = log.read_text(errors="replace")[-2000:]
+                raise MeasureError(f"{what} {state} (limit {START_TIMEOUT_S:.0f} s); its output:\n{output}")
             time.sleep(0.1)
-        time.sleep(1.0)  # endpoints matched both ways; the first frames warm the engine up
+        time.sleep(1.0)  # endpoints matched both ways
+
+    @contextmanager
+    def subscribed(self, outputs: tuple[str, ...]) -> Any:
+        """Also subscribed to the outputs beyond the label (so the node makes them) while inside."""
+        node = self.spinner.node
+        extra = [node.create_subscription(Image, self.topics.output(name), lambda _m: None, 10)
+                 for name in outputs if name != "label"]
+        if extra:
+            time.sleep(1.0)  # the node's publishers see the new subscribers
+        try:
+            yield
+        finally:
+            for subscription in extra:
+                node.destroy_subscription(subscription)
+
+    def run(self, frames: list[np.ndarray], outputs: str, settings: NodeMeasureSettings) -> dict[str, Any]:
+        """With ``outputs`` subscribed, warm up, then publish for ``settings.seconds``; fps and latency."""
+        with self.subscribed(OUTPUT_SETS[outputs]):
+            return self._run(frames, settings)
+
+    def _run(self, frames: list[np.ndarray], settings: NodeMeasureSettings) -> dict[str, Any]:
         messages = [image_message(frame, Header(frame_id="camera")) for frame in frames]
+        clock = self.spinner.node.get_clock()
 
         def publish(index: int) -> None:
             message = messages[index % len(messages)]
-            message.header.stamp = probe.node.get_clock().now().to_msg()
-            publisher.publish(message)
+            message.header.stamp = clock.now().to_msg()
+            self.publisher.publish(message)
 
-        if args.rate > 0:
-            publish_at(args.rate, args.warmup, publish)
-        else:
-            publish_in_flight(args.in_flight, args.warmup, publish, arrivals)
-        latencies.clear()
-        arrivals.clear()
-        diagnostics.clear()
-        if args.rate > 0:
-            published = publish_at(args.rate, args.seconds, publish)
-        else:
-            published = publish_in_flight(args.in_flight, args.seconds, publish, arrivals)
+        def offer(seconds: float) -> int:
+            if settings.rate > 0:
+                return publish_at(settings.rate, seconds, publish)
+            return publish_in_flight(settings.in_flight, seconds, publish, self.arrivals)
+
+        offer(settings.warmup)
+        time.sleep(0.5)
+        self.latencies.clear()
+        self.arrivals.clear()
+        self.diagnostics.clear()
+        published = offer(settings.seconds)
         time.sleep(1.0)
-    finally:
-        probe.close()
-        node.terminate()
-        node.wait(10)
-    received = len(arrivals)
-    span = arrivals[-1] - arrivals[0] if received > 1 else float("nan")
-    output_fps = (received - 1) / span if received > 1 else 0.0
-    # the node's own view while frames were flowing
-    camera = [{kv.key: kv.value for kv in s.values} for a in diagnostics for s in a.status
-              if s.name.endswith("seg_node: camera camera")]
-    camera = [values for values in camera if float(values["input_fps"]) > 0]
-    engine = [s for a in diagnostics for s in a.status if s.name.endswith("seg_node: engine")]
-    return {
-        "mode": "node",
-        "rate_hz": args.rate if args.rate > 0 else f"flat out, {args.in_flight} in flight",
-        "seconds": args.seconds,
-        "frame_size": f"{frames[0].shape[1]}x{frames[0].shape[0]}",
-        "published": published,
-        "labels_received": received,
-        "output_fps": output_fps,
-        "latency_ms": percentiles_ms(latencies),
-        "node_diagnostics_mid_run": camera[len(camera) // 2] if camera else {},  # one full window
-        "engine": engine[-1].message if engine else "",
-        "engine_alone": baseline,
-        "node_vs_engine": output_fps / max(baseline["sync_fps"], baseline["pipelined_fps"]) if baseline else None,
-    }
+        arrivals = list(self.arrivals)
+        received = len(arrivals)
+        span = arrivals[-1] - arrivals[0] if received > 1 else float("nan")
+        return {"published": published, "received": received,
+                "fps": (received - 1) / span if received > 1 else 0.0,
+                "latency_ms": percentiles_ms(list(self.latencies))}
+
+    def node_diagnostics(self) -> dict[str, Any]:
+        """The node's own view of the last run: one full window of its camera, and its engine's message."""
+        camera = [{kv.key: kv.value for kv in s.values} for a in self.diagnostics for s in a.status
+                  if s.name.endswith("seg_node: camera camera")]
+        camera = [values for values in camera if float(values["input_fps"]) > 0]
+        engine = [s.message for a in self.diagnostics for s in a.status if s.name.endswith("seg_node: engine")]
+        return {"camera": camera[len(camera) // 2] if camera else {}, "engine": engine[-1] if engine else ""}
+
+    def close(self) -> None:
+        self.spinner.close()
 
 
-def receive_frames() -> None:
-    """The subscriber process of ``dds``: count frames until a line on stdin says the sender is done."""
-    spinner = Spinner("dds_receiver")
-    arrivals: list[float] = []
-    spinner.node.create_subscription(Image, "/dds_probe", lambda _m: arrivals.append(time.monotonic()),
-                                     qos_profile_sensor_data)
-    print("ready", flush=True)
-    sys.stdin.readline()
-    spinner.close()
-    print(json.dumps({"received": len(arrivals)}), flush=True)
+@contextmanager
+def started(command: list[str], what: str, topics: Topics) -> Iterator[Probe]:
+    """``command`` (the node or the floor) running, with a Probe on ``topics`` once it answers."""
+    with tempfile.TemporaryDirectory(prefix="seg_node_measure_") as folder, \
+            open(Path(folder) / "output.log", "w") as log, child_process(command, ros_environment(), log) as child:
+        probe = Probe("seg_node_measure_" + re.sub(r"\W", "_", what), topics)  # a valid node name
+        try:
+            probe.wait_for(child, what, Path(log.name))
+            yield probe
+        finally:
+            probe.close()
 
 
-def send_frames(args: argparse.Namespace) -> None:
-    """The publishing process of ``dds``."""
-    sender = Spinner("dds_sender")
-    try:
-        publisher = sender.node.create_publisher(Image, "/dds_probe", qos_profile_sensor_data)
-        deadline = time.monotonic() + NODE_START_TIMEOUT_S
-        while not publisher.get_subscription_count():
-            if time.monotonic() > deadline:
-                raise RuntimeError("the receiving process never subscribed")
-            time.sleep(0.1)
-        time.sleep(1.0)
-        width, height = args.size
-        pixels = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
-        build_start = time.perf_counter()
-        message = image_message(pixels, Header(frame_id="dds_probe"))
-        build_ms = (time.perf_counter() - build_start) * 1e3
-        published = publish_at(args.rate, args.count / args.rate, lambda _index: publisher.publish(message))
-    finally:
-        sender.close()
-    print(json.dumps({"published": published, "message_build_ms": build_ms, "mib": pixels.nbytes / 2**20}))
+def node_overrides(weights: Path, config: EngineConfig) -> dict[str, Any]:
+    """The node's parameters of a measurement: one camera, the engine of ``config``, no fps expectation."""
+    return {"weights": str(weights), "cameras": ["camera"], "diagnostics_period_s": 1.0, "expected_fps": 0.0,
+            **parameters_from_engine_config(config)}
 
 
-def measure_dds(args: argparse.Namespace, profile: bool) -> dict:
-    """Sender and receiver each in a fresh process: Fast DDS reads its profile once per process."""
-    environment = dict(os.environ)
-    environment.pop(PROFILE_VARIABLE, None)
-    if profile:
-        environment[PROFILE_VARIABLE] = str(profile_path())
-    module = [sys.executable, "-m", "seg_node.ros_tools.measure"]
-    receiver = subprocess.Popen([*module, "dds-receive"], env=environment, stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, text=True)
-    if receiver.stdout.readline().strip() != "ready":
-        raise RuntimeError("the receiving process did not start")
-    width, height = args.size
-    sent = subprocess.run(
-        [*module, "dds-send", "--size", str(width), str(height), "--rate", str(args.rate), "--count", str(args.count)],
-        env=environment, stdout=subprocess.PIPE, text=True, check=True,
-    )
-    sender = json.loads(sent.stdout.strip().splitlines()[-1])
-    time.sleep(RECEIVE_GRACE_S)  # the last frames are still on their way
-    received = json.loads(receiver.communicate("done\n", timeout=NODE_START_TIMEOUT_S)[0].strip().splitlines()[-1])
-    return {
-        "mode": "dds",
-        "profile": environment.get(PROFILE_VARIABLE, "Fast DDS defaults"),
-        "frame": f"{width}x{height} rgb8 ({sender['mib']:.1f} MiB)",
-        "rate_hz": args.rate,
-        "published": sender["published"],
-        "received": received["received"],
-        "message_build_ms": sender["message_build_ms"],
-    }
+def row(size: str, outputs: str, node: dict, floor: dict | None, engine: dict | None,
+        stages: dict | None, network_label_floor: dict | None) -> dict[str, Any]:
+    """One line of the table: fps, the node's own cost per frame, the floor's, and the stage split."""
+    node_fps = node["fps"]
+    result: dict[str, Any] = {"frame_size": size, "outputs": outputs, "node": node, "node_fps": node_fps}
+    if engine is not None:
+        engine_fps = engine["fps"]
+        own_ms = 1e3 / node_fps - 1e3 / engine_fps if node_fps > 0 else None
+        result.update(engine_alone=engine, engine_fps=engine_fps, node_vs_engine=node_fps / engine_fps,
+                      own_ms=own_ms, stages_ms=stages)
+    if floor is not None:
+        floor_ms = 1e3 / floor["fps"] if floor["fps"] > 0 else None
+        result.update(floor=floor, floor_fps=floor["fps"], floor_ms=floor_ms)
+        if result.get("own_ms") is not None and floor_ms:
+            result["own_vs_floor"] = result["own_ms"] / floor_ms
+    if network_label_floor is not None:
+        result.update(network_label_floor=network_label_floor, network_label_floor_fps=network_label_floor["fps"])
+    return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    modes = parser.add_subparsers(dest="mode", required=True)
-    node = modes.add_parser("node", help="end-to-end fps and latency of seg_node in another process")
-    node.add_argument("--camvid", type=Path, default=Path(__file__).resolve().parents[6] / "shared/datasets/camvid")
-    node.add_argument("--frames", type=int, default=20, help="distinct CamVid val frames to cycle through")
-    node.add_argument("--rate", type=float, default=10.0,
-                      help="frames offered per second; 0: flat out, a new frame as soon as one of --in-flight is done")
-    node.add_argument("--in-flight", type=int, default=2, help="flat out: frames awaiting their label at a time")
-    node.add_argument("--seconds", type=float, default=20.0)
-    node.add_argument("--warmup", type=float, default=3.0, help="seconds published before measuring")
-    node.add_argument("--weights", default="", help="weights file or shipped name (default: cgnet_camvid)")
-    node.add_argument("--no-baseline", dest="baseline", action="store_false",
-                      help="skip the engine-alone measurement before the node's")
-    add_engine_arguments(node, NODE_ENGINE_OPTIONS)
-    dds = modes.add_parser("dds", help="delivery of large best-effort images between two processes")
-    dds.add_argument("--compare", action="store_true", help="also without the profile (Fast DDS defaults)")
-    modes.add_parser("dds-receive", help="(used by dds) the receiving process")
-    send = modes.add_parser("dds-send", help="(used by dds) the publishing process")
-    for sub in (dds, send):
-        sub.add_argument("--size", type=int, nargs=2, default=(2048, 1024), metavar=("W", "H"))
-        sub.add_argument("--rate", type=float, default=30.0)
-        sub.add_argument("--count", type=int, default=300)
-    for sub in (node, dds):
-        sub.add_argument("--json", type=Path, help="also write the results here")
-    args = parser.parse_args()
-    if args.mode == "dds-receive":
-        receive_frames()
-        return
-    if args.mode == "dds-send":
-        send_frames(args)
-        return
-    if args.mode == "node":
-        results = [measure_node(args)]
-    else:
-        results = [measure_dds(args, profile=True)] + ([measure_dds(args, profile=False)] if args.compare else [])
-    for result in results:
-        print(json.dumps(result, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+def measure_size(settings: NodeMeasureSettings, frames: list[np.ndarray], engine: SegmentationEngine | None,
+                 floors: dict[str, Probe], node: Probe) -> list[dict[str, Any]]:
+    """The rows of one frame size: the engine alone, then per output set the stages, the floor and the node,
+    one right after the other, so that the machine's load changes as little as possible between them."""
+    size = f"{frames[0].shape[1]}x{frames[0].shape[0]}"
+    before = engine_alone(engine, frames, settings.seconds) if engine is not None else None
+    measured = []
+    for outputs in settings.outputs:
+        stages = stage_costs(engine, frames[0], OUTPUT_SETS[outputs]) if engine is not None else None
+        floor_results = {name: floor.run(frames, outputs, settings) for name, floor in floors.items()}
+        node_result = node.run(frames, outputs, settings)
+        node_result["node_diagnostics"] = node.node_diagnostics()
+        measured.append((outputs, node_result, floor_results, stages))
+    alone = None
+    if engine is not None:
+        # the load of a shared machine drifts: the engine's better rate of before and after is the ceiling
+        after = engine_alone(engine, frames, settings.seconds)
+        alone = {**max(before, after, key=lambda result: result["fps"]), "before": before, "after": after}
+    return [row(size, outputs, node_result, floors.get("input"), alone, stages, floors.get("network"))
+            for outputs, node_result, floors, stages in measured]
 
 
-if __name__ == "__main__":
-    main()
+def measure_node(settings: NodeMeasureSettings) -> list[dict[str, Any]]:
+    """The capacity table: one row per frame size and output set (see the module's docstring)."""
+    use_package_profile()
+    weights = find_weights(settings.weights)
+    frame_sets = [camvid_frames(settings.camvid, settings.frames, size) for size in settings.frame_sizes or (None,)]
+    mode = settings.rate if settings.rate > 0 else f"flat out, {settings.in_flight} in flight"
+    rows = []
+    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="seg_node_measure_") as folder:
+        engine = stack.enter_context(create_engine(weights, settings.engine)) if settings.baseline else None
+        floors = {}
+        echo = [sys.executable, "-m", "seg_node.ros_tools.floor"]
+        if settings.floor:
+            floors["input"] = stack.enter_context(started(echo, "the floor process", FLOOR_TOPICS))
+        if settings.network_label_floor:
+            height, width = settings.engine.network_size or read_info(weights).input_size
+            command = [*echo, json.dumps({"label_size": [width, height]})]
+            floors["network"] = stack.enter_context(started(command, "the network-label floor process",
+                                                            NETWORK_LABEL_FLOOR_TOPICS))
+        command = node_command(node_overrides(weights, settings.engine), Path(folder) / "params.yaml")
+        node = stack.enter_context(started(command, "seg_node", NODE_TOPICS))
+        for frames in frame_sets:
+            rows += measure_size(settings, frames, engine, floors, node)
+    return [{"mode": "node", "rate_hz": mode, "seconds": settings.seconds, "weights": str(weights), **r}
+            for r in rows]
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """The capacity table as markdown: fps, ratios and the node's stage split (ms per frame)."""
+    def number(value: float | None, digits: int = 1) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    network = any("network_label_floor_fps" in r for r in rows)
+    header = ("| frame | outputs | engine fps | node fps | node/engine | own ms | floor fps | floor ms | own/floor | "
+              + ("floor fps, label at network size | " if network else "") + " | ".join(STAGES) + " |")
+    lines = [header, "|" + " --- |" * (9 + network + len(STAGES))]
+    for r in rows:
+        stages = r.get("stages_ms", {})
+        lines.append(
+            f"| {r['frame_size']} | {r['outputs']} | {number(r.get('engine_fps'))} | {number(r['node_fps'])} | "
+            f"{number(r.get('node_vs_engine'), 2)} | {number(r.get('own_ms'))} | {number(r.get('floor_fps'))} | "
+            f"{number(r.get('floor_ms'))} | {number(r.get('own_vs_floor'), 2)} | "
+            + (f"{number(r.get('network_label_floor_fps'))} | " if network else "")
+            + " | ".join(number(stages.get(stage), 2) for stage in STAGES) + " |")
+    return "\n".join(lines)
+
+

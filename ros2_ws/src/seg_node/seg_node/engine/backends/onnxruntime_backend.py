@@ -1,8 +1,10 @@
 """ONNX Runtime backend: one graph from uint8 frame to uint8 maps.
 
 The exported graph contains the channel order, normalisation, resize,
-network, argmax (and max softmax) and the nearest resize back, so only uint8
-crosses the session boundary in either direction. The export is cached on
+network, argmax (and max softmax) and, on GPU providers, the nearest resize
+back, so only uint8 crosses the session boundary in either direction. On the
+CPU the resize back runs on the host after the session (``resize_maps_on_host``:
+the same pixels, ~0.3 ms at 1920x1080 against ~5 ms in ONNX Runtime's Resize). The export is cached on
 disk, keyed like the TensorRT engines. With the TensorRT execution provider
 (onnxruntime-gpu), its engines and timing cache go to a folder of the engine
 cache named after the graph and precision, and its optimisation profile
@@ -38,7 +40,7 @@ from ...models.export import ONNX_OPSET, legacy_exporter_options
 from ...weights import WeightsInfo
 from ..cache import EngineCache, no_progress, state_hash
 from ..errors import BackendUnavailableError, UnsupportedCombinationError
-from ..graph import EndToEnd, channel_order, check_frame
+from ..graph import GRAPH_VERSION, EndToEnd, channel_order, check_frame, resize_maps_on_host
 from ..options import MAX_NETWORK_SIDE
 from .base import Backend, Maps
 
@@ -106,11 +108,13 @@ def tensorrt_provider_options(cache_folder: Path, precision: str, network_size: 
 class OrtInput:
     frame: np.ndarray | None = None
     order: np.ndarray | None = None
+    size: tuple[int, int] | None = None  # the size the maps are resized to on the host (None: as they come)
 
 
 @dataclass
 class OrtOutput:
     maps: np.ndarray | None = None
+    size: tuple[int, int] | None = None
 
 
 class OnnxRuntimeBackend(Backend):
@@ -135,8 +139,11 @@ class OnnxRuntimeBackend(Backend):
         self.device = device
         self.precision = precision
         self.network_size = tuple(network_size)
+        self.resize_on_host = output_at_input and not providers  # CPU only: a GPU resizes faster than a download
+        output_at_input = output_at_input and not self.resize_on_host
         key = {
             "kind": "onnx-end-to-end",
+            "graph_version": GRAPH_VERSION,
             "architecture": info.architecture,
             "weights_sha256": state_hash(model),
             "network_size": list(self.network_size),
@@ -192,16 +199,18 @@ class OnnxRuntimeBackend(Backend):
     def prepare(self, slot: OrtInput, frame: np.ndarray, color_order: str) -> None:
         slot.frame = np.ascontiguousarray(check_frame(frame))[None]
         slot.order = np.asarray(channel_order(color_order), dtype=np.int64)
+        slot.size = frame.shape[:2] if self.resize_on_host else None
 
     def execute(self, source: OrtInput, target: OrtOutput, confidence: bool) -> None:
         # See the module's docstring: a graph exported with confidence computes it for every frame; a frame
         # that does not want it keeps only the label channel (a view: nothing is copied).
         maps = self.session.run([MAPS_OUTPUT], {FRAME_INPUT: source.frame, ORDER_INPUT: source.order})[0]
         target.maps = maps if confidence else maps[:, :1]
+        target.size = source.size
         source.frame = None
 
     def collect(self, slot: OrtOutput) -> Maps:
-        maps, slot.maps = slot.maps[0], None
+        maps, slot.maps = resize_maps_on_host(slot.maps[0], slot.size), None
         return Maps(maps[0], maps[1] if maps.shape[0] > 1 else None)
 
     def synchronize(self) -> None:

@@ -24,7 +24,16 @@ from torch import nn
 
 from ...weights import WeightsInfo
 from ..errors import BackendUnavailableError, UnsupportedCombinationError
-from ..graph import BGR_ORDER, RGB_ORDER, Postprocess, Preprocess, channel_order, check_frame, resize_maps
+from ..graph import (
+    BGR_ORDER,
+    RGB_ORDER,
+    Postprocess,
+    Preprocess,
+    channel_order,
+    check_frame,
+    resize_maps,
+    resize_maps_on_host,
+)
 from .base import Backend, Maps
 
 log = logging.getLogger(__name__)
@@ -58,7 +67,8 @@ class CpuInput:
 
 @dataclass
 class CpuOutput:
-    maps: torch.Tensor | None = None
+    maps: torch.Tensor | None = None  # 1 x K x h x w at network size
+    size: tuple[int, int] | None = None  # the size collect resizes them to (None: as they are)
 
 
 @dataclass
@@ -172,7 +182,9 @@ class TorchBackend(Backend):
         with torch.inference_mode():
             if self.device == "cpu":
                 logits = self.run_network(source.image)
-                target.maps = self.postprocess(logits, source.size, confidence)
+                # at network size: collect resizes on the host, in the pipeline's collect thread
+                target.maps = self.postprocess(logits, None, confidence)
+                target.size = source.size
                 source.image = None
                 return
             with torch.cuda.stream(self.compute_stream):
@@ -198,7 +210,7 @@ class TorchBackend(Backend):
 
     def collect(self, slot: CpuOutput | CudaOutput) -> Maps:
         if self.device == "cpu":
-            maps = slot.maps[0].numpy()
+            maps = resize_maps_on_host(slot.maps[0].numpy(), slot.size)
             slot.maps = None
             return Maps(maps[0], maps[1] if maps.shape[0] > 1 else None)
         with torch.cuda.stream(self.download_stream):
