@@ -17,7 +17,9 @@ from seg_node.cli import demo as demo_cli
 from seg_node.cli import eval as eval_cli
 from seg_node.cli import healthcheck as healthcheck_cli
 from seg_node.cli import make_bag as make_bag_cli
+from seg_node.cli import measure as measure_cli
 from seg_node.cli import replay as replay_cli
+from seg_node.cli import split_drives as split_drives_cli
 from seg_node.recording.make_bag import make_bag
 
 SCRIPTS = {
@@ -27,6 +29,8 @@ SCRIPTS = {
     "seg-demo": (demo_cli, ["--backend", "--model", "default: cgnet", "--idle", "default: 3.0"]),
     "seg-bench": (bench_cli, ["--backends", "torch-cpu", "--threads", "default: unset", "--engine-cache-dir"]),
     "seg-healthcheck": (healthcheck_cli, ["--timeout", "default: 5.0", "/diagnostics"]),
+    "seg-measure": (measure_cli, ["node", "dds"]),
+    "seg-split-drives": (split_drives_cli, ["--data", "--out", "default: ['train.txt', 'val.txt']"]),
 }
 
 

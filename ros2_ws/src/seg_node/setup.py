@@ -68,6 +68,7 @@ setup(
             "seg-gpu-check = seg_node.cli.gpu_check:main",
             "seg-prebuild = seg_node.cli.prebuild:main",
             "seg-split-drives = seg_node.cli.split_drives:main",
+            "seg-measure = seg_node.cli.measure:main",
         ],
     },
 )

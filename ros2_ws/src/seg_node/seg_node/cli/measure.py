@@ -29,7 +29,7 @@ from ..ros_tools.measure import OUTPUT_SETS, NodeMeasureSettings, format_table, 
 from . import HelpFormatter, entry_point
 from .engine_flags import add_engine_arguments, engine_config_from_args
 
-PROG = "python -m seg_node.cli.measure"  # no console script (yet): what a user types
+PROG = "seg-measure"
 NODE_ENGINE_OPTIONS = ("backend", "device", "precision", "threads", "network_size")
 
 

@@ -43,7 +43,8 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from ..engine import EngineConfig, SegmentationEngine, create_engine
-from ..evaluation.bench import CAMVID, read_frames, resize_frames, run_one_by_one, run_pipelined
+from ..evaluation.bench import CAMVID, read_frames, resize_frames
+from ..evaluation.timing import TimingSettings, time_engine
 from ..imaging import blend, colorize, palette_lut
 from ..metrics import percentiles_ms
 from ..ros.conversions import frame_from_message, image_message
@@ -115,15 +116,12 @@ def publish_in_flight(in_flight: int, seconds: float, publish: Callable[[int], N
 # ---- the engine alone and the node's stages, in this process
 
 def engine_alone(engine: SegmentationEngine, frames: list[np.ndarray], seconds: float) -> dict[str, Any]:
-    """Frames per second of synchronous ``infer`` and of its pipeline kept full, each for about ``seconds``."""
-    run_one_by_one(engine.infer, frames, 0, 3)  # warm-up
-    _, estimate_s, _ = run_one_by_one(engine.infer, frames, 0, 5)
-    count = max(10, round(5 / estimate_s * seconds))
-    _, sync_s, _ = run_one_by_one(engine.infer, frames, 0, count)
-    _, pipelined_s, dropped = run_pipelined(engine, frames, 0, count, camera_fps=0.0)
-    sync_fps, pipelined_fps = count / sync_s, (count - dropped) / pipelined_s
-    return {"backend": engine.backend_name, "sync_fps": sync_fps, "pipelined_fps": pipelined_fps,
-            "fps": max(sync_fps, pipelined_fps)}
+    """Frames per second of synchronous ``infer`` and of its pipeline kept full, each for about ``seconds``
+    (the one timing harness, evaluation.timing)."""
+    sync = time_engine(engine, frames, TimingSettings("synchronous", seconds=seconds, warmup=3, minimum=10))
+    pipelined = time_engine(engine, frames, TimingSettings("pipelined", seconds=seconds, warmup=3, minimum=10))
+    return {"backend": engine.backend_name, "sync_fps": sync.fps, "pipelined_fps": pipelined.fps,
+            "fps": max(sync.fps, pipelined.fps)}
 
 
 def median_ms(run: Callable[[], object], repeats: int = STAGE_REPEATS) -> float:
