@@ -214,3 +214,24 @@ def test_closing_the_engine_closes_its_pipelines(weights_path, make_frames):
         with pytest.raises(EngineError, match="closed"):
             attempt()
     engine.close()  # twice is harmless
+
+
+def test_closing_the_engine_of_a_pipeline_interrupted_while_starting_its_threads(weights_path, monkeypatch):
+    """Ctrl-C can land while a pipeline starts its threads (the node configures): the pipeline is registered
+    with its engine already, and the engine's close must close it whatever its threads' state (#43)."""
+    engine = create_engine(weights_path("contextnet"), EngineConfig(backend="torch", device="cpu"))
+    start = threading.Thread.start
+    started: list[threading.Thread] = []
+
+    def start_one_then_interrupt(thread: threading.Thread) -> None:
+        if started:
+            raise KeyboardInterrupt
+        started.append(thread)
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start_one_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        engine.pipeline()
+    monkeypatch.undo()
+    engine.close()  # before the fix: RuntimeError("cannot join thread before it is started")
+    assert started and not started[0].is_alive()

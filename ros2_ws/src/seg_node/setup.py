@@ -56,7 +56,7 @@ setup(
     zip_safe=True,
     entry_points={
         "console_scripts": [
-            "seg_node = seg_node.ros.node:main",
+            "seg_node = seg_node.ros.process:main",
             "seg-train = seg_node.cli.train:main",
             "seg-eval = seg_node.cli.eval:main",
             "seg-export = seg_node.cli.export:main",

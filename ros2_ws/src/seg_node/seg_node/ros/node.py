@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import inspect
 import json
+import threading
 import time
-from typing import Any, NoReturn
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import rclpy
@@ -186,9 +188,46 @@ class SegmentationNode(ManagedNode):
         self.pipeline = self.engine.pipeline(on_result=self._on_result)
 
     def _create_engine(self) -> SegmentationEngine:
+        """The engine, built on a daemon thread while this one waits for it.
+
+        A TensorRT or ONNX Runtime build is one long C++ call that a signal cannot interrupt; built here it
+        would hold Ctrl-C for minutes. Waiting on an event is interruptible: ShutdownRequest's
+        KeyboardInterrupt ends the wait, the build is abandoned (it reports nothing more) and the process
+        ends without waiting for it.
+        """
+        outcome: dict[str, Any] = {}
+        done = threading.Event()
+        reporting = threading.Lock()  # a progress report and the abandonment exclude each other
+        abandoned = threading.Event()
+
+        def report(message: str) -> None:
+            with reporting:
+                if not abandoned.is_set():
+                    self._set_building(message)
+
+        def build() -> None:
+            try:
+                outcome["engine"] = self._build_engine(report)
+            except BaseException as error:  # handed to the waiting thread, which raises it
+                outcome["error"] = error
+            finally:
+                done.set()
+
+        threading.Thread(target=build, name="seg-engine-build", daemon=True).start()
+        try:
+            done.wait()
+        except BaseException:
+            with reporting:
+                abandoned.set()
+            raise
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["engine"]
+
+    def _build_engine(self, report: Callable[[str], None]) -> SegmentationEngine:
         progress = {}
         if "on_progress" in inspect.signature(create_engine).parameters:  # the engine reports its build steps
-            progress["on_progress"] = self._set_building
+            progress["on_progress"] = report
         try:
             return create_engine(self.weights_path, self.settings.engine, **progress)
         except RuntimeError as error:
@@ -400,9 +439,3 @@ class SegmentationNode(ManagedNode):
                 self._publish_classes()
         return result
 
-
-def main() -> NoReturn:
-    """``ros2 run seg_node seg_node`` (setup.py's entry point): see seg_node.ros.process."""
-    from .process import main as process_main
-
-    process_main()

@@ -7,6 +7,10 @@ reports "process has died". Here the first signal sets ``requested`` (the spin l
 shuts down through its lifecycle) and makes the process ignore both signals from then on; while nothing
 spins the node's loop (start-up, an engine build), it also raises KeyboardInterrupt to stop that work.
 
+The handlers are installed before anything heavy is imported: SIGTERM's default action would end the
+process with status 143 while torch and rclpy load (seconds on a busy machine). So this module imports
+rclpy and the node only inside ``run``, and setup.py's entry point is this module's ``main``.
+
 An exception from a callback would end rclpy's spin and with it the car's segmentation; the loop logs it
 (traceback included, at most once per ``CALLBACK_LOG_EVERY_S`` for the same error) and goes on.
 """
@@ -19,22 +23,19 @@ import sys
 import traceback
 from collections.abc import Callable
 from types import FrameType
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-import rclpy
-from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
-from rclpy.node import Node
-from rclpy.signals import SignalHandlerOptions
-
-from .node import SegmentationNode
-from .outputs import RateLimitedLog
+if TYPE_CHECKING:
+    from rclpy.executors import Executor
+    from rclpy.node import Node
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 CALLBACK_LOG_EVERY_S = 10.0
 
 
 class ShutdownRequest:
-    """Installs itself for SIGINT and SIGTERM (call from the main thread, after rclpy.init)."""
+    """Installs itself for SIGINT and SIGTERM (call from the main thread, before rclpy.init, which is told
+    to install none of its own)."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -57,13 +58,19 @@ class ShutdownRequest:
 
 
 def spin_until_stopped(executor: Executor, node: Node, stop: ShutdownRequest) -> None:
-    """Spin ``node`` until ``stop`` is requested or its context shuts down; a failing callback is logged."""
+    """Spin ``node`` until ``stop`` is requested or its context shuts down (by someone else too: rclpy's
+    ExternalShutdownException ends the loop); a failing callback is logged."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+
+    from .outputs import RateLimitedLog
+
     failures = RateLimitedLog(node, CALLBACK_LOG_EVERY_S)
     while not stop.requested and rclpy.ok(context=node.context):
         try:
             executor.spin_once(timeout_sec=0.1)
         except ExternalShutdownException:
-            raise
+            return
         except Exception as error:  # noqa: BLE001 - a bug met by one message or timer must not end the node
             failures.error(
                 (type(error).__name__, str(error)),
@@ -71,14 +78,25 @@ def spin_until_stopped(executor: Executor, node: Node, stop: ShutdownRequest) ->
             )
 
 
-def run(args: list[str] | None = None) -> int:
-    """Run the node until SIGINT/SIGTERM (0) or, under autostart, report why it cannot start (1)."""
-    # rclpy's own handlers would shut the context down at once and let a second Ctrl-C (ros2 launch
-    # forwards the terminal's) land anywhere; ShutdownRequest makes the first one end the loop below.
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    stop = ShutdownRequest()
+def run(args: list[str] | None = None, stop: ShutdownRequest | None = None) -> int:
+    """Run the node until SIGINT/SIGTERM (0) or, under autostart, report why it cannot start (1).
+
+    ``stop``: the process's ShutdownRequest, if ``main`` installed it already.
+    """
+    stop = stop or ShutdownRequest()
     node = None
+    initialised = False
     try:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.signals import SignalHandlerOptions
+
+        from .node import SegmentationNode
+
+        # rclpy's own handlers would shut the context down at once and let a second Ctrl-C (ros2 launch
+        # forwards the terminal's) land anywhere; ShutdownRequest makes the first one end the loop below.
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+        initialised = True
         node = SegmentationNode()
         if node.autostart and not node.start():
             node.get_logger().error(f"cannot start: {node.failure}")
@@ -87,20 +105,25 @@ def run(args: list[str] | None = None) -> int:
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         spin_until_stopped(executor, node, stop)
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except KeyboardInterrupt:
         pass
     finally:
         stop.ignore_further()
         if node is not None:
             node.close()
             node.destroy_node()
-        rclpy.try_shutdown()
+        if initialised:
+            rclpy.try_shutdown()
     return 0
 
 
 def main() -> NoReturn:
     """``ros2 run seg_node seg_node`` and ``python -m seg_node``."""
-    code = run()
+    stop = ShutdownRequest()  # first of all: a signal while torch and rclpy load ends the process with 0
+    try:
+        code = run(stop=stop)
+    except KeyboardInterrupt:  # the signal came between run's own handlers (its finally included)
+        code = 0
     # Everything the node owns is closed; the interpreter's own teardown (torch's above all) takes about
     # a second more, which would make Ctrl-C feel slow, so the process ends here.
     sys.stdout.flush()
