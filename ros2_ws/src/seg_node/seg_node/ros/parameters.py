@@ -9,6 +9,7 @@ at run time (overlay_alpha, palette) are checked by the set-parameters callback 
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -217,7 +218,8 @@ def check_palette(values: list[int] | None) -> tuple[int, ...]:
 
 def declare_parameters(node: Node) -> dict[str, str]:
     """Declare every parameter on ``node``; a value given at start that its declaration refuses (out of
-    range, wrong type) is left at the default and returned as a problem (name -> message) for configure."""
+    range, wrong type) is left at the default and returned as a problem (name -> message) for configure.
+    A parameter given that the node does not have is warned about (``undeclared_parameters``)."""
     problems = {}
     for name, spec in SPECS.items():
         try:
@@ -225,6 +227,8 @@ def declare_parameters(node: Node) -> dict[str, str]:
         except (InvalidParameterValueException, InvalidParameterTypeException) as error:
             problems[name] = f"{name}: {error}"
             node.declare_parameter(name, spec.default, descriptor(name, spec), ignore_override=True)
+    for warning in undeclared_parameters(node):
+        node.get_logger().warn(warning)
     return problems
 
 
@@ -234,6 +238,10 @@ def read_settings(node: Node, problems: Mapping[str, str] | None = None) -> Node
         raise ParameterError("; ".join(problems.values()))
     values = {name: node.get_parameter_or(name, Parameter(name, value=None)).value for name in SPECS}
     for name, spec in SPECS.items():
+        if values[name] is None and not isinstance(spec.default, Parameter.Type):
+            # -p "cameras:=[]": an empty list has no element type, so ROS 2 gives the parameter no value
+            raise ParameterError(f"{name}: no value (ROS 2 gives an empty list [] none); "
+                                 f"e.g. {name}:={format_value(spec.default)}")
         if spec.choices and values[name] not in spec.choices:
             raise ParameterError(f"{name}: {values[name]!r} is not one of {', '.join(spec.choices)}")
     return NodeSettings(
@@ -248,6 +256,51 @@ def read_settings(node: Node, problems: Mapping[str, str] | None = None) -> Node
         expected_fps=values["expected_fps"],
         input_timeout_s=values["input_timeout_s"],
     )
+
+
+def format_value(value: Any) -> str:
+    """A parameter value as it is written after ``-p name:=``."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return f"[{', '.join(format_value(item) for item in value)}]"
+    return repr(value) if value == "" else str(value)
+
+
+def undeclared_parameters(node: Node) -> list[str]:
+    """A warning for each parameter the node was given (``-p``, a params file) but does not declare: rclpy
+    ignores it silently. Each names the closest parameters (network_size: network_height, network_width)."""
+    # rclpy has no public accessor for the overrides a node was given (Humble to Kilted): the attribute is
+    # Node's own, set in its constructor
+    given = node._parameter_overrides
+    warnings = []
+    for name in sorted(given):
+        if node.has_parameter(name) or name.startswith("qos_overrides."):  # rclpy's own, declared when used
+            continue
+        closest = PARAMETER_NAMES.get(name) or difflib.get_close_matches(name, SPECS, n=2, cutoff=0.6)
+        hint = f"; did you mean {' and '.join(closest)}?" if closest else ""
+        warnings.append(f"parameter {name} is not one of seg_node's and is ignored{hint} "
+                        f"(python -m seg_node --help lists them)")
+    return warnings
+
+
+def parameter_help() -> str:
+    """Every parameter with its type, default, choices or range and description: ``seg_node --help``."""
+    lines = []
+    for name, spec in SPECS.items():
+        if isinstance(spec.default, Parameter.Type):
+            facts = [spec.default.name.lower().replace("_", " "), "unset by default"]
+        else:
+            facts = [f"default {format_value(spec.default)}"]
+        if spec.choices:
+            facts.append(" | ".join(spec.choices))
+        if spec.minimum is not None and spec.maximum is not None:
+            facts.append(f"{spec.minimum}..{spec.maximum}")
+        elif spec.minimum is not None:
+            facts.append(f">= {spec.minimum}")
+        facts.append("may change at run time" if spec.dynamic else "read-only")
+        lines.append(f"  {name} ({'; '.join(facts)})\n      {spec.description}")
+    return "\n".join(lines)
 
 
 def check_runtime_change(parameters: list[Parameter]) -> SetParametersResult:

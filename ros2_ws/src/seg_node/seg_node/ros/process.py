@@ -18,6 +18,7 @@ An exception from a callback would end rclpy's spin and with it the car's segmen
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import traceback
@@ -25,11 +26,21 @@ from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING, NoReturn
 
+from ..errors import UsageError
+
 if TYPE_CHECKING:
     from rclpy.executors import Executor
     from rclpy.node import Node
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+USAGE = """usage: ros2 run seg_node seg_node [--help] [--ros-args ROS_ARGUMENTS ...]
+       python -m seg_node [--help] [--ros-args ROS_ARGUMENTS ...]
+
+seg_node: a managed (lifecycle) ROS 2 node that segments camera images with CGNet or ContextNet.
+ROS arguments: -p NAME:=VALUE, --params-file FILE (keyed by the node's name, seg_node), -r FROM:=TO
+(e.g. -r __ns:=/car, -r image:=/camera/image_raw), --log-level LEVEL.
+
+parameters:"""
 CALLBACK_LOG_EVERY_S = 10.0
 
 
@@ -78,8 +89,39 @@ def spin_until_stopped(executor: Executor, node: Node, stop: ShutdownRequest) ->
             )
 
 
+class RosArgumentsError(UsageError):
+    """ROS arguments that rcl refuses: a params file that is missing or not YAML, a bad -p, -r or log level."""
+
+
+def init_ros(args: list[str] | None) -> None:
+    """rclpy.init without its signal handlers; RosArgumentsError, in one line, for arguments rcl refuses."""
+    import rclpy
+    from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
+    from rclpy.logging import LoggingSeverity, get_logger_effective_level, set_logger_level
+    from rclpy.signals import SignalHandlerOptions
+
+    # rcl logs "Failed to parse global arguments" before raising: the error below says more, once
+    set_logger_level("rcl", LoggingSeverity.FATAL)
+    try:
+        # rclpy's own handlers would shut the context down at once and let a second Ctrl-C (ros2 launch
+        # forwards the terminal's) land anywhere; ShutdownRequest makes the first one end the spin loop.
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    except _rclpy.RCLError as error:
+        message = re.sub(r", at \S+:\d+", "", str(error)).removeprefix("failed to initialize rcl: ")
+        raise RosArgumentsError(f"bad ROS arguments: {message}") from error
+    finally:
+        if get_logger_effective_level("rcl") == LoggingSeverity.FATAL:  # unless --log-level set it since
+            set_logger_level("rcl", LoggingSeverity.UNSET)
+
+
+def own_arguments(argv: list[str]) -> list[str]:
+    """The arguments before ``--ros-args``: the node's own, of which it has only --help."""
+    return argv[: argv.index("--ros-args")] if "--ros-args" in argv else list(argv)
+
+
 def run(args: list[str] | None = None, stop: ShutdownRequest | None = None) -> int:
-    """Run the node until SIGINT/SIGTERM (0) or, under autostart, report why it cannot start (1).
+    """Run the node until SIGINT/SIGTERM (0) or, under autostart, report why it cannot start (1); bad
+    ROS arguments are a usage error (2).
 
     ``stop``: the process's ShutdownRequest, if ``main`` installed it already.
     """
@@ -89,14 +131,11 @@ def run(args: list[str] | None = None, stop: ShutdownRequest | None = None) -> i
     try:
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
-        from rclpy.signals import SignalHandlerOptions
 
+        init_ros(args)  # before torch loads: bad arguments are told at once
+        initialised = True
         from .node import SegmentationNode
 
-        # rclpy's own handlers would shut the context down at once and let a second Ctrl-C (ros2 launch
-        # forwards the terminal's) land anywhere; ShutdownRequest makes the first one end the loop below.
-        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-        initialised = True
         node = SegmentationNode()
         if node.autostart and not node.start():
             node.get_logger().error(f"cannot start: {node.failure}")
@@ -107,6 +146,9 @@ def run(args: list[str] | None = None, stop: ShutdownRequest | None = None) -> i
         spin_until_stopped(executor, node, stop)
     except KeyboardInterrupt:
         pass
+    except RosArgumentsError as error:
+        print(f"seg_node: {error}", file=sys.stderr)
+        return 2
     finally:
         stop.ignore_further()
         if node is not None:
@@ -117,11 +159,28 @@ def run(args: list[str] | None = None, stop: ShutdownRequest | None = None) -> i
     return 0
 
 
+def usage(arguments: list[str]) -> int | None:
+    """--help: the usage and every parameter (0); another argument of the node's own: one line (2);
+    None when there is none, and the node runs."""
+    if not arguments:
+        return None
+    if arguments[0] in ("-h", "--help"):
+        from .parameters import parameter_help
+
+        print(f"{USAGE}\n{parameter_help()}")
+        return 0
+    print(f"seg_node: unknown argument {arguments[0]!r}: ROS arguments follow --ros-args (--help lists the "
+          f"parameters)", file=sys.stderr)
+    return 2
+
+
 def main() -> NoReturn:
     """``ros2 run seg_node seg_node`` and ``python -m seg_node``."""
     stop = ShutdownRequest()  # first of all: a signal while torch and rclpy load ends the process with 0
     try:
-        code = run(stop=stop)
+        code = usage(own_arguments(sys.argv[1:]))
+        if code is None:
+            code = run(stop=stop)
     except KeyboardInterrupt:  # the signal came between run's own handlers (its finally included)
         code = 0
     # Everything the node owns is closed; the interpreter's own teardown (torch's above all) takes about
