@@ -9,7 +9,8 @@ configures and activates at start, so the node runs without a lifecycle manager.
 Threads: the executor thread decodes each camera message (a view for rgb8/bgr8) and submits it to the
 engine's FramePipeline, which never blocks and keeps only the newest waiting frame per camera. The
 pipeline's result callback colourises, blends and publishes (ros/outputs.py); inference never runs on
-the executor.
+the executor. While nobody subscribes to any output of a camera, its frames are counted and nothing more
+(image_proc's lazy subscription; /diagnostics says idle); a subscriber starts the work with the next frame.
 """
 
 from __future__ import annotations
@@ -313,6 +314,9 @@ class SegmentationNode(ManagedNode):
         if self.pipeline is None:
             return
         outputs.monitor.input(time.monotonic())
+        if not any(publisher.get_subscription_count() for publisher in outputs.publishers()):
+            outputs.monitor.idle()  # image_proc's lazy subscription: no network run that nobody asked for
+            return
         try:
             frame, color_order = frame_from_message(message)
         except ImageDecodeError as error:
@@ -374,6 +378,7 @@ class SegmentationNode(ManagedNode):
                     dropped=self.pipeline.stats(outputs.camera.name).dropped,
                     expected_fps=self.settings.expected_fps,
                     input_timeout_s=self.settings.input_timeout_s,
+                    max_drop_ratio=self.settings.max_drop_ratio,
                 )
                 status.hardware_id = self.get_fully_qualified_name()
                 cameras.append(status)

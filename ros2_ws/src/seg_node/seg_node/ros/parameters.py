@@ -103,6 +103,10 @@ SPECS: dict[str, Spec] = {
         10.0, "output rate per camera below which diagnostics warn (by over a frame a report); 0: off", (), 0.0, 1000.0
     ),
     "input_timeout_s": Spec(2.0, "seconds without a frame after which a camera is reported stale", (), 0.1, 3600.0),
+    "max_drop_ratio": Spec(
+        0.5, "fraction of a camera's frames dropped in a report (newer frames replaced them while the engine was "
+        "busy) above which diagnostics warn; 1: off", (), 0.0, 1.0
+    ),
 }
 
 
@@ -134,6 +138,7 @@ class NodeSettings:
     diagnostics_period_s: float
     expected_fps: float
     input_timeout_s: float
+    max_drop_ratio: float
 
 
 def descriptor(name: str, spec: Spec) -> ParameterDescriptor:
@@ -255,6 +260,7 @@ def read_settings(node: Node, problems: Mapping[str, str] | None = None) -> Node
         diagnostics_period_s=values["diagnostics_period_s"],
         expected_fps=values["expected_fps"],
         input_timeout_s=values["input_timeout_s"],
+        max_drop_ratio=values["max_drop_ratio"],
     )
 
 
