@@ -381,7 +381,7 @@ def test_run_time_parameters_are_checked_and_applied(probe, node_process, frames
     assert not successful and "triples" in reason
     assert not set_parameter(probe, "palette", integers([0, 0, 300]))[0]
     assert not set_parameter(probe, "backend", ParameterValue(type=ParameterType.PARAMETER_STRING,
-                                                              string_value="onnxruntime"))[0]  # read-only
+                                                              string_value="onnxruntime"))[0]  # active
     red = [255, 0, 0] * len(CAMVID_NAMES)
     assert set_parameter(probe, "palette", integers(red))[0]
     assert set_parameter(probe, "overlay_alpha", double(1.0))[0]

@@ -431,11 +431,12 @@ class SegmentationNode(ManagedNode):
         self._classes.publish(String(data=json.dumps({**document, "classes": classes})))
 
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
-        """Check a run-time change (ranges and read-only rclpy checks first), then apply it."""
-        result = check_runtime_change(parameters)
+        """Check a change (ranges and read-only rclpy checks first), then apply it: now, or at configure."""
+        result = check_runtime_change(parameters, self.lifecycle_state, self.get_fully_qualified_name())
         if not result.successful:
             return result
         for parameter in parameters:
+            self._problems.pop(parameter.name, None)  # a value refused at start, now replaced
             if parameter.name == "overlay_alpha":
                 self._overlay_alpha = float(parameter.value)
             elif parameter.name == "palette" and self.engine is not None:  # else configure reads it

@@ -4,7 +4,10 @@ config/seg_node.yaml holds the same defaults for ``ros2 launch``; a test keeps t
 Parameters are declared when the node is created (``declare_parameters``, which keeps the problems of
 values given at start instead of raising) and checked when it is configured (``read_settings``:
 ``ParameterError``, so the configure transition fails with the reason). The parameters that may change
-at run time (overlay_alpha, palette) are checked by the set-parameters callback (``check_runtime_change``).
+at run time (overlay_alpha, palette) are checked by the set-parameters callback (``check_runtime_change``),
+which takes those read at configure (weights, the engine's, the cameras, ...) only while the node is
+unconfigured: a model switch without a restart is deactivate -> cleanup -> set -> configure -> activate.
+autostart and diagnostics_period_s are read once, at start: read-only.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ class Spec:
     choices: tuple[str, ...] = ()
     minimum: float | None = None
     maximum: float | None = None
-    dynamic: bool = False
+    dynamic: bool = False  # may change at any time; else read at configure (or ``at_start``)
+    at_start: bool = False  # read once, when the node starts: read-only
 
 
 # Engine options whose parameter has another name or shape than the EngineConfig field; every other
@@ -83,6 +87,7 @@ SPECS: dict[str, Spec] = {
         True,
         "configure and activate right after start; false: stay unconfigured for a lifecycle manager "
         "(ros2 lifecycle set /seg_node configure)",
+        at_start=True,
     ),
     "weights": Spec("", "weights .safetensors (.json beside it) or a shipped model name; empty: cgnet_camvid"),
     "cameras": Spec(
@@ -98,7 +103,7 @@ SPECS: dict[str, Spec] = {
     ),
     "qos_reliability": Spec("best_effort", "reliability of the camera subscriptions", ("best_effort", "reliable")),
     "qos_depth": Spec(1, "history depth of the camera subscriptions", (), 1, 100),
-    "diagnostics_period_s": Spec(1.0, "seconds between /diagnostics messages", (), 0.1, 60.0),
+    "diagnostics_period_s": Spec(1.0, "seconds between /diagnostics messages", (), 0.1, 60.0, at_start=True),
     "expected_fps": Spec(
         10.0, "output rate per camera below which diagnostics warn (by over a frame a report); 0: off", (), 0.0, 1000.0
     ),
@@ -143,7 +148,7 @@ class NodeSettings:
 
 def descriptor(name: str, spec: Spec) -> ParameterDescriptor:
     text = spec.description + (f" ({' | '.join(spec.choices)})" if spec.choices else "")
-    result = ParameterDescriptor(name=name, description=text, read_only=not spec.dynamic)
+    result = ParameterDescriptor(name=name, description=text, read_only=spec.at_start)
     if isinstance(spec.default, float):
         result.floating_point_range = [FloatingPointRange(from_value=spec.minimum, to_value=spec.maximum, step=0.0)]
     elif isinstance(spec.default, int) and not isinstance(spec.default, bool) and spec.minimum is not None:
@@ -304,14 +309,30 @@ def parameter_help() -> str:
             facts.append(f"{spec.minimum}..{spec.maximum}")
         elif spec.minimum is not None:
             facts.append(f">= {spec.minimum}")
-        facts.append("may change at run time" if spec.dynamic else "read-only")
+        if spec.dynamic or spec.at_start:
+            facts.append("may change at run time" if spec.dynamic else "read-only: read at start")
+        else:
+            facts.append("read at configure: set it while unconfigured, then configure")
         lines.append(f"  {name} ({'; '.join(facts)})\n      {spec.description}")
     return "\n".join(lines)
 
 
-def check_runtime_change(parameters: list[Parameter]) -> SetParametersResult:
-    """Accept a run-time change of overlay_alpha or palette only with a valid value (ranges rclpy checks)."""
+def check_runtime_change(parameters: list[Parameter], lifecycle_state: str, node_name: str) -> SetParametersResult:
+    """Accept overlay_alpha or palette at any time with a valid value (ranges rclpy checks); a parameter read at
+    configure only while the node is unconfigured (cleanup -> configure -> activate applies it)."""
+    cycle = [p.name for p in parameters if p.name in SPECS and not SPECS[p.name].dynamic]
+    if cycle and lifecycle_state != "unconfigured":
+        return SetParametersResult(successful=False, reason=(
+            f"{', '.join(cycle)}: read at configure, and the node is {lifecycle_state}; apply through the lifecycle: "
+            f"ros2 lifecycle set {node_name} deactivate, then cleanup; set the parameters; then configure and "
+            f"activate"
+        ))
     for parameter in parameters:
+        spec = SPECS.get(parameter.name)
+        if spec is not None and spec.choices and parameter.value not in spec.choices:
+            return SetParametersResult(successful=False, reason=(
+                f"{parameter.name}: {parameter.value!r} is not one of {', '.join(spec.choices)}"
+            ))
         if parameter.name == "palette":
             try:
                 check_palette(parameter.value)
