@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -36,6 +35,8 @@ from ..engine import EngineError, FrameError, SegmentationEngine, SegResult, cre
 from ..errors import SegNodeError
 from ..imaging import ImageDecodeError, palette_lut
 from ..weights import WeightsError, find_weights, read_info
+from .abandonable import run_abandonably
+from .compressed import CompressedOutputs
 from .conversions import frame_from_message
 from .diagnostics import ERROR, OK, WARN, CameraMonitor, key_values
 from .managed import ManagedNode
@@ -83,6 +84,7 @@ class SegmentationNode(ManagedNode):
         self.engine: SegmentationEngine | None = None
         self.pipeline = None
         self.cameras: list[CameraOutputs] = []
+        self._compressed: CompressedOutputs | None = None  # ~/<camera>/<output>/compressed
         self._camera_subscriptions: list = []
         self._classes = None
         self._palette_lut = palette_lut([])
@@ -179,51 +181,17 @@ class SegmentationNode(ManagedNode):
         self.settings = settings = read_settings(self, self._problems)
         self.weights_path = find_weights(settings.weights)
         self._set_building(BUILDING)
-        self.engine = self._create_engine()
+        # on a daemon thread, which a signal abandons (a TensorRT build is minutes of uninterruptible C++)
+        self.engine = run_abandonably(self._build_engine, self._set_building, "seg-engine-build")
         self._palette_lut = palette_lut(settings.palette or np.asarray(self.engine.info.palette).ravel())
         self._overlay_alpha = settings.overlay_alpha
         started = time.monotonic()
         self.cameras = [self._camera_outputs(camera, started) for camera in settings.cameras]
+        self._compressed = CompressedOutputs(self, output_qos(settings), [c.name for c in settings.cameras],
+                                             settings.engine.confidence)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._classes = self.create_lifecycle_publisher(String, "~/classes", latched)
         self.pipeline = self.engine.pipeline(on_result=self._on_result)
-
-    def _create_engine(self) -> SegmentationEngine:
-        """The engine, built on a daemon thread while this one waits for it.
-
-        A TensorRT or ONNX Runtime build is one long C++ call that a signal cannot interrupt; built here it
-        would hold Ctrl-C for minutes. Waiting on an event is interruptible: ShutdownRequest's
-        KeyboardInterrupt ends the wait, the build is abandoned (it reports nothing more) and the process
-        ends without waiting for it.
-        """
-        outcome: dict[str, Any] = {}
-        done = threading.Event()
-        reporting = threading.Lock()  # a progress report and the abandonment exclude each other
-        abandoned = threading.Event()
-
-        def report(message: str) -> None:
-            with reporting:
-                if not abandoned.is_set():
-                    self._set_building(message)
-
-        def build() -> None:
-            try:
-                outcome["engine"] = self._build_engine(report)
-            except BaseException as error:  # handed to the waiting thread, which raises it
-                outcome["error"] = error
-            finally:
-                done.set()
-
-        threading.Thread(target=build, name="seg-engine-build", daemon=True).start()
-        try:
-            done.wait()
-        except BaseException:
-            with reporting:
-                abandoned.set()
-            raise
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome["engine"]
 
     def _build_engine(self, report: Callable[[str], None]) -> SegmentationEngine:
         progress = {}
@@ -305,6 +273,9 @@ class SegmentationNode(ManagedNode):
             for publisher in outputs.publishers():
                 self.destroy_lifecycle_publisher(publisher)
         self.cameras = []
+        if self._compressed is not None:
+            self._compressed.close()
+            self._compressed = None
         if self._classes is not None:
             self.destroy_lifecycle_publisher(self._classes)
             self._classes = None
@@ -314,7 +285,8 @@ class SegmentationNode(ManagedNode):
         if self.pipeline is None:
             return
         outputs.monitor.input(time.monotonic())
-        if not any(publisher.get_subscription_count() for publisher in outputs.publishers()):
+        name, compressed = outputs.camera.name, self._compressed
+        if not any(p.get_subscription_count() for p in outputs.publishers()) and not compressed.subscribed(name):
             outputs.monitor.idle()  # image_proc's lazy subscription: no network run that nobody asked for
             return
         try:
@@ -323,10 +295,10 @@ class SegmentationNode(ManagedNode):
             outputs.monitor.bad_frame(str(error))
             self._log.warn((outputs.camera.name, "decode"), f"camera {outputs.camera.name}: bad frame: {error}")
             return
-        keep_image = outputs.overlay.get_subscription_count() > 0
+        keep_image = outputs.overlay.get_subscription_count() > 0 or compressed.subscribed(name, "overlay")
         tag = FrameTag(outputs, message.header, frame if keep_image else None, color_order, frame.shape[:2])
-        self.pipeline.submit(frame, tag=tag, stream=outputs.camera.name, color_order=color_order,
-                             confidence=outputs.wants_confidence())
+        confidence = outputs.wants_confidence() or compressed.subscribed(name, "confidence")
+        self.pipeline.submit(frame, tag=tag, stream=name, color_order=color_order, confidence=confidence)
 
     def _on_camera_info(self, outputs: CameraOutputs, info: CameraInfo) -> None:
         if outputs.info is None:
@@ -356,6 +328,8 @@ class SegmentationNode(ManagedNode):
             )
         try:
             published = publish_outputs(tag, result, self._palette_lut, self._overlay_alpha)
+            self._compressed.submit(name, tag.header, result, tag.image, tag.color_order, self._palette_lut,
+                                    self._overlay_alpha)
         except Exception as error:  # a failed publish must not end the pipeline's thread
             if rclpy.ok(context=self.context):
                 self._log.warn((name, "publish"), f"camera {name}: publishing failed: {error!r}")
