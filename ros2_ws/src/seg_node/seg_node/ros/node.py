@@ -29,12 +29,13 @@ from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-from std_msgs.msg import String
+from std_msgs.msg import Header, String
 
 from ..engine import EngineError, FrameError, SegmentationEngine, SegResult, create_engine
 from ..errors import SegNodeError
 from ..imaging import ImageDecodeError, palette_lut
 from ..weights import WeightsError, find_weights, read_info
+from . import label_info
 from .abandonable import run_abandonably
 from .compressed import CompressedOutputs
 from .conversions import frame_from_message
@@ -87,6 +88,7 @@ class SegmentationNode(ManagedNode):
         self._compressed: CompressedOutputs | None = None  # ~/<camera>/<output>/compressed
         self._camera_subscriptions: list = []
         self._classes = None
+        self._label_info = None  # vision_msgs/LabelInfo, where vision_msgs is installed
         self._palette_lut = palette_lut([])
         self._overlay_alpha = float(self.get_parameter("overlay_alpha").value)
         self.lifecycle_state = "unconfigured"
@@ -191,6 +193,10 @@ class SegmentationNode(ManagedNode):
                                              settings.engine.confidence)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._classes = self.create_lifecycle_publisher(String, "~/classes", latched)
+        if label_info.available():
+            self._label_info = self.create_lifecycle_publisher(label_info.LabelInfo, label_info.TOPIC, latched)
+        else:
+            self.get_logger().info(label_info.UNAVAILABLE)
         self.pipeline = self.engine.pipeline(on_result=self._on_result)
 
     def _build_engine(self, report: Callable[[str], None]) -> SegmentationEngine:
@@ -276,9 +282,10 @@ class SegmentationNode(ManagedNode):
         if self._compressed is not None:
             self._compressed.close()
             self._compressed = None
-        if self._classes is not None:
-            self.destroy_lifecycle_publisher(self._classes)
-            self._classes = None
+        for publisher in (self._classes, self._label_info):
+            if publisher is not None:
+                self.destroy_lifecycle_publisher(publisher)
+        self._classes = self._label_info = None
 
     # --- executor thread: decode and hand over -------------------------------------------------------
     def _on_frame(self, outputs: CameraOutputs, message: Image | CompressedImage) -> None:
@@ -403,6 +410,9 @@ class SegmentationNode(ManagedNode):
         ]
         document = {"model": info.describe(), "dataset": info.dataset, "ignore_index": info.ignore_index}
         self._classes.publish(String(data=json.dumps({**document, "classes": classes})))
+        if self._label_info is not None:
+            header = Header(stamp=self.get_clock().now().to_msg())
+            self._label_info.publish(label_info.label_info_message(info.classes, header))
 
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
         """Check a change (ranges and read-only rclpy checks first), then apply it: now, or at configure."""
