@@ -10,7 +10,9 @@ meant to be however slow a busy machine makes the start:
   the delays after it fall in the imports, rclpy.init and the node's creation;
 * ``building engine``, ``configured:``, ``active:``: log lines of configure and activate; after ``active:``
   a camera streams frames, so signals land with frames in flight;
-* ``hanging``: an engine build that never returns (tests/hanging_build_node.py).
+* ``hanging``: an engine build that never returns (tests/hanging_build_node.py);
+* transitions: once active, the test asks for deactivate (or deactivate, then cleanup) through the lifecycle
+  service and signals while the node carries it out.
 
 SIGINT goes to the process group, as a terminal's Ctrl-C does; SIGTERM to the process, as ``docker stop``.
 A few processes run at once to keep the test short; a busy machine only moves the points later.
@@ -36,7 +38,7 @@ DOMAIN = ros.domain_id(offset=37)
 HANDLER = "handler"
 HANGING_BUILD = Path(__file__).resolve().parent / "hanging_build_node.py"
 CAMERA = "/stop_sweep_camera"
-AT_ONCE = 3  # node processes at a time
+AT_ONCE = 4  # node processes at a time
 
 
 @dataclass(frozen=True)
@@ -45,10 +47,12 @@ class Point:
     delay_s: float  # after the marker
     signal: signal.Signals
     hanging_build: bool = False
+    transition: str = ""  # "deactivate" or "cleanup": requested at the marker, the signal follows
 
     def __str__(self) -> str:
         build = ", build hangs" if self.hanging_build else ""
-        return f"{self.signal.name} {self.delay_s:.2f} s after {self.marker!r}{build}"
+        transition = f", during {self.transition}" if self.transition else ""
+        return f"{self.signal.name} {self.delay_s:.2f} s after {self.marker!r}{build}{transition}"
 
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -58,8 +62,12 @@ TIMELINE = [
     *(("configured:", delay) for delay in (0.0, 0.02)),
     *(("active:", delay) for delay in (0.0, 0.05, 0.3, 1.0)),
 ]
-POINTS = [Point(marker, delay, SIGNALS[i % 2]) for i, (marker, delay) in enumerate(TIMELINE)] + [
-    Point("building engine", delay, SIGNALS[i % 2], hanging_build=True) for i, delay in enumerate((0.0, 0.3, 1.0))
+POINTS = [
+    *(Point(marker, delay, SIGNALS[i % 2]) for i, (marker, delay) in enumerate(TIMELINE)),
+    *(Point("building engine", delay, SIGNALS[i % 2], hanging_build=True) for i, delay in enumerate((0.0, 0.3, 1.0))),
+    *(Point("active:", delay, SIGNALS[i % 2], transition=transition)
+      for i, (transition, delay) in enumerate((("deactivate", 0.0), ("deactivate", 0.1), ("cleanup", 0.0),
+                                               ("cleanup", 0.1)))),
 ]
 
 
@@ -79,7 +87,30 @@ def reached(process: subprocess.Popen, log: Path, marker: str) -> bool:
     return marker in log.read_text(errors="replace")
 
 
-def signal_at(point: Point, index: int, weights: Path, env: dict[str, str], folder: Path) -> str:
+def request_transition(probe: ros.Probe, node: str, transition: str) -> threading.Thread:
+    """Deactivate (and for "cleanup", then clean up) ``node``, the last request on a thread (returned) that
+    does not wait past STOP_S for its answer."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    if transition == "cleanup":
+        probe.change_state(Transition.TRANSITION_DEACTIVATE, node)
+    request = ChangeState.Request()
+    cleanup = transition == "cleanup"
+    request.transition.id = Transition.TRANSITION_CLEANUP if cleanup else Transition.TRANSITION_DEACTIVATE
+
+    def ask() -> None:
+        try:
+            probe.call(ChangeState, f"{node}/change_state", request, timeout=ros.STOP_S)
+        except TimeoutError:  # the node stopped before it answered: what the signal is for
+            pass
+
+    thread = threading.Thread(target=ask, daemon=True)
+    thread.start()
+    return thread
+
+
+def signal_at(point: Point, index: int, weights: Path, env: dict[str, str], folder: Path, probe: ros.Probe) -> str:
     """Start a node, signal it at ``point``; '' when it stopped cleanly, else what went wrong and its log."""
     namespace = f"/stop{index}"
     script = [str(HANGING_BUILD)] if point.hanging_build else ["-m", "seg_node"]
@@ -92,6 +123,7 @@ def signal_at(point: Point, index: int, weights: Path, env: dict[str, str], fold
                        f"{point.marker!r} of node {index}", timeout=ros.START_S)
         if process.poll() is not None:
             return f"{point}: the node ended by itself with status {process.returncode}"
+        requested = request_transition(probe, f"{namespace}/seg_node", point.transition) if point.transition else None
         time.sleep(point.delay_s)
         started = time.monotonic()
         if point.signal == signal.SIGINT:
@@ -103,6 +135,8 @@ def signal_at(point: Point, index: int, weights: Path, env: dict[str, str], fold
         except subprocess.TimeoutExpired:
             code = None
         elapsed = time.monotonic() - started
+        if requested is not None:
+            requested.join()  # before the probe closes
     finally:
         ros.end_group(process)
     output = log.read_text(errors="replace")
@@ -136,7 +170,7 @@ def test_a_signal_at_any_point_of_start_up_stops_the_node_cleanly(make_weights, 
         threading.Thread(target=stream, daemon=True).start()
         with ThreadPoolExecutor(AT_ONCE) as pool:
             failures = [failure for failure in pool.map(
-                lambda indexed: signal_at(indexed[1], indexed[0], weights, env, tmp_path), enumerate(POINTS)
+                lambda indexed: signal_at(indexed[1], indexed[0], weights, env, tmp_path, probe), enumerate(POINTS)
             ) if failure]
     finally:
         streaming.set()
