@@ -13,6 +13,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 Result = TypeVar("Result")
+# The wait wakes this often: Python runs a signal's handler on the main thread only once that thread runs
+# Python code, and a wait without a timeout is interrupted only when the kernel happens to deliver the
+# signal to the main thread rather than to another of the process's threads.
+WAKE_S = 0.05
 
 
 def run_abandonably(work: Callable[[Callable[[str], None]], Result], report: Callable[[str], None],
@@ -42,7 +46,8 @@ def run_abandonably(work: Callable[[Callable[[str], None]], Result], report: Cal
 
     threading.Thread(target=run, name=name, daemon=True).start()
     try:
-        done.wait()
+        while not done.wait(WAKE_S):
+            pass
     except BaseException:
         with reporting:
             abandoned.set()

@@ -49,6 +49,7 @@ NODE_NAME = "seg_node"
 LOG_EVERY_S = 5.0  # the same problem on the same camera is logged at most this often
 BUILDING = "building engine (this can take minutes)"
 SUCCESS = TransitionCallbackReturn.SUCCESS
+CLOSING_WAIT_S = 0.5  # how long close() waits for the pipeline's threads before the process ends
 
 
 class StartupError(SegNodeError, RuntimeError):
@@ -95,6 +96,7 @@ class SegmentationNode(ManagedNode):
         self.building = ""  # while configure builds the engine: what it is doing
         self.failure = ""  # why the last configure failed
         self._autostarting = False
+        self._closing = False  # close(): the process ends next
         self._log = RateLimitedLog(self, LOG_EVERY_S)
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         period = self.get_parameter("diagnostics_period_s").value
@@ -170,7 +172,9 @@ class SegmentationNode(ManagedNode):
             self._autostarting = False
 
     def close(self) -> None:
-        """Shut down from any state and free everything; safe after ROS has shut down, and twice."""
+        """Shut down from any state and free everything; safe after ROS has shut down, and twice. The
+        process ends next, so a network run in progress is not awaited (Ctrl-C stops the node within 2 s)."""
+        self._closing = True
         if self.lifecycle_state != "finalized":
             try:
                 self.trigger_shutdown()
@@ -266,15 +270,18 @@ class SegmentationNode(ManagedNode):
     def _release(self) -> None:
         """Unsubscribe, stop the pipeline (joins its threads), free the engine and its GPU memory."""
         self._unsubscribe()
+        stopped = True
         if self.pipeline is not None:
-            self.pipeline.close(timeout=1.0)
+            stopped = self.pipeline.close(timeout=CLOSING_WAIT_S if self._closing else 1.0)
             self.pipeline = None
         if self.engine is not None:
-            on_cuda = str(self.engine.device).startswith("cuda")
-            self.engine.close()
+            # a network run still in progress holds the engine: cleanup waits for it, the process's end does not
+            if stopped or not self._closing:
+                on_cuda = str(self.engine.device).startswith("cuda")
+                self.engine.close()
+                if on_cuda:
+                    free_cuda_memory()
             self.engine = None
-            if on_cuda:
-                free_cuda_memory()
         for outputs in self.cameras:
             for publisher in outputs.publishers():
                 self.destroy_lifecycle_publisher(publisher)
