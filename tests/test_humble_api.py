@@ -18,6 +18,12 @@ What is checked, where it can be known without running anything:
   likewise a parameter annotated with an rclpy class (``node: Node``), a variable or ``self.x``
   attribute assigned only from an rclpy constructor (``x = SingleThreadedExecutor()``), and dataclass
   fields annotated with an rclpy class (``label: Publisher``);
+* attributes of what rclpy calls return, typed by the return annotation Humble's source gives them:
+  ``node.create_subscription(...)`` is a Subscription, ``client.call_async(...)`` a Future,
+  ``node.get_clock()`` a Clock, a property such as ``node.context`` a Context; also through a variable,
+  a ``self.x`` attribute, and the lists a class fills (``self.subs.append(self.create_subscription(...))``,
+  ``self.x = [...]``, ``+=``, ``extend``) into ``for`` loops and comprehensions over them. rclpy methods
+  that Humble leaves unannotated (``create_lifecycle_publisher``, ``get_logger``) stay unchecked;
 * keyword arguments of calls to rclpy functions, constructors and methods so resolved (for instance
   ``create_subscription(..., raw=True)``), unless the callee takes ``**kwargs``.
 
@@ -141,7 +147,11 @@ class HumbleApi:
                 nested = f"{owner}.{name}"
                 if nested.split(":", 1)[1] in self.modules[owner.split(":", 1)[0]]["classes"]:
                     return True, Value("class", nested)
-                if name in self.class_data(owner)["methods"]:
+                method = self.class_data(owner)["methods"].get(name)
+                if method is not None and method["property"] and not of_class:  # node.context: a Context
+                    returns = method["returns"]
+                    return True, Value("instance", returns) if returns else None
+                if method is not None:
                     return True, Value("method", f"{owner}.{name}")
                 if name in self.class_data(owner)["members"]:
                     return True, None
@@ -152,6 +162,12 @@ class HumbleApi:
         if external is None:
             return None, None
         return name in external, None
+
+    def returned(self, callee: Value | None) -> Value | None:
+        """What calling ``callee`` (a function or a method) returns, when Humble annotates it with a class."""
+        signature = self.signature(callee) if callee is not None and callee.kind != "class" else None
+        returns = signature.get("returns") if signature else None
+        return Value("instance", returns) if returns else None
 
     def signature(self, value: Value) -> dict | None:
         """The parameters of a function, a method or a class's constructor; None when unknown."""
@@ -199,7 +215,9 @@ class LocalClass:
     ref: str
     bases: list[Value | None]  # None: a base from outside the package and rclpy
     members: set[str]
-    attr_types: dict[str, Value | None]  # self.x / annotated fields of a known class; None: ambiguous
+    attr_types: dict[str, Value | None] = field(default_factory=dict)  # of a known class; None: ambiguous
+    # lists of a known class: self.x = [...], self.x += [...], self.x.append(...), self.x.extend([...])
+    element_types: dict[str, Value | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -244,6 +262,9 @@ class Package:
         for module in modules:
             for name, node in module.classes.items():
                 self._class_info(module, name, node)
+        for module in modules:  # every class known: attributes typed by what their methods return
+            for name, node in module.classes.items():
+                self._attribute_types(module, self.local_classes[f"{module.name}:{name}"], node)
 
     def _bind_module(self, module: LocalModule) -> None:
         for statement in runtime_statements(module.tree.body):
@@ -305,29 +326,53 @@ class Package:
             value = self.expression_value(module, base)
             bases.append(value if value is not None and value.kind in ("class", "lclass") else None)
         members: set[str] = set()
-        attr_types: dict[str, Value | None] = {}
         for statement in node.body:
             if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 members.add(statement.name)
             elif isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name):
                 members.add(statement.target.id)
-                typed = self.instance_of(module, annotation_expr(statement.annotation))
-                merge_type(attr_types, statement.target.id, typed)
             elif isinstance(statement, (ast.Assign, ast.AugAssign)):
                 for target in statement.targets if isinstance(statement, ast.Assign) else [statement.target]:
                     members.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
         for method in node.body:
+            if isinstance(method, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                members.update(attribute.attr for attribute, _, _ in self_stores(method))
+        self.local_classes[ref] = LocalClass(ref, bases, members)
+
+    def _attribute_types(self, module: LocalModule, info: LocalClass, node: ast.ClassDef) -> None:
+        """The types of the class's annotated fields and ``self.x`` attributes, and of its lists' elements."""
+        for statement in node.body:
+            if isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name):
+                typed = self.instance_of(module, annotation_expr(statement.annotation))
+                merge_type(info.attr_types, statement.target.id, typed)
+        for method in node.body:
             if not isinstance(method, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 continue
             for attribute, statement, target in self_stores(method):
-                members.add(attribute.attr)
                 typed = None
                 if isinstance(statement, ast.AnnAssign) and target is attribute:
                     typed = self.instance_of(module, annotation_expr(statement.annotation))
                 elif isinstance(statement, ast.Assign) and target is attribute:
-                    typed = self.constructed(module, statement.value)
-                merge_type(attr_types, attribute.attr, typed)
-        self.local_classes[ref] = LocalClass(ref, bases, members, attr_types)
+                    typed = self.method_expression(module, info.ref, statement.value)
+                merge_type(info.attr_types, attribute.attr, typed)
+            for name, element in list_elements(method):
+                merge_type(info.element_types, name, self.method_expression(module, info.ref, element))
+
+    def method_expression(self, module: LocalModule, ref: str, node: ast.expr) -> Value | None:
+        """An instance of a known class made in a method of package class ``ref``: ``C(...)``, or a call of
+        one of its rclpy methods that Humble annotates with a class (``self.create_subscription(...)``)."""
+        made = self.constructed(module, node)
+        if made is not None or not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+            return made
+        if not (isinstance(node.func.value, ast.Name) and node.func.value.id == "self"):
+            return None
+        if self.local_member(ref, node.func.attr)[0]:  # the package's own method: not followed
+            return None
+        for rclpy_class in self.rclpy_lineage(ref)[0]:
+            present, value = self.api.class_attribute(rclpy_class, node.func.attr, of_class=False)
+            if present:
+                return self.api.returned(value)
+        return None
 
     def expression_value(self, module: LocalModule, node: ast.expr) -> Value | None:
         """A module-level expression (a base class, an annotation): Name or dotted Attribute."""
@@ -390,6 +435,52 @@ class Package:
                 if found:
                     return True, typed
         return False, None
+
+
+    def list_element(self, ref: str, name: str, seen: frozenset = frozenset()) -> Value | None:
+        """The element type of the package class's list attribute ``name`` (or a package base's)."""
+        if ref in seen or ref not in self.local_classes:
+            return None
+        info = self.local_classes[ref]
+        if name in info.element_types:
+            return info.element_types[name]
+        for base in info.bases:
+            if base is not None and base.kind == "lclass":
+                found = self.list_element(base.ref, name, seen | {ref})
+                if found is not None:
+                    return found
+        return None
+
+
+def list_elements(method: ast.FunctionDef | ast.AsyncFunctionDef) -> Iterator[tuple[str, ast.expr]]:
+    """The elements a method puts into lists held by its first argument: (attribute name, element) for
+    ``self.x = [e, ...]``, ``self.x += [e, ...]``, ``self.x.append(e)`` and ``self.x.extend([e, ...])``."""
+    args = [*method.args.posonlyargs, *method.args.args]
+    if not args:
+        return
+    first = args[0].arg
+
+    def attribute_of_first(node: ast.expr) -> str | None:
+        is_ours = isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == first
+        return node.attr if is_ours else None
+
+    for node in ast.walk(method):
+        name, elements = None, []
+        if isinstance(node, (ast.Assign, ast.AugAssign)) and isinstance(node.value, (ast.List, ast.Tuple)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            name = attribute_of_first(targets[0]) if len(targets) == 1 else None
+            elements = node.value.elts
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and len(node.args) == 1:
+            name = attribute_of_first(node.func.value)
+            if node.func.attr == "append":
+                elements = node.args
+            elif node.func.attr == "extend" and isinstance(node.args[0], (ast.List, ast.Tuple)):
+                elements = node.args[0].elts
+            else:
+                name = None
+        if name is not None:
+            for element in elements:
+                yield name, element
 
 
 def merge_type(types: dict[str, Value | None], name: str, typed: Value | None) -> None:
@@ -492,6 +583,16 @@ class Checker(ast.NodeVisitor):
                 return Value("instance", func.ref)
             if func is not None and func.kind == "lclass":
                 return Value("linstance", func.ref)
+            if func is not None and func.kind in ("function", "method"):
+                return self.api.returned(func)
+        return None
+
+    def element(self, iterable: ast.expr) -> Value | None:
+        """What iterating ``iterable`` gives, when known: the elements of a package class's typed list."""
+        if isinstance(iterable, ast.Attribute):
+            base = self.value(iterable.value)
+            if base is not None and base.kind == "linstance":
+                return self.package.list_element(base.ref, iterable.attr)
         return None
 
     def attribute(self, base: Value, name: str) -> tuple[bool | None, Value | None, str]:
@@ -631,7 +732,24 @@ class Checker(ast.NodeVisitor):
             proven |= hasattr_names(value)[0]
         self.guarded.pop()
 
-    # --- scopes: classes and functions
+    # --- scopes: comprehensions, classes and functions
+    def visit_ListComp(self, node: ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp) -> None:
+        """The comprehension's own names, each typed by what its iterable gives when that is known."""
+        scope: dict[str, Value | None] = {}
+        self.scopes.append(scope)
+        for generator in node.generators:
+            self.visit(generator.iter)  # evaluated with the names of the generators before it
+            typed = self.element(generator.iter) if isinstance(generator.target, ast.Name) else None
+            for name in bound_names(ast.Assign(targets=[generator.target])):
+                scope[name] = typed
+            for condition in generator.ifs:
+                self.visit(condition)
+        for part in (node.key, node.value) if isinstance(node, ast.DictComp) else (node.elt,):
+            self.visit(part)
+        self.scopes.pop()
+
+    visit_SetComp = visit_GeneratorExp = visit_DictComp = visit_ListComp
+
     def visit_ClassDef(self, node: ast.ClassDef) -> None:
         for part in (*node.decorator_list, *node.bases, *node.keywords):
             self.visit(part)
@@ -704,6 +822,9 @@ class Checker(ast.NodeVisitor):
                 typed_targets.add(id(node.target))
                 typed = self.package.instance_of(self.module, annotation_expr(node.annotation))
                 merge_type(types, node.target.id, typed)
+            elif isinstance(node, (ast.For, ast.AsyncFor)) and isinstance(node.target, ast.Name):
+                typed_targets.add(id(node.target))
+                merge_type(types, node.target.id, self.element(node.iter))
             elif isinstance(node, ast.Import):
                 for alias in node.names:
                     name = alias.asname or alias.name.split(".")[0]
@@ -897,11 +1018,51 @@ def test_the_else_of_hasattr_is_not_a_feature_check() -> None:
             "        self.not_in_humble()",
             "rclpy.lifecycle.node.LifecycleNode.not_in_humble",
         ),
+        # what rclpy calls return, typed by Humble's return annotations (#43: the recorder's
+        # Subscription.get_publisher_count, which rclpy has only since Iron)
+        (
+            "from rclpy.node import Node\ndef f(node: Node):\n    s = node.create_subscription(int, 't', print, 1)\n"
+            "    s.topic_name\n    return s.get_publisher_count()",
+            "rclpy.subscription.Subscription.get_publisher_count",
+        ),
+        (
+            "from rclpy.node import Node\ndef f(node: Node):\n"
+            "    return node.create_publisher(int, 't', 1).get_subscription_count()",
+            None,
+        ),
+        (
+            "from rclpy.node import Node\nclass R(Node):\n    def __init__(self):\n        super().__init__('r')\n"
+            "        self.subs = []\n        self.subs.append(self.create_subscription(int, 't', print, 1))\n"
+            "    def ready(self):\n        return all(s.get_publisher_count() for s in self.subs)",
+            "rclpy.subscription.Subscription.get_publisher_count",
+        ),
+        (
+            "from rclpy.node import Node\nclass R(Node):\n    def __init__(self):\n        super().__init__('r')\n"
+            "        self.timers_ = [self.create_timer(1.0, print)]\n    def f(self):\n"
+            "        for timer in self.timers_:\n            timer.cancel()\n            timer.no_such_method()",
+            "rclpy.timer.Timer.no_such_method",
+        ),
+        (
+            "from rclpy.node import Node\ndef f(node: Node, request):\n"
+            "    future = node.create_client(int, 's').call_async(request)\n"
+            "    future.add_done_callback(print)\n    future.no_such_method()",
+            "rclpy.task.Future.no_such_method",
+        ),
+        (
+            "from rclpy.node import Node\ndef f(node: Node):\n    node.context.ok()\n    node.context.no_such()\n"
+            "    node.get_clock().now().nanoseconds\n    node.get_clock().no_such_clock()",
+            ["rclpy.context.Context.no_such", "rclpy.clock.Clock.no_such_clock"],
+        ),
+        (
+            "from rclpy.node import Node\ndef f(node: Node):\n    s = node.create_service(int, 's', print)\n"
+            "    if hasattr(s, 'newer'):\n        s.newer()",
+            None,
+        ),
     ],
 )
-def test_the_checker_on_small_sources(source: str, expected: str | None) -> None:
+def test_the_checker_on_small_sources(source: str, expected: str | list[str] | None) -> None:
     names = [v.name for v in check_sources({"snippet": source})]
-    assert names == ([expected] if expected else []), names
+    assert names == ([expected] if isinstance(expected, str) else expected or []), names
 
 
 def test_package_local_bases_and_attributes_count_as_defined() -> None:

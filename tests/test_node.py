@@ -381,7 +381,7 @@ def test_run_time_parameters_are_checked_and_applied(probe, node_process, frames
     assert not successful and "triples" in reason
     assert not set_parameter(probe, "palette", integers([0, 0, 300]))[0]
     assert not set_parameter(probe, "backend", ParameterValue(type=ParameterType.PARAMETER_STRING,
-                                                              string_value="onnxruntime"))[0]  # read-only
+                                                              string_value="onnxruntime"))[0]  # active
     red = [255, 0, 0] * len(CAMVID_NAMES)
     assert set_parameter(probe, "palette", integers(red))[0]
     assert set_parameter(probe, "overlay_alpha", double(1.0))[0]
@@ -784,16 +784,18 @@ def test_the_confidence_is_computed_only_while_someone_subscribes(in_process, we
     rgb = np.random.default_rng(5).integers(0, 256, (48, 64, 3), np.uint8)
     message = Image(height=48, width=64, encoding="rgb8", step=64 * 3, data=rgb.tobytes())
 
-    node._on_frame(outputs, message)  # nobody subscribes to ~/conf/confidence
-    ros.wait_until(lambda: asked, "the network run of the first frame")
-    assert asked == [False]
-
     listener = rclpy.create_node("confidence_listener", context=node.context)
-    received = []
-    listener.create_subscription(Image, outputs.confidence.topic_name, received.append, 10)
     executor = SingleThreadedExecutor(context=node.context)
     executor.add_node(listener)
+    received = []
     try:
+        # someone watches the label (else the node runs no network at all), nobody ~/conf/confidence
+        listener.create_subscription(Image, outputs.label.topic_name, lambda _: None, 10)
+        ros.wait_until(lambda: outputs.label.get_subscription_count() > 0, "the label subscription")
+        node._on_frame(outputs, message)
+        ros.wait_until(lambda: asked, "the network run of the first frame")
+        assert asked == [False]
+        listener.create_subscription(Image, outputs.confidence.topic_name, received.append, 10)
         ros.wait_until(lambda: outputs.confidence.get_subscription_count() > 0, "the confidence subscription")
         deadline = time.monotonic() + WAIT_S
         while not received and time.monotonic() < deadline:

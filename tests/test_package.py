@@ -89,20 +89,20 @@ PYTHON_LIBRARIES = {
     "tqdm": "python3-tqdm",
     "matplotlib": "python3-matplotlib",
     "PIL": "python3-pil",
-    "torch": None,
+    "torch": "python3-pytorch-pip",
     "safetensors": None,
     "onnx": None,
-    "onnxruntime": None,
-    "rosbags": None,
+    "onnxruntime": "python3-onnxruntime-pip",
+    "rosbags": "python3-rosbags-pip",
     "torch2trt": None,  # Jetson image only
     "tensorrt": None,  # Jetson image only
 }
 # ROS packages imported as modules of the same name. A module ending in _msgs/_srvs/_interfaces is a ROS
 # message package too and needs no entry here.
 ROS_PACKAGES = {"rclpy", "launch", "launch_ros", "ament_index_python", "rosidl_runtime_py"}
-# Keys of rosdep's python.yaml (ros/rosdistro), checked there by name.
+# Keys of rosdep's python.yaml (ros/rosdistro), checked there by tests/test_rosdep_keys.py.
 ROSDEP_KEYS = {"python3-numpy", "python3-opencv", "python3-yaml", "python3-tqdm", "python3-matplotlib", "python3-pil",
-               "python3-pytest"}
+               "python3-pytest", "python3-pytorch-pip", "python3-onnxruntime-pip", "python3-rosbags-pip"}
 LAUNCH_FILES = sorted((REPO_ROOT / "launch").glob("*.launch.py"))
 
 

@@ -214,3 +214,49 @@ def test_closing_the_engine_closes_its_pipelines(weights_path, make_frames):
         with pytest.raises(EngineError, match="closed"):
             attempt()
     engine.close()  # twice is harmless
+
+
+def test_closing_the_engine_of_a_pipeline_interrupted_while_starting_its_threads(weights_path, monkeypatch):
+    """Ctrl-C can land while a pipeline starts its threads (the node configures): the pipeline is registered
+    with its engine already, and the engine's close must close it whatever its threads' state (#43)."""
+    engine = create_engine(weights_path("contextnet"), EngineConfig(backend="torch", device="cpu"))
+    start = threading.Thread.start
+    started: list[threading.Thread] = []
+
+    def start_one_then_interrupt(thread: threading.Thread) -> None:
+        if started:
+            raise KeyboardInterrupt
+        started.append(thread)
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start_one_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        engine.pipeline()
+    monkeypatch.undo()
+    engine.close()  # before the fix: RuntimeError("cannot join thread before it is started")
+    assert started and not started[0].is_alive()
+
+
+def test_close_says_whether_a_network_run_is_still_in_progress(weights_path, make_frames, monkeypatch):
+    """A node that must stop within 2 s does not wait for a long network run: close tells it, so that it
+    leaves the engine to the process's end instead of freeing it under the run (#43)."""
+    engine = create_engine(weights_path("contextnet"), EngineConfig(backend="torch", device="cpu"))
+    running, finish = threading.Event(), threading.Event()
+    execute = engine.execute
+
+    def slow_execute(*args, **kwargs):
+        running.set()
+        finish.wait(30)
+        return execute(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "execute", slow_execute)
+    pipeline = engine.pipeline()
+    pipeline.submit(make_frames(1, seed=11)[0])
+    assert running.wait(30)
+    assert pipeline.close(timeout=0.1) is False  # the run goes on
+    finish.set()
+    deadline = time.monotonic() + 30
+    while not pipeline.close() and time.monotonic() < deadline:  # closed already: says whether it has stopped
+        time.sleep(0.05)
+    assert pipeline.close() is True
+    engine.close()

@@ -153,7 +153,10 @@ class TestOneLaunch:
         assert "failed" in refused and "overlay_alpha" in refused
         assert "Double value is: 0.25" in ros2(install, "param", "get", "--no-daemon", "/seg_node", "overlay_alpha")
         described = ros2(install, "param", "describe", "--no-daemon", "/seg_node", "backend")
-        assert "Type: string" in described and "inference backend" in described and "Read only: true" in described
+        assert "Type: string" in described and "inference backend" in described and "Read only" not in described
+        refused = ros2(install, "param", "set", "--no-daemon", "/seg_node", "backend", "torch")  # read at configure
+        assert "failed" in refused and "ros2 lifecycle set /seg_node deactivate, then cleanup" in refused
+        assert "Read only: true" in ros2(install, "param", "describe", "--no-daemon", "/seg_node", "autostart")
 
     def test_ros2_lifecycle_get_and_set(self, install, launched, probe):
         def state() -> str:

@@ -20,6 +20,10 @@ For each module (``rclpy``, ``rclpy.node``, ``rclpy.lifecycle``, ``rclpy.lifecyc
   ``members`` (its own methods, properties, class attributes, nested classes, ``__slots__`` and the
   ``self.x = ...`` attributes its methods assign), ``all_members`` (``members`` of the whole mro) and
   ``methods`` (the parameters of each own method).
+* for each function and method: ``params``, ``varargs``, ``varkw``, ``property`` (a ``@property``) and
+  ``returns``: the rclpy class its return annotation names ("rclpy.subscription:Subscription"; also
+  through ``Optional[...]``, ``... | None`` and a quoted name), else None, so that the test can type
+  what ``create_subscription``, ``call_async`` or ``get_clock`` return.
 
 The file records the commit, the ref and the command that produced it (``generated_by``).
 """
@@ -66,12 +70,32 @@ def target_names(target: ast.expr) -> list[str]:
 
 
 def parameters(function: ast.FunctionDef | ast.AsyncFunctionDef) -> dict:
+    """Its parameters, whether it is a property, and its return annotation's class (resolved in ``to_json``)."""
     args = function.args
     return {
         "params": [a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]],
         "varargs": args.vararg is not None,
         "varkw": args.kwarg is not None,
+        "property": any(dotted(d) == "property" for d in function.decorator_list),
+        "returns": returned_class(function.returns),
     }
+
+
+def returned_class(annotation: ast.expr | None) -> str | None:
+    """The dotted name of the one class a return annotation names: ``Subscription``, ``'Future'``,
+    ``Optional[Executor]`` and ``Executor | None`` (None aside); None for anything else (``List[X]``, ``bool``)."""
+    if isinstance(annotation, ast.Constant) and isinstance(annotation.value, str):  # a forward reference
+        try:
+            annotation = ast.parse(annotation.value, mode="eval").body
+        except SyntaxError:
+            return None
+    if isinstance(annotation, ast.Subscript) and dotted(annotation.value) in ("Optional", "typing.Optional"):
+        return returned_class(annotation.slice)
+    if isinstance(annotation, ast.BinOp) and isinstance(annotation.op, ast.BitOr):
+        sides = [annotation.left, annotation.right]
+        others = [side for side in sides if not (isinstance(side, ast.Constant) and side.value is None)]
+        return returned_class(others[0]) if len(others) == 1 else None
+    return dotted(annotation) if isinstance(annotation, (ast.Name, ast.Attribute)) else None
 
 
 class ModuleScan:
@@ -214,6 +238,16 @@ class Api:
             return f"builtins.{base}"
         return base
 
+    def resolve_returns(self, module: str, signature: dict) -> dict:
+        """``returns`` as "rclpy.x:Class" when it names an rclpy class, else None."""
+        name = signature["returns"]
+        resolved = self.resolve_base(module, name) if name else None
+        is_class = resolved is not None and ":" in resolved and resolved.split(":", 1)[0] in self.scans
+        if is_class:
+            class_module, class_name = resolved.split(":", 1)
+            is_class = class_name in self.scans[class_module].classes
+        return {**signature, "returns": resolved if is_class else None}
+
     def mro(self, ref: str, seen: tuple = ()) -> tuple[list[str], list[str]]:
         """The rclpy classes ``ref`` inherits from (itself first, depth first) and its other bases."""
         if ref in seen:
@@ -252,14 +286,20 @@ class Api:
                     "external_bases": external,
                     "members": sorted(info["members"]),
                     "all_members": sorted(all_members),
-                    "methods": dict(sorted(info["methods"].items())),
+                    "methods": {
+                        method: self.resolve_returns(module, signature)
+                        for method, signature in sorted(info["methods"].items())
+                    },
                 }
             modules[module] = {
                 "is_package": scan.is_package,
                 "names": sorted(scan.names),
                 "refs": refs,
                 "all": scan.all,
-                "functions": dict(sorted(scan.functions.items())),
+                "functions": {
+                    function: self.resolve_returns(module, signature)
+                    for function, signature in sorted(scan.functions.items())
+                },
                 "classes": classes,
             }
         return modules

@@ -1,9 +1,10 @@
-"""seg-healthcheck: exit 0 when seg_node's diagnostics arrive, 1 when they have stopped.
+"""seg-healthcheck: exit 0 when seg_node's diagnostics arrive, 1 when they have stopped or say ERROR.
 
 The Docker images run it as their HEALTHCHECK: the node publishes a
 DiagnosticArray with a status named seg_node... every diagnostics_period_s
 (1 s by default), so a few seconds of silence means the node is dead, hung,
-or no longer reachable over DDS.
+or no longer reachable over DDS; an ERROR status means its engine failed
+(configure, or on frames). WARN (a stale camera, a low rate) is healthy.
 """
 
 from __future__ import annotations

@@ -136,27 +136,36 @@ class FramePipeline:
                     setattr(total, name, getattr(total, name) + getattr(stats, name))
             return total
 
-    def close(self, timeout: float = 1.0) -> None:
-        """Stop the threads (frames in flight are discarded) and release the slots, within ``timeout``."""
-        if self._closed.is_set():
-            return
-        self._closed.set()
-        with self._waiting_changed:
+    def close(self, timeout: float = 1.0) -> bool:
+        """Stop the threads (frames in flight are discarded) and release the slots, within ``timeout``;
+        whether every thread has stopped (False: one is still in a network run, which goes on using the
+        engine's backend: whoever frees the engine then waits for it, or leaves it to the process's end).
+
+        Safe from any thread, twice, and whatever the threads' state: a pipeline whose construction was
+        interrupted (Ctrl-C while the node configures) is registered with its engine before all of its
+        threads have started, and the engine's close then closes it.
+        """
+        with self._waiting_changed:  # the check and the set together: two closers race (node and engine)
+            if self._closed.is_set():
+                return not any(thread.is_alive() for thread in self._threads)
+            self._closed.set()
             self._waiting.clear()
             self._waiting_changed.notify_all()
         for wake_up in (self._free_inputs, self._prepared, self._free_outputs, self._executed):
             wake_up.put(None)
         deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.ident is not None and thread is not threading.current_thread():  # started; not ourselves
+                thread.join(max(0.0, deadline - time.monotonic()))
         stuck = [thread.name for thread in self._threads if thread.is_alive()]
-        if stuck:
+        if stuck:  # the queues keep their wake-ups: the busy thread ends once its run does
             log.warning("FramePipeline.close: %s still busy after %.1f s (a network run in progress)", stuck, timeout)
-        else:
-            self._engine.synchronize()  # copies and kernels of discarded frames may still use the slots
+            return False
+        self._engine.synchronize()  # copies and kernels of discarded frames may still use the slots
         for slots in (self._free_inputs, self._free_outputs, self._prepared, self._executed):
             while not slots.empty():
                 slots.get_nowait()
+        return True
 
     def __enter__(self) -> FramePipeline:
         return self

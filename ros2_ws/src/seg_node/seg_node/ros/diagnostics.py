@@ -27,6 +27,7 @@ def key_values(values: dict[str, object]) -> list[KeyValue]:
 @dataclass
 class _Window:
     inputs: int = 0
+    idle: int = 0  # inputs not segmented: nobody subscribed to any output
     outputs: int = 0
     engine_errors: int = 0
     latencies: list[float] = field(default_factory=list)
@@ -46,8 +47,10 @@ class CameraMonitor:
         self._started = started
         self._last_input: float | None = None
         self.inputs_total = 0
+        self.idle_total = 0
         self.outputs_total = 0
         self.bad_frames = 0
+        self._dropped_reported = 0  # the pipeline's drop count at the last report
         self.engine_errors = 0
         self.last_problem = ""
         # per output topic: shows that outputs nobody subscribes to are neither computed nor published
@@ -58,6 +61,12 @@ class CameraMonitor:
             self._window.inputs += 1
             self.inputs_total += 1
             self._last_input = now
+
+    def idle(self) -> None:
+        """The frame just counted by ``input`` is not segmented: nobody subscribes to any output."""
+        with self._lock:
+            self._window.idle += 1
+            self.idle_total += 1
 
     def bad_frame(self, reason: str) -> None:
         with self._lock:
@@ -80,10 +89,13 @@ class CameraMonitor:
             if latency_s is not None:
                 self._window.latencies.append(latency_s)
 
-    def report(self, now: float, dropped: int, expected_fps: float, input_timeout_s: float) -> DiagnosticStatus:
-        """The status of the window since the last report; starts a new window."""
+    def report(self, now: float, dropped: int, expected_fps: float, input_timeout_s: float,
+               max_drop_ratio: float = 1.0) -> DiagnosticStatus:
+        """The status of the window since the last report; starts a new window. ``dropped``: the pipeline's
+        count so far; WARN when more than ``max_drop_ratio`` of the window's frames were dropped."""
         with self._lock:
             window, self._window = self._window, _Window()
+            window_dropped, self._dropped_reported = dropped - self._dropped_reported, dropped
             elapsed = max(now - self._window_start, 1e-9)
             self._window_start = now
             since_input = now - (self._last_input if self._last_input is not None else self._started)
@@ -94,6 +106,7 @@ class CameraMonitor:
                 "latency_p50_ms": _percentile_ms(window.latencies, 50),
                 "latency_p95_ms": _percentile_ms(window.latencies, 95),
                 "frames_received": self.inputs_total,
+                "frames_idle": self.idle_total,
                 "frames_published": self.outputs_total,
                 "frames_dropped": dropped,
                 "bad_frames": self.bad_frames,
@@ -109,6 +122,11 @@ class CameraMonitor:
             level, message = ERROR, f"engine failed on {window.engine_errors} frames: {values['last_problem']}"
         elif since_input > input_timeout_s:
             level, message = WARN, f"stale: no frame for {since_input:.1f} s (input_timeout_s {input_timeout_s})"
+        elif window.inputs and window_dropped > max_drop_ratio * window.inputs:
+            level, message = WARN, (f"dropped {window_dropped} of {window.inputs} frames (max_drop_ratio "
+                                    f"{max_drop_ratio}): the engine does not keep up with the camera")
+        elif window.idle and window.idle == window.inputs:
+            message = f"idle: nobody subscribes to its outputs, the network does not run ({values['input_fps']} fps in)"
         # a stream at exactly expected_fps fits one frame more or fewer into a window, depending on its phase
         elif expected_fps > 0 and window.outputs + 1 < expected_fps * elapsed:
             level, message = WARN, f"output {output_fps:.1f} fps is below expected_fps {expected_fps}"

@@ -9,7 +9,8 @@ configures and activates at start, so the node runs without a lifecycle manager.
 Threads: the executor thread decodes each camera message (a view for rgb8/bgr8) and submits it to the
 engine's FramePipeline, which never blocks and keeps only the newest waiting frame per camera. The
 pipeline's result callback colourises, blends and publishes (ros/outputs.py); inference never runs on
-the executor.
+the executor. While nobody subscribes to any output of a camera, its frames are counted and nothing more
+(image_proc's lazy subscription; /diagnostics says idle); a subscriber starts the work with the next frame.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import inspect
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -27,12 +29,15 @@ from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-from std_msgs.msg import String
+from std_msgs.msg import Header, String
 
 from ..engine import EngineError, FrameError, SegmentationEngine, SegResult, create_engine
 from ..errors import SegNodeError
 from ..imaging import ImageDecodeError, palette_lut
 from ..weights import WeightsError, find_weights, read_info
+from . import label_info
+from .abandonable import run_abandonably
+from .compressed import CompressedOutputs
 from .conversions import frame_from_message
 from .diagnostics import ERROR, OK, WARN, CameraMonitor, key_values
 from .managed import ManagedNode
@@ -44,6 +49,7 @@ NODE_NAME = "seg_node"
 LOG_EVERY_S = 5.0  # the same problem on the same camera is logged at most this often
 BUILDING = "building engine (this can take minutes)"
 SUCCESS = TransitionCallbackReturn.SUCCESS
+CLOSING_WAIT_S = 0.5  # how long close() waits for the pipeline's threads before the process ends
 
 
 class StartupError(SegNodeError, RuntimeError):
@@ -80,14 +86,17 @@ class SegmentationNode(ManagedNode):
         self.engine: SegmentationEngine | None = None
         self.pipeline = None
         self.cameras: list[CameraOutputs] = []
+        self._compressed: CompressedOutputs | None = None  # ~/<camera>/<output>/compressed
         self._camera_subscriptions: list = []
         self._classes = None
+        self._label_info = None  # vision_msgs/LabelInfo, where vision_msgs is installed
         self._palette_lut = palette_lut([])
         self._overlay_alpha = float(self.get_parameter("overlay_alpha").value)
         self.lifecycle_state = "unconfigured"
         self.building = ""  # while configure builds the engine: what it is doing
         self.failure = ""  # why the last configure failed
         self._autostarting = False
+        self._closing = False  # close(): the process ends next
         self._log = RateLimitedLog(self, LOG_EVERY_S)
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         period = self.get_parameter("diagnostics_period_s").value
@@ -163,7 +172,9 @@ class SegmentationNode(ManagedNode):
             self._autostarting = False
 
     def close(self) -> None:
-        """Shut down from any state and free everything; safe after ROS has shut down, and twice."""
+        """Shut down from any state and free everything; safe after ROS has shut down, and twice. The
+        process ends next, so a network run in progress is not awaited (Ctrl-C stops the node within 2 s)."""
+        self._closing = True
         if self.lifecycle_state != "finalized":
             try:
                 self.trigger_shutdown()
@@ -176,19 +187,26 @@ class SegmentationNode(ManagedNode):
         self.settings = settings = read_settings(self, self._problems)
         self.weights_path = find_weights(settings.weights)
         self._set_building(BUILDING)
-        self.engine = self._create_engine()
+        # on a daemon thread, which a signal abandons (a TensorRT build is minutes of uninterruptible C++)
+        self.engine = run_abandonably(self._build_engine, self._set_building, "seg-engine-build")
         self._palette_lut = palette_lut(settings.palette or np.asarray(self.engine.info.palette).ravel())
         self._overlay_alpha = settings.overlay_alpha
         started = time.monotonic()
         self.cameras = [self._camera_outputs(camera, started) for camera in settings.cameras]
+        self._compressed = CompressedOutputs(self, output_qos(settings), [c.name for c in settings.cameras],
+                                             settings.engine.confidence)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._classes = self.create_lifecycle_publisher(String, "~/classes", latched)
+        if label_info.available():
+            self._label_info = self.create_lifecycle_publisher(label_info.LabelInfo, label_info.TOPIC, latched)
+        else:
+            self.get_logger().info(label_info.UNAVAILABLE)
         self.pipeline = self.engine.pipeline(on_result=self._on_result)
 
-    def _create_engine(self) -> SegmentationEngine:
+    def _build_engine(self, report: Callable[[str], None]) -> SegmentationEngine:
         progress = {}
         if "on_progress" in inspect.signature(create_engine).parameters:  # the engine reports its build steps
-            progress["on_progress"] = self._set_building
+            progress["on_progress"] = report
         try:
             return create_engine(self.weights_path, self.settings.engine, **progress)
         except RuntimeError as error:
@@ -252,38 +270,49 @@ class SegmentationNode(ManagedNode):
     def _release(self) -> None:
         """Unsubscribe, stop the pipeline (joins its threads), free the engine and its GPU memory."""
         self._unsubscribe()
+        stopped = True
         if self.pipeline is not None:
-            self.pipeline.close(timeout=1.0)
+            stopped = self.pipeline.close(timeout=CLOSING_WAIT_S if self._closing else 1.0)
             self.pipeline = None
         if self.engine is not None:
-            on_cuda = str(self.engine.device).startswith("cuda")
-            self.engine.close()
+            # a network run still in progress holds the engine: cleanup waits for it, the process's end does not
+            if stopped or not self._closing:
+                on_cuda = str(self.engine.device).startswith("cuda")
+                self.engine.close()
+                if on_cuda:
+                    free_cuda_memory()
             self.engine = None
-            if on_cuda:
-                free_cuda_memory()
         for outputs in self.cameras:
             for publisher in outputs.publishers():
                 self.destroy_lifecycle_publisher(publisher)
         self.cameras = []
-        if self._classes is not None:
-            self.destroy_lifecycle_publisher(self._classes)
-            self._classes = None
+        if self._compressed is not None:
+            self._compressed.close()
+            self._compressed = None
+        for publisher in (self._classes, self._label_info):
+            if publisher is not None:
+                self.destroy_lifecycle_publisher(publisher)
+        self._classes = self._label_info = None
 
     # --- executor thread: decode and hand over -------------------------------------------------------
     def _on_frame(self, outputs: CameraOutputs, message: Image | CompressedImage) -> None:
         if self.pipeline is None:
             return
         outputs.monitor.input(time.monotonic())
+        name, compressed = outputs.camera.name, self._compressed
+        if not any(p.get_subscription_count() for p in outputs.publishers()) and not compressed.subscribed(name):
+            outputs.monitor.idle()  # image_proc's lazy subscription: no network run that nobody asked for
+            return
         try:
             frame, color_order = frame_from_message(message)
         except ImageDecodeError as error:
             outputs.monitor.bad_frame(str(error))
             self._log.warn((outputs.camera.name, "decode"), f"camera {outputs.camera.name}: bad frame: {error}")
             return
-        keep_image = outputs.overlay.get_subscription_count() > 0
+        keep_image = outputs.overlay.get_subscription_count() > 0 or compressed.subscribed(name, "overlay")
         tag = FrameTag(outputs, message.header, frame if keep_image else None, color_order, frame.shape[:2])
-        self.pipeline.submit(frame, tag=tag, stream=outputs.camera.name, color_order=color_order,
-                             confidence=outputs.wants_confidence())
+        confidence = outputs.wants_confidence() or compressed.subscribed(name, "confidence")
+        self.pipeline.submit(frame, tag=tag, stream=name, color_order=color_order, confidence=confidence)
 
     def _on_camera_info(self, outputs: CameraOutputs, info: CameraInfo) -> None:
         if outputs.info is None:
@@ -313,6 +342,8 @@ class SegmentationNode(ManagedNode):
             )
         try:
             published = publish_outputs(tag, result, self._palette_lut, self._overlay_alpha)
+            self._compressed.submit(name, tag.header, result, tag.image, tag.color_order, self._palette_lut,
+                                    self._overlay_alpha)
         except Exception as error:  # a failed publish must not end the pipeline's thread
             if rclpy.ok(context=self.context):
                 self._log.warn((name, "publish"), f"camera {name}: publishing failed: {error!r}")
@@ -335,6 +366,7 @@ class SegmentationNode(ManagedNode):
                     dropped=self.pipeline.stats(outputs.camera.name).dropped,
                     expected_fps=self.settings.expected_fps,
                     input_timeout_s=self.settings.input_timeout_s,
+                    max_drop_ratio=self.settings.max_drop_ratio,
                 )
                 status.hardware_id = self.get_fully_qualified_name()
                 cameras.append(status)
@@ -385,13 +417,17 @@ class SegmentationNode(ManagedNode):
         ]
         document = {"model": info.describe(), "dataset": info.dataset, "ignore_index": info.ignore_index}
         self._classes.publish(String(data=json.dumps({**document, "classes": classes})))
+        if self._label_info is not None:
+            header = Header(stamp=self.get_clock().now().to_msg())
+            self._label_info.publish(label_info.label_info_message(info.classes, header))
 
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
-        """Check a run-time change (ranges and read-only rclpy checks first), then apply it."""
-        result = check_runtime_change(parameters)
+        """Check a change (ranges and read-only rclpy checks first), then apply it: now, or at configure."""
+        result = check_runtime_change(parameters, self.lifecycle_state, self.get_fully_qualified_name())
         if not result.successful:
             return result
         for parameter in parameters:
+            self._problems.pop(parameter.name, None)  # a value refused at start, now replaced
             if parameter.name == "overlay_alpha":
                 self._overlay_alpha = float(parameter.value)
             elif parameter.name == "palette" and self.engine is not None:  # else configure reads it

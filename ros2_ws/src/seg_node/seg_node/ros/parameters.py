@@ -4,11 +4,15 @@ config/seg_node.yaml holds the same defaults for ``ros2 launch``; a test keeps t
 Parameters are declared when the node is created (``declare_parameters``, which keeps the problems of
 values given at start instead of raising) and checked when it is configured (``read_settings``:
 ``ParameterError``, so the configure transition fails with the reason). The parameters that may change
-at run time (overlay_alpha, palette) are checked by the set-parameters callback (``check_runtime_change``).
+at run time (overlay_alpha, palette) are checked by the set-parameters callback (``check_runtime_change``),
+which takes those read at configure (weights, the engine's, the cameras, ...) only while the node is
+unconfigured: a model switch without a restart is deactivate -> cleanup -> set -> configure -> activate.
+autostart and diagnostics_period_s are read once, at start: read-only.
 """
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +42,8 @@ class Spec:
     choices: tuple[str, ...] = ()
     minimum: float | None = None
     maximum: float | None = None
-    dynamic: bool = False
+    dynamic: bool = False  # may change at any time; else read at configure (or ``at_start``)
+    at_start: bool = False  # read once, when the node starts: read-only
 
 
 # Engine options whose parameter has another name or shape than the EngineConfig field; every other
@@ -82,6 +87,7 @@ SPECS: dict[str, Spec] = {
         True,
         "configure and activate right after start; false: stay unconfigured for a lifecycle manager "
         "(ros2 lifecycle set /seg_node configure)",
+        at_start=True,
     ),
     "weights": Spec("", "weights .safetensors (.json beside it) or a shipped model name; empty: cgnet_camvid"),
     "cameras": Spec(
@@ -97,11 +103,15 @@ SPECS: dict[str, Spec] = {
     ),
     "qos_reliability": Spec("best_effort", "reliability of the camera subscriptions", ("best_effort", "reliable")),
     "qos_depth": Spec(1, "history depth of the camera subscriptions", (), 1, 100),
-    "diagnostics_period_s": Spec(1.0, "seconds between /diagnostics messages", (), 0.1, 60.0),
+    "diagnostics_period_s": Spec(1.0, "seconds between /diagnostics messages", (), 0.1, 60.0, at_start=True),
     "expected_fps": Spec(
         10.0, "output rate per camera below which diagnostics warn (by over a frame a report); 0: off", (), 0.0, 1000.0
     ),
     "input_timeout_s": Spec(2.0, "seconds without a frame after which a camera is reported stale", (), 0.1, 3600.0),
+    "max_drop_ratio": Spec(
+        0.5, "fraction of a camera's frames dropped in a report (newer frames replaced them while the engine was "
+        "busy) above which diagnostics warn; 1: off", (), 0.0, 1.0
+    ),
 }
 
 
@@ -133,11 +143,12 @@ class NodeSettings:
     diagnostics_period_s: float
     expected_fps: float
     input_timeout_s: float
+    max_drop_ratio: float
 
 
 def descriptor(name: str, spec: Spec) -> ParameterDescriptor:
     text = spec.description + (f" ({' | '.join(spec.choices)})" if spec.choices else "")
-    result = ParameterDescriptor(name=name, description=text, read_only=not spec.dynamic)
+    result = ParameterDescriptor(name=name, description=text, read_only=spec.at_start)
     if isinstance(spec.default, float):
         result.floating_point_range = [FloatingPointRange(from_value=spec.minimum, to_value=spec.maximum, step=0.0)]
     elif isinstance(spec.default, int) and not isinstance(spec.default, bool) and spec.minimum is not None:
@@ -217,7 +228,8 @@ def check_palette(values: list[int] | None) -> tuple[int, ...]:
 
 def declare_parameters(node: Node) -> dict[str, str]:
     """Declare every parameter on ``node``; a value given at start that its declaration refuses (out of
-    range, wrong type) is left at the default and returned as a problem (name -> message) for configure."""
+    range, wrong type) is left at the default and returned as a problem (name -> message) for configure.
+    A parameter given that the node does not have is warned about (``undeclared_parameters``)."""
     problems = {}
     for name, spec in SPECS.items():
         try:
@@ -225,6 +237,8 @@ def declare_parameters(node: Node) -> dict[str, str]:
         except (InvalidParameterValueException, InvalidParameterTypeException) as error:
             problems[name] = f"{name}: {error}"
             node.declare_parameter(name, spec.default, descriptor(name, spec), ignore_override=True)
+    for warning in undeclared_parameters(node):
+        node.get_logger().warn(warning)
     return problems
 
 
@@ -234,6 +248,10 @@ def read_settings(node: Node, problems: Mapping[str, str] | None = None) -> Node
         raise ParameterError("; ".join(problems.values()))
     values = {name: node.get_parameter_or(name, Parameter(name, value=None)).value for name in SPECS}
     for name, spec in SPECS.items():
+        if values[name] is None and not isinstance(spec.default, Parameter.Type):
+            # -p "cameras:=[]": an empty list has no element type, so ROS 2 gives the parameter no value
+            raise ParameterError(f"{name}: no value (ROS 2 gives an empty list [] none); "
+                                 f"e.g. {name}:={format_value(spec.default)}")
         if spec.choices and values[name] not in spec.choices:
             raise ParameterError(f"{name}: {values[name]!r} is not one of {', '.join(spec.choices)}")
     return NodeSettings(
@@ -247,12 +265,74 @@ def read_settings(node: Node, problems: Mapping[str, str] | None = None) -> Node
         diagnostics_period_s=values["diagnostics_period_s"],
         expected_fps=values["expected_fps"],
         input_timeout_s=values["input_timeout_s"],
+        max_drop_ratio=values["max_drop_ratio"],
     )
 
 
-def check_runtime_change(parameters: list[Parameter]) -> SetParametersResult:
-    """Accept a run-time change of overlay_alpha or palette only with a valid value (ranges rclpy checks)."""
+def format_value(value: Any) -> str:
+    """A parameter value as it is written after ``-p name:=``."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return f"[{', '.join(format_value(item) for item in value)}]"
+    return repr(value) if value == "" else str(value)
+
+
+def undeclared_parameters(node: Node) -> list[str]:
+    """A warning for each parameter the node was given (``-p``, a params file) but does not declare: rclpy
+    ignores it silently. Each names the closest parameters (network_size: network_height, network_width)."""
+    # rclpy has no public accessor for the overrides a node was given (Humble to Kilted): the attribute is
+    # Node's own, set in its constructor
+    given = node._parameter_overrides
+    warnings = []
+    for name in sorted(given):
+        if node.has_parameter(name) or name.startswith("qos_overrides."):  # rclpy's own, declared when used
+            continue
+        closest = PARAMETER_NAMES.get(name) or difflib.get_close_matches(name, SPECS, n=2, cutoff=0.6)
+        hint = f"; did you mean {' and '.join(closest)}?" if closest else ""
+        warnings.append(f"parameter {name} is not one of seg_node's and is ignored{hint} "
+                        f"(python -m seg_node --help lists them)")
+    return warnings
+
+
+def parameter_help() -> str:
+    """Every parameter with its type, default, choices or range and description: ``seg_node --help``."""
+    lines = []
+    for name, spec in SPECS.items():
+        if isinstance(spec.default, Parameter.Type):
+            facts = [spec.default.name.lower().replace("_", " "), "unset by default"]
+        else:
+            facts = [f"default {format_value(spec.default)}"]
+        if spec.choices:
+            facts.append(" | ".join(spec.choices))
+        if spec.minimum is not None and spec.maximum is not None:
+            facts.append(f"{spec.minimum}..{spec.maximum}")
+        elif spec.minimum is not None:
+            facts.append(f">= {spec.minimum}")
+        if spec.dynamic or spec.at_start:
+            facts.append("may change at run time" if spec.dynamic else "read-only: read at start")
+        else:
+            facts.append("read at configure: set it while unconfigured, then configure")
+        lines.append(f"  {name} ({'; '.join(facts)})\n      {spec.description}")
+    return "\n".join(lines)
+
+
+def check_runtime_change(parameters: list[Parameter], lifecycle_state: str, node_name: str) -> SetParametersResult:
+    """Accept overlay_alpha or palette at any time with a valid value (ranges rclpy checks); a parameter read at
+    configure only while the node is unconfigured (cleanup -> configure -> activate applies it)."""
+    cycle = [p.name for p in parameters if p.name in SPECS and not SPECS[p.name].dynamic]
+    if cycle and lifecycle_state != "unconfigured":
+        return SetParametersResult(successful=False, reason=(
+            f"{', '.join(cycle)}: read at configure, and the node is {lifecycle_state}; apply through the lifecycle: "
+            f"ros2 lifecycle set {node_name} deactivate, then cleanup; set the parameters; then configure and "
+            f"activate"
+        ))
     for parameter in parameters:
+        spec = SPECS.get(parameter.name)
+        if spec is not None and spec.choices and parameter.value not in spec.choices:
+            return SetParametersResult(successful=False, reason=(
+                f"{parameter.name}: {parameter.value!r} is not one of {', '.join(spec.choices)}"
+            ))
         if parameter.name == "palette":
             try:
                 check_palette(parameter.value)

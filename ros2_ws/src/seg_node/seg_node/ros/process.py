@@ -7,6 +7,10 @@ reports "process has died". Here the first signal sets ``requested`` (the spin l
 shuts down through its lifecycle) and makes the process ignore both signals from then on; while nothing
 spins the node's loop (start-up, an engine build), it also raises KeyboardInterrupt to stop that work.
 
+The handlers are installed before anything heavy is imported: SIGTERM's default action would end the
+process with status 143 while torch and rclpy load (seconds on a busy machine). So this module imports
+rclpy and the node only inside ``run``, and setup.py's entry point is this module's ``main``.
+
 An exception from a callback would end rclpy's spin and with it the car's segmentation; the loop logs it
 (traceback included, at most once per ``CALLBACK_LOG_EVERY_S`` for the same error) and goes on.
 """
@@ -14,27 +18,35 @@ An exception from a callback would end rclpy's spin and with it the car's segmen
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import traceback
 from collections.abc import Callable
 from types import FrameType
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-import rclpy
-from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
-from rclpy.node import Node
-from rclpy.signals import SignalHandlerOptions
+from ..errors import UsageError
 
-from .node import SegmentationNode
-from .outputs import RateLimitedLog
+if TYPE_CHECKING:
+    from rclpy.executors import Executor
+    from rclpy.node import Node
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+USAGE = """usage: ros2 run seg_node seg_node [--help] [--ros-args ROS_ARGUMENTS ...]
+       python -m seg_node [--help] [--ros-args ROS_ARGUMENTS ...]
+
+seg_node: a managed (lifecycle) ROS 2 node that segments camera images with CGNet or ContextNet.
+ROS arguments: -p NAME:=VALUE, --params-file FILE (keyed by the node's name, seg_node), -r FROM:=TO
+(e.g. -r __ns:=/car, -r image:=/camera/image_raw), --log-level LEVEL.
+
+parameters:"""
 CALLBACK_LOG_EVERY_S = 10.0
 
 
 class ShutdownRequest:
-    """Installs itself for SIGINT and SIGTERM (call from the main thread, after rclpy.init)."""
+    """Installs itself for SIGINT and SIGTERM (call from the main thread, before rclpy.init, which is told
+    to install none of its own)."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -57,13 +69,19 @@ class ShutdownRequest:
 
 
 def spin_until_stopped(executor: Executor, node: Node, stop: ShutdownRequest) -> None:
-    """Spin ``node`` until ``stop`` is requested or its context shuts down; a failing callback is logged."""
+    """Spin ``node`` until ``stop`` is requested or its context shuts down (by someone else too: rclpy's
+    ExternalShutdownException ends the loop); a failing callback is logged."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+
+    from .outputs import RateLimitedLog
+
     failures = RateLimitedLog(node, CALLBACK_LOG_EVERY_S)
     while not stop.requested and rclpy.ok(context=node.context):
         try:
             executor.spin_once(timeout_sec=0.1)
         except ExternalShutdownException:
-            raise
+            return
         except Exception as error:  # noqa: BLE001 - a bug met by one message or timer must not end the node
             failures.error(
                 (type(error).__name__, str(error)),
@@ -71,14 +89,53 @@ def spin_until_stopped(executor: Executor, node: Node, stop: ShutdownRequest) ->
             )
 
 
-def run(args: list[str] | None = None) -> int:
-    """Run the node until SIGINT/SIGTERM (0) or, under autostart, report why it cannot start (1)."""
-    # rclpy's own handlers would shut the context down at once and let a second Ctrl-C (ros2 launch
-    # forwards the terminal's) land anywhere; ShutdownRequest makes the first one end the loop below.
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    stop = ShutdownRequest()
-    node = None
+class RosArgumentsError(UsageError):
+    """ROS arguments that rcl refuses: a params file that is missing or not YAML, a bad -p, -r or log level."""
+
+
+def init_ros(args: list[str] | None) -> None:
+    """rclpy.init without its signal handlers; RosArgumentsError, in one line, for arguments rcl refuses."""
+    import rclpy
+    from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
+    from rclpy.logging import LoggingSeverity, get_logger_effective_level, set_logger_level
+    from rclpy.signals import SignalHandlerOptions
+
+    # rcl logs "Failed to parse global arguments" before raising: the error below says more, once
+    set_logger_level("rcl", LoggingSeverity.FATAL)
     try:
+        # rclpy's own handlers would shut the context down at once and let a second Ctrl-C (ros2 launch
+        # forwards the terminal's) land anywhere; ShutdownRequest makes the first one end the spin loop.
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    except _rclpy.RCLError as error:
+        message = re.sub(r", at \S+:\d+", "", str(error)).removeprefix("failed to initialize rcl: ")
+        raise RosArgumentsError(f"bad ROS arguments: {message}") from error
+    finally:
+        if get_logger_effective_level("rcl") == LoggingSeverity.FATAL:  # unless --log-level set it since
+            set_logger_level("rcl", LoggingSeverity.UNSET)
+
+
+def own_arguments(argv: list[str]) -> list[str]:
+    """The arguments before ``--ros-args``: the node's own, of which it has only --help."""
+    return argv[: argv.index("--ros-args")] if "--ros-args" in argv else list(argv)
+
+
+def run(args: list[str] | None = None, stop: ShutdownRequest | None = None) -> int:
+    """Run the node until SIGINT/SIGTERM (0) or, under autostart, report why it cannot start (1); bad
+    ROS arguments are a usage error (2).
+
+    ``stop``: the process's ShutdownRequest, if ``main`` installed it already.
+    """
+    stop = stop or ShutdownRequest()
+    node = None
+    initialised = False
+    try:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+
+        init_ros(args)  # before torch loads: bad arguments are told at once
+        initialised = True
+        from .node import SegmentationNode
+
         node = SegmentationNode()
         if node.autostart and not node.start():
             node.get_logger().error(f"cannot start: {node.failure}")
@@ -87,20 +144,45 @@ def run(args: list[str] | None = None) -> int:
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         spin_until_stopped(executor, node, stop)
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except KeyboardInterrupt:
         pass
+    except RosArgumentsError as error:
+        print(f"seg_node: {error}", file=sys.stderr)
+        return 2
     finally:
         stop.ignore_further()
         if node is not None:
             node.close()
             node.destroy_node()
-        rclpy.try_shutdown()
+        if initialised:
+            rclpy.try_shutdown()
     return 0
+
+
+def usage(arguments: list[str]) -> int | None:
+    """--help: the usage and every parameter (0); another argument of the node's own: one line (2);
+    None when there is none, and the node runs."""
+    if not arguments:
+        return None
+    if arguments[0] in ("-h", "--help"):
+        from .parameters import parameter_help
+
+        print(f"{USAGE}\n{parameter_help()}")
+        return 0
+    print(f"seg_node: unknown argument {arguments[0]!r}: ROS arguments follow --ros-args (--help lists the "
+          f"parameters)", file=sys.stderr)
+    return 2
 
 
 def main() -> NoReturn:
     """``ros2 run seg_node seg_node`` and ``python -m seg_node``."""
-    code = run()
+    stop = ShutdownRequest()  # first of all: a signal while torch and rclpy load ends the process with 0
+    try:
+        code = usage(own_arguments(sys.argv[1:]))
+        if code is None:
+            code = run(stop=stop)
+    except KeyboardInterrupt:  # the signal came between run's own handlers (its finally included)
+        code = 0
     # Everything the node owns is closed; the interpreter's own teardown (torch's above all) takes about
     # a second more, which would make Ctrl-C feel slow, so the process ends here.
     sys.stdout.flush()

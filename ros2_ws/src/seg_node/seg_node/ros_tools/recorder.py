@@ -87,8 +87,12 @@ class Recorder(Node):
             )
 
     def all_matched(self, topics: list[str]) -> bool:
-        """Whether ``topics`` (all when empty) have a publisher: messages published before would be missed."""
-        return all(s.get_publisher_count() > 0 for s in self.subscriptions_ if not topics or s.topic_name in topics)
+        """Whether ``topics`` (all when empty) have a publisher: messages published before would be missed.
+
+        Counted by the node: Subscription.get_publisher_count exists only since Iron's rclpy."""
+        return all(
+            self.count_publishers(s.topic_name) > 0 for s in self.subscriptions_ if not topics or s.topic_name in topics
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
