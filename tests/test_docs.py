@@ -72,6 +72,8 @@ def test_a_topic_without_its_description_stops_the_generator(tool):
     sources = {path.name: path.read_text() for path in sorted(tool.ROS_FOLDER.glob("*.py"))}
     found = [topic.name for topic in tool.topics(OUTPUTS, sources)]
     assert "`~/<camera>/label`" in found and "`/diagnostics`" in found and "`~/classes`" in found
+    # a topic named by a module's constant (label_info.TOPIC) and the outputs' compressed siblings
+    assert "`~/label_info`" in found and "`~/<camera>/<output>/compressed`" in found
     with pytest.raises(tool.ReferenceError, match="depth"):  # an output in OUTPUTS that nothing publishes
         tool.topics((*OUTPUTS, "depth"), sources)
     sources["extra.py"] = ("from std_msgs.msg import String\n"

@@ -50,8 +50,14 @@ TOPIC_NOTES = {
     "~/classes": "latched (transient local) JSON: model, data set, `[{id, name, color}]`; re-sent when `palette` "
                  "changes",
     "/diagnostics": "the engine's and each camera's status, every `diagnostics_period_s`",
+    "~/label_info": "latched (transient local) class ids and names, where `vision_msgs` is installed "
+                    "(`ros-<distro>-vision-msgs`); otherwise off, said once at configure",
+    "compressed": "label, colour mask, overlay (and confidence) as image_transport's compressed transport names "
+                  "and fills them: PNG for the label, colour mask and confidence (lossless), JPEG for the overlay; "
+                  "encoded on a thread of its own, only while someone subscribes",
 }
 CAMERA_OUTPUT = "~/<camera>/{}"
+COMPRESSED_OUTPUTS = "~/<camera>/<output>/compressed"
 INPUT_NAMES = {"camera.topic": "`<camera>` (input)", "camera.info_topic": "`<camera's camera_info>` (input)"}
 PUBLISH_CALLS = ("create_publisher", "create_lifecycle_publisher")
 
@@ -215,6 +221,15 @@ def _message_packages(tree: ast.Module) -> dict[str, str]:
             for alias in node.names}
 
 
+def _message_of(name: str, trees: dict[str, ast.Module]) -> str:
+    """A message class named in any ros/ module's ``from <package>.msg import`` lines (a publisher in one module of a
+    type another imports: ``label_info.LabelInfo``), as ``package/Name``."""
+    for tree in trees.values():
+        if name in (packages := _message_packages(tree)):
+            return f"`{packages[name]}`"
+    return f"`{name}`"
+
+
 def _messages(node: ast.expr, packages: dict[str, str]) -> str:
     """``Image``, or ``CompressedImage if c else Image``, as ``sensor_msgs/Image`` (or both, with "or")."""
     if isinstance(node, ast.IfExp):
@@ -245,13 +260,41 @@ def _output_helpers(tree: ast.Module) -> dict[str, ast.expr]:
     return helpers
 
 
+def _topic_constant(node: ast.expr, constants: dict[str, str]) -> str | None:
+    """A topic given as a string, or as a module's string constant (``TOPIC``, ``label_info.TOPIC``)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    return constants.get(ast.unparse(node))
+
+
+def _string_constants(trees: dict[str, ast.Module]) -> dict[str, str]:
+    """Module-level string constants of the ros/ modules, as ``NAME`` within their module and ``module.NAME``."""
+    constants = {}
+    for file_name, tree in trees.items():
+        for name, value in _module_constants(tree).items():
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                constants[f"{Path(file_name).stem}.{name}"] = value.value
+    return constants
+
+
+def _is_compressed_output(node: ast.expr) -> bool:
+    """``output_topic(camera, output) + COMPRESSED_SUFFIX``: a per-camera output's compressed sibling."""
+    return (isinstance(node, ast.BinOp) and isinstance(node.left, ast.Call)
+            and ast.unparse(node.left.func).endswith("output_topic") and "COMPRESSED_SUFFIX" in ast.unparse(node.right))
+
+
 def topics(outputs: Sequence[str], sources: dict[str, str]) -> list[Topic]:
-    """Subscriptions, per-camera outputs (in OUTPUTS order) and node-wide publishers found in ``sources``."""
-    inputs, camera_outputs, node_outputs = [], {}, []
-    for file_name, source in sources.items():
-        tree = ast.parse(source, file_name)
+    """Subscriptions, per-camera outputs (in OUTPUTS order), their compressed siblings and node-wide publishers
+    found in ``sources``."""
+    inputs, camera_outputs, compressed, node_outputs = [], {}, [], []
+    trees = {file_name: ast.parse(source, file_name) for file_name, source in sources.items()}
+    module_constants = _string_constants(trees)
+    for file_name, tree in trees.items():
         packages = _message_packages(tree)
         helpers = _output_helpers(tree)
+        own = {name.split(".", 1)[1]: value for name, value in module_constants.items()
+               if name.startswith(f"{Path(file_name).stem}.")}
+        constants = {**module_constants, **own}
         for call in _calls(tree):
             function = ast.unparse(call.func)
             method = function.rsplit(".", 1)[-1]
@@ -260,9 +303,13 @@ def topics(outputs: Sequence[str], sources: dict[str, str]) -> list[Topic]:
                 key = ast.unparse(call.args[1])
                 inputs.append(Topic(INPUT_NAMES.get(key, f"`{key}`"), _messages(call.args[0], packages),
                                     "subscribes", _note(key)))
-            elif method in PUBLISH_CALLS and len(call.args) >= 2 and isinstance(call.args[1], ast.Constant):
-                key = call.args[1].value
-                node_outputs.append(Topic(f"`{key}`", _messages(call.args[0], packages), "publishes", _note(key)))
+            elif method in PUBLISH_CALLS and len(call.args) >= 2 and _is_compressed_output(call.args[1]):
+                compressed.append(Topic(f"`{COMPRESSED_OUTPUTS}`", _messages(call.args[0], packages), "publishes",
+                                        _note("compressed")))
+            elif method in PUBLISH_CALLS and len(call.args) >= 2 and _topic_constant(call.args[1], constants):
+                key = _topic_constant(call.args[1], constants)
+                message = ast.unparse(call.args[0]).rsplit(".", 1)[-1]
+                node_outputs.append(Topic(f"`{key}`", _message_of(message, trees), "publishes", _note(key)))
             elif function in helpers and isinstance(first, ast.Constant) and first.value in outputs:
                 message = call.args[1] if len(call.args) > 1 else helpers[function]
                 camera_outputs[first.value] = Topic(f"`{CAMERA_OUTPUT.format(first.value)}`",
@@ -272,7 +319,7 @@ def topics(outputs: Sequence[str], sources: dict[str, str]) -> list[Topic]:
         raise ReferenceError(f"no publisher found in seg_node/ros/ for the outputs {missing} of OUTPUTS; "
                              f"tools/node_reference.py looks for calls like publisher(\"label\", Image) in a "
                              f"function that calls output_topic")
-    return inputs + [camera_outputs[output] for output in outputs] + node_outputs
+    return inputs + [camera_outputs[output] for output in outputs] + compressed + node_outputs
 
 
 def topic_rows(found: list[Topic]) -> list[str]:
