@@ -72,7 +72,8 @@ def test_the_teacher_sees_the_batch_normalised_as_it_was_trained():
     assert torch.allclose(got, expected, atol=1e-4)
     assert teacher(as_student, torch.Size((16, 24))).shape == (1, info.num_classes, 16, 24)
     sha256 = hashlib.sha256(TRAIN_ONLY_TEACHER.read_bytes()).hexdigest()
-    assert teacher.provenance() == {"weights": "cgnet_camvid_train", "sha256": sha256, "splits": ["train"]}
+    assert teacher.provenance() == {"weights": "cgnet_camvid_train", "sha256": sha256, "splits": ["train"],
+                                    "drives": None}, "a JSON from before drives were recorded: unknown"
 
 
 def test_a_teacher_of_other_classes_or_a_missing_file_is_refused(tmp_path):
@@ -152,16 +153,24 @@ def test_a_run_with_a_teacher_trains_and_exports_what_the_student_saw(tmp_path, 
         trainer.run()
         assert trainer.provenance["teacher"] == {
             "weights": teacher.stem, "sha256": hashlib.sha256(teacher.read_bytes()).hexdigest(),
-            "splits": read_info(teacher).splits,
+            "splits": read_info(teacher).splits, "drives": read_info(teacher).training.get("drives"),
         }
         return read_info(export_checkpoint(tmp_path / folder / "run/last.pt", tmp_path / f"{folder}.safetensors"))
 
-    unseen = distilled("unseen", TRAIN_ONLY_TEACHER)
+    # a teacher of the student's own training frames (drive 0001TP): the student's val (drive 0016E5) stays unseen
+    Trainer(tiny_config(tmp_path / "teacher", tiny_camvid, epochs=1)).run()
+    own_teacher = export_checkpoint(tmp_path / "teacher/run/last.pt", tmp_path / "w/tiny_teacher.safetensors")
+    assert read_info(own_teacher).training["drives"] == ["0001TP"]
+    unseen = distilled("unseen", own_teacher)
     stage = unseen.training["stages"][-1]
-    assert stage["teacher"] == "cgnet_camvid_train" and stage["teacher_splits"] == ["train"]
-    assert stage["teacher_sha256"] == hashlib.sha256(TRAIN_ONLY_TEACHER.read_bytes()).hexdigest()
+    assert stage["teacher"] == "tiny_teacher" and stage["teacher_splits"] == ["train"]
+    assert stage["teacher_drives"] == ["0001TP"]
+    assert stage["teacher_sha256"] == hashlib.sha256(own_teacher.read_bytes()).hexdigest()
     assert stage["distill_weight"] == 0.5 and stage["distill_temperature"] == 2.0
     assert stage["teacher_shares"] == [] and stage["teacher_flip"] is False
     assert unseen.splits == ["train"] and unseen.val_miou is not None
+    # the shipped train-only CGNet trained on train.txt, which holds drive 0016E5, and its JSON names no drives
+    through_train = distilled("through_train", TRAIN_ONLY_TEACHER)
+    assert through_train.training["stages"][-1]["teacher_drives"] is None and through_train.val_miou is None
     seen = distilled("seen", VAL_SEEN_TEACHER)
     assert seen.splits == ["train", "val"] and seen.val_miou is None, "val reached the student through its teacher"

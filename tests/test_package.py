@@ -94,6 +94,9 @@ PYTHON_LIBRARIES = {
     "onnx": None,
     "onnxruntime": "python3-onnxruntime-pip",
     "rosbags": "python3-rosbags-pip",
+    "lz4": None,  # rosbags' own dependency: MCAP chunks compressed with lz4
+    "backports": None,  # backports.zstd, rosbags' own dependency before Python 3.14
+    "compression": None,  # compression.zstd, the standard library's from Python 3.14
     "torch2trt": None,  # Jetson image only
     "tensorrt": None,  # Jetson image only
 }

@@ -74,6 +74,10 @@ def test_a_figure_on_a_drive_is_stated_only_when_no_stage_trained_on_that_drive(
     # a stage that does not record its drives (a JSON from before drives, or a teacher's) may have seen any of them
     assert not validation_unseen([*twin, drives_stage(["train"], None)], "drive_0006R0.txt", ["0006R0"])
     assert not validation_unseen([twin[0] | {"teacher_splits": ["train"]}], "drive_0006R0.txt", ["0006R0"])
+    # a teacher's drives count as seen
+    taught = twin[0] | {"teacher_splits": ["drive_0001TP"], "teacher_drives": ["0001TP"]}
+    assert validation_unseen([taught], "drive_0006R0.txt", ["0006R0"])
+    assert not validation_unseen([taught | {"teacher_drives": ["0006R0"]}], "drive_0006R0.txt", ["0006R0"])
     splits, miou, training = lineage(twin, 0.61, "drive_0006R0.txt", ["0006R0"])
     assert miou == 0.61 and training["drives"] == ["0001TP", "0016E5"] and training["val_drives"] == ["0006R0"]
 

@@ -1,7 +1,7 @@
 """``seg-demo`` (``make demo``): the real system over DDS on the bundled recording, then the figures.
 
 Three processes, as on a car: a player publishes the recording's camera
-images at their recorded rate (``seg_node.ros_tools.bag_player``), the node
+images at their recorded rate (``seg_node.cli.bag_player``), the node
 segments them (``python -m seg_node`` with the parameters the launch file
 passes) and a recorder stores the node's label and overlay topics and
 ``/diagnostics`` (``seg_node.ros_tools.recorder``), printing the diagnostics as
@@ -109,7 +109,7 @@ def recorder_command(options: DemoOptions, camera_topic: str, recorded: Path, re
 
 def player_command(options: DemoOptions, out: Path) -> list[str]:
     """The player of the recording's camera images at their recorded rate, writing the stamps it sent."""
-    command = [sys.executable, "-m", "seg_node.ros_tools.bag_player", str(options.bag), "--topic",
+    command = [sys.executable, "-m", "seg_node.cli.bag_player", str(options.bag), "--topic",
                options.image_topic, "--first", str(options.first), "--stamps", str(out / "stamps.json")]
     return command + (["--count", str(options.count)] if options.count is not None else [])
 

@@ -127,6 +127,14 @@ class Teacher(nn.Module):
         """Every split any member trained on."""
         return list(dict.fromkeys(split for member in self.members for split in member.info.splits))
 
+    @property
+    def drives(self) -> list[str] | None:
+        """Every drive any member trained on; None when a member's JSON does not record its drives."""
+        recorded = [member.info.training.get("drives") for member in self.members]
+        if any(drives is None for drives in recorded):
+            return None
+        return sorted({drive for drives in recorded for drive in drives})
+
     @torch.no_grad()
     def forward(self, images: torch.Tensor, size: torch.Size) -> torch.Tensor:
         """The teacher's logits for the student's ``images``, at the student logits' spatial ``size``."""
@@ -148,12 +156,13 @@ class Teacher(nn.Module):
 
     def provenance(self) -> dict[str, object]:
         """What a checkpoint records of the teacher: its file's name and content hash (lists for an ensemble) and
-        the splits it trained on."""
+        the splits and drives it trained on."""
         if len(self.members) == 1:
             (member,) = self.members
-            return {"weights": member.name, "sha256": member.sha256, "splits": self.splits}
+            return {"weights": member.name, "sha256": member.sha256, "splits": self.splits, "drives": self.drives}
         return {
             "weights": [member.name for member in self.members],
             "sha256": [member.sha256 for member in self.members],
             "splits": self.splits,
+            "drives": self.drives,
         }

@@ -58,10 +58,11 @@ def trained_splits(stages: list[dict[str, Any]]) -> list[str]:
 
 
 def trained_drives(stages: list[dict[str, Any]]) -> list[str] | None:
-    """Every drive the stages trained on; None when a stage (or its teacher) does not record its drives."""
-    if any(stage.get("drives") is None or stage.get("teacher_splits") for stage in stages):
+    """Every drive the stages (and their teachers) trained on; None when one of them does not record its drives."""
+    if any(stage.get("drives") is None or (stage.get("teacher_splits") and stage.get("teacher_drives") is None)
+           for stage in stages):
         return None
-    return sorted({drive for stage in stages for drive in stage["drives"]})
+    return sorted({drive for stage in stages for drive in [*stage["drives"], *(stage.get("teacher_drives") or [])]})
 
 
 def validation_unseen(stages: list[dict[str, Any]], val_list: str, val_drives: list[str] | None) -> bool:
@@ -97,6 +98,7 @@ def this_stage(checkpoint: dict[str, Any], config: TrainingConfig, best_epoch: i
     distilled = {
         "teacher_sha256": teacher["sha256"],
         "teacher_splits": list(teacher["splits"]),
+        "teacher_drives": teacher.get("drives"),
         **{key: getattr(config, key) for key in DISTILLATION},
     } if teacher else {}
     return {
