@@ -65,8 +65,8 @@ def parser() -> argparse.ArgumentParser:
     node.add_argument("--outputs", nargs="+", choices=tuple(OUTPUT_SETS), default=list(defaults.outputs),
                       help="subscribed outputs per row: label, or all (label, colour mask, overlay)")
     node.add_argument("--no-baseline", dest="baseline", action="store_false",
-                      help="skip the engine alone and the stage costs")
-    node.add_argument("--no-floor", dest="floor", action="store_false", help="skip rclpy's floor")
+                      help="skip the engine alone and the stage costs (default: off)")
+    node.add_argument("--no-floor", dest="floor", action="store_false", help="skip rclpy's floor (default: off)")
     node.add_argument("--network-label-floor", action="store_true",
                       help="also the floor of publishing the label at network resolution + CameraInfo")
     add_engine_arguments(node, NODE_ENGINE_OPTIONS)
