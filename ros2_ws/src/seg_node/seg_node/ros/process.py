@@ -50,6 +50,10 @@ class ShutdownRequest:
 
     def __init__(self) -> None:
         self.requested = False
+        # Until the process owns something to release (its node: DDS participant, shared memory, engine), a
+        # signal ends it at once. Raised into torch's or rclpy's import instead, the KeyboardInterrupt leaves an
+        # extension half-initialised: rclpy's import fails with a traceback, torch's C++ aborts the process.
+        self.owns_nothing = True
         # whether a signal should also interrupt what runs now; the spin loop sets its own
         self.interrupts: Callable[[], bool] = lambda: True
         for number in SIGNALS:
@@ -58,6 +62,10 @@ class ShutdownRequest:
     def _handle(self, number: int, _frame: FrameType | None) -> None:
         self.ignore_further()
         self.requested = True
+        if self.owns_nothing:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
         if self.interrupts():
             raise KeyboardInterrupt(signal.Signals(number).name)
 
@@ -136,6 +144,7 @@ def run(args: list[str] | None = None, stop: ShutdownRequest | None = None) -> i
         initialised = True
         from .node import SegmentationNode
 
+        stop.owns_nothing = False  # rclpy creates the context's DDS participant with its first node
         node = SegmentationNode()
         if node.autostart and not node.start():
             node.get_logger().error(f"cannot start: {node.failure}")
