@@ -93,6 +93,9 @@ def test_training_note_says_whether_the_scored_frames_were_seen():
     info.dataset, info.splits = "camvid", ["train"]
     assert training_note(info, "val")["saw_these_frames"] is False
     assert "unseen" in training_note(info, "val")["note"]
+    assert "same-drive figure" in training_note(info, "val")["note"], "val is drive 0016E5, which train.txt holds"
+    info.splits, info.training = ["drive_0001TP", "drive_0006R0"], {"drives": ["0001TP", "0006R0"]}
+    assert "same-drive" not in training_note(info, "val")["note"]
     info.splits = ["train", "val"]
     seen = training_note(info, "val")
     assert seen["saw_these_frames"] is True and "not a figure on unseen frames" in seen["note"]

@@ -26,6 +26,8 @@ from .models import MODELS, ModelArgumentError, build_model, check_model_argumen
 from .share import share_folders
 
 DEFAULT_WEIGHTS_NAME = "cgnet_camvid"
+# The drives of CamVid's own lists (file names <drive>_<frame>; seg-split-drives writes a list per drive)
+CAMVID_SPLIT_DRIVES = {"train": ("0001TP", "0006R0", "0016E5"), "val": ("0016E5",)}
 INPUT_SIDE_RANGE = (16, 4096)  # pixels; a network input outside this is a typo, not a camera
 SAFETENSORS_DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -358,4 +360,10 @@ def training_note(info: WeightsInfo, scored_split: str | None) -> dict[str, Any]
                 "this mIoU is not a figure on unseen frames")
     else:
         note = f"weights trained on {info.dataset} {splits} only: these {scored_split} frames were unseen"
+        trained = set(info.training.get("drives") or
+                      [drive for split in info.splits for drive in CAMVID_SPLIT_DRIVES.get(split, ())])
+        same_drives = sorted(trained & set(CAMVID_SPLIT_DRIVES.get(scored_split, ())))
+        if info.dataset == "camvid" and same_drives:
+            note += (f", but drive {', '.join(same_drives)}, which they come from, was in training: "
+                     "a same-drive figure, not one on a new road")
     return {"dataset": info.dataset, "splits": list(info.splits), "saw_these_frames": seen, "note": note}
