@@ -1,8 +1,10 @@
 """sensor_msgs images to NumPy and back without cv_bridge, copying only what conversion needs.
 
-Receiving: ``msg.data`` is an array.array; decode_raw views it (rgb8/bgr8 without a copy).
-Sending: Jazzy's generated setter turns anything but bytes-like input into an array element by
-element (0.3-0.5 s for a 6 MB frame), so pixels go in as an array.array filled by one memcpy.
+The node's camera frames and outputs travel as serialized bytes (``image_cdr``): a received frame is a
+view into them. For Python messages, elsewhere: receiving, ``msg.data`` is an array.array, which
+decode_raw views (rgb8/bgr8 without a copy); sending, Jazzy's generated setter turns anything but
+bytes-like input into an array element by element (0.3-0.5 s for a 6 MB frame), so pixels go in as an
+array.array filled by one memcpy.
 """
 
 from __future__ import annotations
@@ -10,12 +12,13 @@ from __future__ import annotations
 import array
 
 import numpy as np
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
+from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
-from ..imaging import decode_compressed, decode_raw
-
-ENCODINGS_BY_CHANNELS = {1: "mono8", 3: "rgb8"}
+from ..imaging import ImageDecodeError, decode_compressed, decode_raw
+from .image_cdr import parse_image, pixel_encoding
 
 
 def frame_from_message(message: Image | CompressedImage) -> tuple[np.ndarray, str]:
@@ -25,18 +28,29 @@ def frame_from_message(message: Image | CompressedImage) -> tuple[np.ndarray, st
     return decode_raw(message.encoding, message.height, message.width, message.step, message.data)
 
 
+def frame_from_serialized(serialized: bytes) -> tuple[np.ndarray, str, Header]:
+    """A serialized sensor_msgs/Image's pixels (a view into ``serialized`` for rgb8/bgr8), their colour
+    order and its header; ImageDecodeError when they are unusable."""
+    fields = parse_image(serialized)
+    if fields is None:  # a representation image_cdr does not read: rclpy's own deserialisation
+        try:
+            message = deserialize_message(serialized, Image)
+        except _rclpy.RMWError as error:  # what rclpy's deserialize_message raises for bytes it cannot read
+            raise ImageDecodeError(f"cannot deserialize the Image: {error}") from None
+        return (*frame_from_message(message), message.header)
+    frame, color_order = decode_raw(fields.encoding, fields.height, fields.width, fields.step, fields.data)
+    return frame, color_order, fields.header
+
+
 def image_message(pixels: np.ndarray, header: Header, encoding: str | None = None) -> Image:
     """A sensor_msgs/Image of uint8 HxW (mono8) or HxWx3 (rgb8 unless ``encoding`` says otherwise)."""
-    if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3):
-        raise ValueError(f"image_message takes uint8 HxW or HxWx3 pixels, got {pixels.dtype} {pixels.shape}")
-    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    encoding = pixel_encoding(pixels, encoding)
     pixels = np.ascontiguousarray(pixels)
     data = array.array("B")
     data.frombytes(pixels)
-    message = Image(header=header, height=pixels.shape[0], width=pixels.shape[1])
-    message.encoding = encoding or ENCODINGS_BY_CHANNELS[channels]
+    message = Image(header=header, height=pixels.shape[0], width=pixels.shape[1], encoding=encoding)
     message.is_bigendian = 0
-    message.step = pixels.shape[1] * channels
+    message.step = pixels.nbytes // pixels.shape[0]
     message.data = data
     return message
 

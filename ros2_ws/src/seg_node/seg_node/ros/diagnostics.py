@@ -31,6 +31,7 @@ class _Window:
     outputs: int = 0
     engine_errors: int = 0
     latencies: list[float] = field(default_factory=list)
+    network_times: list[float] = field(default_factory=list)
 
 
 class CameraMonitor:
@@ -79,8 +80,9 @@ class CameraMonitor:
             self.engine_errors += 1
             self.last_problem = reason
 
-    def output(self, published: list[str], latency_s: float | None) -> None:
-        """A result published on the ``published`` outputs; ``latency_s`` from the input's stamp, if stamped."""
+    def output(self, published: list[str], latency_s: float | None, network_s: float | None = None) -> None:
+        """A result published on the ``published`` outputs; ``latency_s`` from the input's stamp, if stamped;
+        ``network_s`` the network's own time on the frame, so that latency beyond it shows as the node's."""
         with self._lock:
             self._window.outputs += 1
             self.outputs_total += 1
@@ -88,6 +90,8 @@ class CameraMonitor:
                 self.published[output] += 1
             if latency_s is not None:
                 self._window.latencies.append(latency_s)
+            if network_s is not None:
+                self._window.network_times.append(network_s)
 
     def report(self, now: float, dropped: int, expected_fps: float, input_timeout_s: float,
                max_drop_ratio: float = 1.0) -> DiagnosticStatus:
@@ -105,6 +109,7 @@ class CameraMonitor:
                 "output_fps": f"{window.outputs / elapsed:.2f}",
                 "latency_p50_ms": _percentile_ms(window.latencies, 50),
                 "latency_p95_ms": _percentile_ms(window.latencies, 95),
+                "network_p50_ms": _percentile_ms(window.network_times, 50),
                 "frames_received": self.inputs_total,
                 "frames_idle": self.idle_total,
                 "frames_published": self.outputs_total,

@@ -38,7 +38,7 @@ from ..weights import WeightsError, find_weights, read_info
 from . import label_info
 from .abandonable import run_abandonably
 from .compressed import CompressedOutputs
-from .conversions import frame_from_message
+from .conversions import frame_from_message, frame_from_serialized
 from .diagnostics import ERROR, OK, WARN, CameraMonitor, key_values
 from .managed import ManagedNode
 from .outputs import CameraOutputs, FrameTag, RateLimitedLog, publish_outputs
@@ -249,11 +249,13 @@ class SegmentationNode(ManagedNode):
     def _subscribe(self, outputs: CameraOutputs) -> None:
         camera = outputs.camera
         self._camera_subscriptions += [
+            # raw Image frames: the serialized bytes, viewed in place (ros/image_cdr.py says why)
             self.create_subscription(
                 CompressedImage if camera.compressed else Image,
                 camera.topic,
                 lambda message, outputs=outputs: self._on_frame(outputs, message),
                 sensor_qos(self.settings),
+                raw=not camera.compressed,
             ),
             # best effort matches both reliable and best-effort camera drivers; only the newest matters
             self.create_subscription(
@@ -295,7 +297,7 @@ class SegmentationNode(ManagedNode):
         self._classes = self._label_info = None
 
     # --- executor thread: decode and hand over -------------------------------------------------------
-    def _on_frame(self, outputs: CameraOutputs, message: Image | CompressedImage) -> None:
+    def _on_frame(self, outputs: CameraOutputs, message: bytes | CompressedImage) -> None:
         if self.pipeline is None:
             return
         outputs.monitor.input(time.monotonic())
@@ -304,13 +306,16 @@ class SegmentationNode(ManagedNode):
             outputs.monitor.idle()  # image_proc's lazy subscription: no network run that nobody asked for
             return
         try:
-            frame, color_order = frame_from_message(message)
+            if isinstance(message, bytes):
+                frame, color_order, header = frame_from_serialized(message)
+            else:
+                (frame, color_order), header = frame_from_message(message), message.header
         except ImageDecodeError as error:
             outputs.monitor.bad_frame(str(error))
             self._log.warn((outputs.camera.name, "decode"), f"camera {outputs.camera.name}: bad frame: {error}")
             return
         keep_image = outputs.overlay.get_subscription_count() > 0 or compressed.subscribed(name, "overlay")
-        tag = FrameTag(outputs, message.header, frame if keep_image else None, color_order, frame.shape[:2])
+        tag = FrameTag(outputs, header, frame if keep_image else None, color_order, frame.shape[:2])
         confidence = outputs.wants_confidence() or compressed.subscribed(name, "confidence")
         self.pipeline.submit(frame, tag=tag, stream=name, color_order=color_order, confidence=confidence)
 
@@ -352,7 +357,7 @@ class SegmentationNode(ManagedNode):
         latency_s = None  # an unstamped input has no end-to-end latency
         if stamp.sec or stamp.nanosec:
             latency_s = (self.get_clock().now().nanoseconds - (stamp.sec * 1_000_000_000 + stamp.nanosec)) * 1e-9
-        outputs.monitor.output(published, latency_s)
+        outputs.monitor.output(published, latency_s, result.timings.get("network"))
 
     # --- timers and parameters ------------------------------------------------------------------------
     def publish_diagnostics(self) -> None:

@@ -1,6 +1,7 @@
 """What the node publishes per camera, and how one engine result becomes those messages.
 
-Runs on the pipeline's result thread. Only the label is always published; the colour mask, overlay,
+Runs on the pipeline's result thread. Images go out as serialized bytes (ros/image_cdr.py says why).
+Only the label is always published; the colour mask, overlay,
 confidence and camera_info are made only while someone subscribes to them. The confidence is not even
 computed otherwise: the node asks the engine for it per frame (``CameraOutputs.wants_confidence``).
 """
@@ -20,8 +21,9 @@ from std_msgs.msg import Header
 
 from ..engine import SegResult
 from ..imaging import blend, colorize, to_rgb
-from .conversions import image_message, output_camera_info
+from .conversions import output_camera_info
 from .diagnostics import CameraMonitor
+from .image_cdr import image_cdr
 from .parameters import Camera
 
 
@@ -90,22 +92,22 @@ class RateLimitedLog:
 def publish_outputs(tag: FrameTag, result: SegResult, palette: np.ndarray, overlay_alpha: float) -> list[str]:
     """Publish ``result`` on the outputs of ``tag``'s camera that are wanted; the names of those published."""
     outputs = tag.outputs
-    outputs.label.publish(image_message(result.labels, tag.header))
+    outputs.label.publish(image_cdr(result.labels, tag.header))
     published = ["label"]
     want_mask = outputs.color_mask.get_subscription_count() > 0
     want_overlay = tag.image is not None and outputs.overlay.get_subscription_count() > 0
     if want_mask or want_overlay:
         mask = colorize(result.labels, palette)
         if want_mask:
-            outputs.color_mask.publish(image_message(mask, tag.header))
+            outputs.color_mask.publish(image_cdr(mask, tag.header))
             published.append("color_mask")
         if want_overlay:
             overlay = blend(to_rgb(tag.image, tag.color_order), mask, overlay_alpha)
-            outputs.overlay.publish(image_message(overlay, tag.header))
+            outputs.overlay.publish(image_cdr(overlay, tag.header))
             published.append("overlay")
     confidence = outputs.confidence
     if confidence is not None and result.confidence is not None and confidence.get_subscription_count() > 0:
-        confidence.publish(image_message(result.confidence, tag.header))
+        confidence.publish(image_cdr(result.confidence, tag.header))
         published.append("confidence")
     info = outputs.info
     if info is not None and outputs.camera_info.get_subscription_count() > 0:
