@@ -1,9 +1,11 @@
 """seg_node's capacity between processes, as on the car: ``python -m seg_node.cli.measure {node,dds}``.
 
 node: seg_node in its own process fed CamVid frames (resized to each --frame-size) at --rate, or flat out
-with --rate 0; in the same run the engine alone, rclpy's own floor (a process answering each frame with a
-prepared label, no work) and the node's stage costs. Prints a markdown table (fps, node/engine, the
-node's own ms per frame = 1/node - 1/engine, the floor, own/floor, the stage split) and --json the rows.
+with --rate 0; in the same run the engine alone (taking turns with the node, --rounds), rclpy's own floor
+and the raw floor (processes answering each frame with a prepared label and no other work, with Python
+messages and with serialized bytes as the node does) and the node's stage costs. Prints a markdown table
+(fps, node/engine, the node's own ms per frame = 1/node - 1/engine, the floors, own/floor, the stage
+split) and --json the rows.
 
     python -m seg_node.cli.measure node --rate 0
     python -m seg_node.cli.measure node --rate 0 --frame-size 480x360 1280x720 1920x1080 2048x1024 \\
@@ -45,6 +47,17 @@ def frame_size(text: str) -> tuple[int, int]:
     return width, height
 
 
+def positive_int(text: str) -> int:
+    """A count of at least 1, for argparse."""
+    try:
+        value = int(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from error
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     defaults = NodeMeasureSettings()
     root = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=HelpFormatter)
@@ -59,14 +72,18 @@ def parser() -> argparse.ArgumentParser:
                       help="frames offered per second; 0: flat out, a new frame as soon as one of --in-flight is done")
     node.add_argument("--in-flight", type=int, default=defaults.in_flight,
                       help="flat out: frames awaiting their label at a time")
-    node.add_argument("--seconds", type=float, default=defaults.seconds, help="seconds measured per row")
+    node.add_argument("--seconds", type=float, default=defaults.seconds,
+                      help="seconds measured per row, split over the rounds")
+    node.add_argument("--rounds", type=positive_int, default=defaults.rounds,
+                      help="rounds in which the engine alone and the node take turns; a row is the median one")
     node.add_argument("--warmup", type=float, default=defaults.warmup, help="seconds published before measuring")
     node.add_argument("--weights", default=defaults.weights, help="weights file or shipped name; '': cgnet_camvid")
     node.add_argument("--outputs", nargs="+", choices=tuple(OUTPUT_SETS), default=list(defaults.outputs),
                       help="subscribed outputs per row: label, or all (label, colour mask, overlay)")
     node.add_argument("--no-baseline", dest="baseline", action="store_false",
                       help="skip the engine alone and the stage costs (default: off)")
-    node.add_argument("--no-floor", dest="floor", action="store_false", help="skip rclpy's floor (default: off)")
+    node.add_argument("--no-floor", dest="floor", action="store_false",
+                      help="skip rclpy's floor and the raw floor (default: off)")
     node.add_argument("--network-label-floor", action="store_true",
                       help="also the floor of publishing the label at network resolution + CameraInfo")
     add_engine_arguments(node, NODE_ENGINE_OPTIONS)
@@ -92,7 +109,8 @@ def _main(argv: Sequence[str] | None) -> int:
     else:
         settings = NodeMeasureSettings(
             camvid=args.camvid, frames=args.frames, frame_sizes=tuple(args.frame_size or ()), rate=args.rate,
-            in_flight=args.in_flight, seconds=args.seconds, warmup=args.warmup, weights=args.weights,
+            in_flight=args.in_flight, seconds=args.seconds, rounds=args.rounds, warmup=args.warmup,
+            weights=args.weights,
             engine=engine_config_from_args(args), outputs=tuple(dict.fromkeys(args.outputs)),
             baseline=args.baseline, floor=args.floor, network_label_floor=args.network_label_floor)
         results = measure_node(settings)

@@ -1,21 +1,25 @@
 """The node's capacity between processes, as on the car (``python -m seg_node.cli.measure node``).
 
 ``measure_node``: for each frame size, CamVid val frames resized to it are published (rgb8) to seg_node in
-its own process, at a rate or flat out (a new frame whenever fewer than ``in_flight`` await their label),
-and a subscriber in this process counts the labels: the node's fps and end-to-end latency. In the same
-run, on the same frames and engine options:
+its own process, at a rate or flat out (a new frame whenever fewer than ``in_flight`` await their label;
+a frame older than the newest labelled one is lost, not awaited), and a subscriber in this process counts
+the labels: the node's fps and end-to-end latency. Frames go out and labels come in as serialized bytes
+(ros/image_cdr.py), so that this process takes little of the cores the node runs on. In the same run, on
+the same frames and engine options:
 
-- the engine alone in this process (``evaluation.bench``'s synchronous and pipelined loops), before and
-  after the node's rows of a size; its best rate is the node's ceiling: ``node_vs_engine``, and the node's
-  own cost per frame, 1/node - 1/engine;
-- rclpy's floor: a process that answers each frame with a prepared message of the label's size and does
-  nothing else (``echo_frames``), measured by the same publisher and subscriber: what DDS and rclpy cost
-  this design at that size, so ``own_vs_floor`` says how close to it the node comes; with
-  ``network_label_floor`` also the floor of a design that publishes the label at the network's resolution
-  plus a CameraInfo (for consumers that scale it), i.e. what that transport would save;
+- the engine alone in this process (``evaluation.timing``'s synchronous and pipelined loops, the better
+  of the two), taking turns with the node for ``rounds`` rounds: a row is the round whose ratio
+  ``node_vs_engine`` is the median, and the node's own cost per frame is 1/node - 1/engine of that round;
+- the floors: processes that answer each frame with a prepared label of its size and do nothing else
+  (``floor.echo_frames``), measured by the same publisher and subscriber: rclpy's floor with Python
+  messages (what any rclpy node pays for messages of that size; ``own_vs_floor``), and the raw floor with
+  serialized bytes as the node takes and sends them (the floor of its design; ``own_vs_raw_floor``); with
+  ``network_label_floor`` also the raw floor with the label at the network's resolution plus a CameraInfo
+  (for consumers that scale it), i.e. what that transport would save;
 - the node's own stages on one frame, in this process with the node's own functions: receive + convert
-  (rclpy's deserialisation + ``frame_from_message``), submit, result -> message, publish (rclpy's
-  serialisation) and diagnostics; this process also measures, so these are costs, not the node's timeline.
+  (``frame_from_serialized``), submit, result -> message (``image_cdr``), publish (rclpy's part, to a
+  topic nobody subscribes) and diagnostics; this process also measures, so these are costs, not the node's
+  timeline.
 
 Each size is measured with the label only subscribed, and (outputs "all") with label, colour mask and
 overlay subscribed. (DDS delivery of large images alone: ``seg_node.ros_tools.dds``.)
@@ -29,29 +33,33 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.serialization import deserialize_message, serialize_message
+from rclpy.publisher import Publisher
+from rclpy.serialization import serialize_message
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
+from tqdm import tqdm
 
 from ..engine import EngineConfig, SegmentationEngine, create_engine
 from ..evaluation.bench import CAMVID, read_frames, resize_frames
 from ..evaluation.timing import TimingSettings, time_engine
 from ..imaging import blend, colorize, palette_lut
 from ..metrics import percentiles_ms
-from ..ros.conversions import frame_from_message, image_message
+from ..ros.conversions import frame_from_serialized
 from ..ros.diagnostics import CameraMonitor
+from ..ros.image_cdr import image_cdr, parse_image
 from ..ros.parameters import parameters_from_engine_config
 from ..weights import find_weights, read_info
-from .floor import FLOOR_TOPICS, NETWORK_LABEL_FLOOR_TOPICS, NODE_TOPICS, Topics
+from .floor import FLOOR_TOPICS, NETWORK_LABEL_FLOOR_TOPICS, NODE_TOPICS, RAW_FLOOR_TOPICS, Topics
 from .processes import (
     START_TIMEOUT_S,
     MeasureError,
@@ -82,8 +90,9 @@ class NodeMeasureSettings:
     weights: str = ""  # weights file or shipped name; empty: cgnet_camvid
     engine: EngineConfig = field(default_factory=EngineConfig)
     outputs: tuple[str, ...] = ("label",)  # keys of OUTPUT_SETS
+    rounds: int = 3  # the engine alone and the node take turns, seconds / rounds each
     baseline: bool = True  # the engine alone and the node's stages, in this process
-    floor: bool = True  # rclpy's floor, in another process
+    floor: bool = True  # rclpy's floor and the raw floor, each in another process
     network_label_floor: bool = False  # also the floor with the label at network resolution + CameraInfo
 
 
@@ -95,21 +104,29 @@ def camvid_frames(camvid: Path, count: int, size: tuple[int, int] | None) -> lis
     return [cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) for frame in frames]
 
 
-def publish_in_flight(in_flight: int, seconds: float, publish: Callable[[int], None], arrivals: list) -> int:
-    """Flat out: publish whenever fewer than ``in_flight`` frames await their label, for ``seconds``."""
+def publish_in_flight(in_flight: int, seconds: float, publish: Callable[[int], int],
+                      newest_answered: Callable[[], int]) -> int:
+    """Flat out: publish whenever fewer than ``in_flight`` frames await their label, for ``seconds``.
+
+    ``publish(index)`` returns the frame's stamp (ns), ``newest_answered()`` the newest stamp a label came
+    back with. Labels come back in stamp order, so a frame older than that one that got none never will
+    (the node's newest-frame-wins, or the camera QoS's keep-last): it no longer counts as awaited.
+    """
     start = time.perf_counter()
-    first_arrival = len(arrivals)
+    awaited: deque[int] = deque()
     index = 0
     last_publish = start
     while (now := time.perf_counter()) - start < seconds:
-        waiting = index - (len(arrivals) - first_arrival)
-        # a frame lost on the way would stall the loop: after a second without a label, send another
-        if waiting < in_flight or now - last_publish > 1.0:
-            publish(index)
+        answered = newest_answered()
+        while awaited and awaited[0] <= answered:
+            awaited.popleft()
+        # every frame lost at once would stall the loop: after a second without a label, send another
+        if len(awaited) < in_flight or now - last_publish > 1.0:
+            awaited.append(publish(index))
             index += 1
             last_publish = now
         else:
-            time.sleep(0.001)
+            time.sleep(0.0005)
     return index
 
 
@@ -135,27 +152,26 @@ def median_ms(run: Callable[[], object], repeats: int = STAGE_REPEATS) -> float:
     return float(np.median(times)) * 1e3
 
 
-def stage_costs(engine: SegmentationEngine, frame: np.ndarray, outputs: tuple[str, ...]) -> dict[str, float]:
-    """Milliseconds per frame of the node's stages for ``frame``, run with the node's own functions here."""
+def stage_costs(engine: SegmentationEngine, frame: np.ndarray, outputs: tuple[str, ...],
+                publisher: Publisher) -> dict[str, float]:
+    """Milliseconds per frame of the node's stages for ``frame``, run with the node's own functions here;
+    ``publisher`` has no subscriber, so "publish" is rclpy's part of it (the bytes handed to the DDS)."""
     header = Header(frame_id="camera")
-    serialized = serialize_message(image_message(frame, header))
+    serialized = image_cdr(frame, header)
     labels = engine.infer(frame).labels
     lut = palette_lut(np.asarray(engine.info.palette).ravel())
     monitor = CameraMonitor("camera", NODE_TOPICS.camera, time.monotonic())
 
-    def receive_convert() -> None:
-        frame_from_message(deserialize_message(serialized, Image))
-
-    def result_to_messages() -> list[Image]:
-        messages = [image_message(labels, header)]
+    def result_to_messages() -> list[bytes]:
+        messages = [image_cdr(labels, header)]
         if "color_mask" in outputs:
             mask = colorize(labels, lut)
-            messages += [image_message(mask, header), image_message(blend(frame, mask, 0.5), header)]
+            messages += [image_cdr(mask, header), image_cdr(blend(frame, mask, 0.5), header)]
         return messages
 
     def diagnostics() -> None:
         monitor.input(time.monotonic())
-        monitor.output(list(outputs), 0.01)
+        monitor.output(list(outputs), 0.01, 0.005)
 
     messages = result_to_messages()
     pipeline = engine.pipeline()
@@ -166,17 +182,21 @@ def stage_costs(engine: SegmentationEngine, frame: np.ndarray, outputs: tuple[st
     report_ms = median_ms(lambda: serialize_message(DiagnosticArray(status=[monitor.report(
         time.monotonic(), 0, 0.0, 2.0)])))
     return {
-        "receive_convert": median_ms(receive_convert),
+        "receive_convert": median_ms(lambda: frame_from_serialized(serialized)),
         "submit": submit_ms,
         "result_to_message": median_ms(result_to_messages),
-        "publish": median_ms(lambda: [serialize_message(message) for message in messages]),
+        "publish": median_ms(lambda: [publisher.publish(message) for message in messages]),
         "diagnostics": median_ms(diagnostics),
         "diagnostics_report_per_period": report_ms,
     }
 
 
 class Probe:
-    """The camera and the subscribers of the measurement: publishes frames, counts what comes back."""
+    """The camera and the subscribers of the measurement: publishes frames, counts what comes back.
+
+    Frames go out and labels come in as serialized bytes (ros/image_cdr.py), as a C++ camera driver and
+    consumer would cost the cores little: what this process takes from the node's cores is not the node's.
+    """
 
     def __init__(self, name: str, topics: Topics) -> None:
         self.spinner = Spinner(name)
@@ -184,17 +204,20 @@ class Probe:
         node = self.spinner.node
         self.arrivals: list[float] = []
         self.latencies: list[float] = []
+        self.newest_answered = -1  # the newest stamp (ns) a label came back with
         self.diagnostics: list[DiagnosticArray] = []
         # reliable: every label published is counted (the node's publishers are reliable)
-        node.create_subscription(Image, topics.output("label"), self._on_label, 100)
+        node.create_subscription(Image, topics.output("label"), self._on_label, 100, raw=True)
         node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
         self.publisher = node.create_publisher(Image, topics.camera, 10)
 
-    def _on_label(self, message: Image) -> None:
+    def _on_label(self, serialized: bytes) -> None:
         now = self.spinner.node.get_clock().now().nanoseconds
-        stamp = message.header.stamp
+        stamp = parse_image(serialized).header.stamp
+        stamp_ns = stamp.sec * 1_000_000_000 + stamp.nanosec
         self.arrivals.append(time.perf_counter())
-        self.latencies.append((now - stamp.sec * 1_000_000_000 - stamp.nanosec) * 1e-9)
+        self.latencies.append((now - stamp_ns) * 1e-9)
+        self.newest_answered = max(self.newest_answered, stamp_ns)
 
     def wait_for(self, child: subprocess.Popen, what: str, log: Path) -> None:
         """Until ``child`` subscribes to the camera and publishes labels; MeasureError if it exits or hangs."""
@@ -228,18 +251,18 @@ class Probe:
             return self._run(frames, settings)
 
     def _run(self, frames: list[np.ndarray], settings: NodeMeasureSettings) -> dict[str, Any]:
-        messages = [image_message(frame, Header(frame_id="camera")) for frame in frames]
         clock = self.spinner.node.get_clock()
 
-        def publish(index: int) -> None:
-            message = messages[index % len(messages)]
-            message.header.stamp = clock.now().to_msg()
-            self.publisher.publish(message)
+        def publish(index: int) -> int:
+            stamp = clock.now()
+            self.publisher.publish(image_cdr(frames[index % len(frames)], Header(stamp=stamp.to_msg(),
+                                                                                 frame_id="camera")))
+            return stamp.nanoseconds
 
         def offer(seconds: float) -> int:
             if settings.rate > 0:
                 return publish_at(settings.rate, seconds, publish)
-            return publish_in_flight(settings.in_flight, seconds, publish, self.arrivals)
+            return publish_in_flight(settings.in_flight, seconds, publish, lambda: self.newest_answered)
 
         offer(settings.warmup)
         time.sleep(0.5)
@@ -286,46 +309,59 @@ def node_overrides(weights: Path, config: EngineConfig) -> dict[str, Any]:
             **parameters_from_engine_config(config)}
 
 
-def row(size: str, outputs: str, node: dict, floor: dict | None, engine: dict | None,
-        stages: dict | None, network_label_floor: dict | None) -> dict[str, Any]:
-    """One line of the table: fps, the node's own cost per frame, the floor's, and the stage split."""
-    node_fps = node["fps"]
-    result: dict[str, Any] = {"frame_size": size, "outputs": outputs, "node": node, "node_fps": node_fps}
-    if engine is not None:
-        engine_fps = engine["fps"]
+def row(size: str, outputs: str, rounds: list[dict[str, Any]], floors: dict[str, dict],
+        stages: dict | None) -> dict[str, Any]:
+    """One line of the table: the round whose node/engine ratio is the median (all rounds kept under
+    "rounds"), the node's own cost per frame, the floors' (rclpy's, the raw one, the network-label one)
+    and the stage split."""
+    node = rounds[0]["node"]
+    result: dict[str, Any] = {"frame_size": size, "outputs": outputs}
+    if rounds[0]["engine"] is not None:
+        for measured in rounds:
+            measured["node_vs_engine"] = measured["node"]["fps"] / measured["engine"]["fps"]
+        median = sorted(rounds, key=lambda measured: measured["node_vs_engine"])[len(rounds) // 2]
+        node, engine = median["node"], median["engine"]
+        node_fps, engine_fps = node["fps"], engine["fps"]
         own_ms = 1e3 / node_fps - 1e3 / engine_fps if node_fps > 0 else None
-        result.update(engine_alone=engine, engine_fps=engine_fps, node_vs_engine=node_fps / engine_fps,
+        result.update(engine_alone=engine, engine_fps=engine_fps, node_vs_engine=median["node_vs_engine"],
                       own_ms=own_ms, stages_ms=stages)
-    if floor is not None:
-        floor_ms = 1e3 / floor["fps"] if floor["fps"] > 0 else None
-        result.update(floor=floor, floor_fps=floor["fps"], floor_ms=floor_ms)
-        if result.get("own_ms") is not None and floor_ms:
-            result["own_vs_floor"] = result["own_ms"] / floor_ms
-    if network_label_floor is not None:
-        result.update(network_label_floor=network_label_floor, network_label_floor_fps=network_label_floor["fps"])
+    else:
+        node = sorted((measured["node"] for measured in rounds), key=lambda n: n["fps"])[len(rounds) // 2]
+    result.update(node=node, node_fps=node["fps"], rounds=[
+        {"node_fps": m["node"]["fps"], "engine_fps": m["engine"]["fps"] if m["engine"] else None,
+         "node_vs_engine": m.get("node_vs_engine")} for m in rounds])
+    for name, prefix in (("input", "floor"), ("raw", "raw_floor"), ("network", "network_label_floor")):
+        if name in floors:
+            floor = floors[name]
+            floor_ms = 1e3 / floor["fps"] if floor["fps"] > 0 else None
+            result.update({prefix: floor, f"{prefix}_fps": floor["fps"], f"{prefix}_ms": floor_ms})
+            if result.get("own_ms") is not None and floor_ms and name != "network":
+                result[f"own_vs_{prefix}"] = result["own_ms"] / floor_ms
     return result
 
 
 def measure_size(settings: NodeMeasureSettings, frames: list[np.ndarray], engine: SegmentationEngine | None,
                  floors: dict[str, Probe], node: Probe) -> list[dict[str, Any]]:
-    """The rows of one frame size: the engine alone, then per output set the stages, the floor and the node,
-    one right after the other, so that the machine's load changes as little as possible between them."""
+    """The rows of one frame size. The engine alone and the node (per output set) take turns for
+    ``settings.rounds`` rounds of ``seconds / rounds`` each, so that a change in the machine's load (the
+    neighbours of a shared machine, the CPU's clock) meets both alike; a row is the round of median ratio.
+    The floors and the stages, which do not depend on the engine's speed, are measured once."""
     size = f"{frames[0].shape[1]}x{frames[0].shape[0]}"
-    before = engine_alone(engine, frames, settings.seconds) if engine is not None else None
-    measured = []
-    for outputs in settings.outputs:
-        stages = stage_costs(engine, frames[0], OUTPUT_SETS[outputs]) if engine is not None else None
-        floor_results = {name: floor.run(frames, outputs, settings) for name, floor in floors.items()}
-        node_result = node.run(frames, outputs, settings)
-        node_result["node_diagnostics"] = node.node_diagnostics()
-        measured.append((outputs, node_result, floor_results, stages))
-    alone = None
-    if engine is not None:
-        # the load of a shared machine drifts: the engine's better rate of before and after is the ceiling
-        after = engine_alone(engine, frames, settings.seconds)
-        alone = {**max(before, after, key=lambda result: result["fps"]), "before": before, "after": after}
-    return [row(size, outputs, node_result, floors.get("input"), alone, stages, floors.get("network"))
-            for outputs, node_result, floors, stages in measured]
+    each = replace(settings, seconds=settings.seconds / settings.rounds)
+    publisher = node.spinner.node.create_publisher(Image, "seg_node_measure/unsubscribed_image", 1)
+    stages = {outputs: stage_costs(engine, frames[0], OUTPUT_SETS[outputs], publisher) if engine else None
+              for outputs in settings.outputs}
+    floor_results = {outputs: {name: floor.run(frames, outputs, settings) for name, floor in floors.items()}
+                     for outputs in settings.outputs}
+    rounds: dict[str, list[dict[str, Any]]] = {outputs: [] for outputs in settings.outputs}
+    for _ in tqdm(range(settings.rounds), desc=f"{size}: engine and node, rounds", leave=False):
+        alone = engine_alone(engine, frames, each.seconds) if engine is not None else None
+        for outputs in settings.outputs:
+            node_result = node.run(frames, outputs, each)
+            node_result["node_diagnostics"] = node.node_diagnostics()
+            rounds[outputs].append({"node": node_result, "engine": alone})
+    return [row(size, outputs, rounds[outputs], floor_results[outputs], stages[outputs])
+            for outputs in settings.outputs]
 
 
 def measure_node(settings: NodeMeasureSettings) -> list[dict[str, Any]]:
@@ -341,36 +377,37 @@ def measure_node(settings: NodeMeasureSettings) -> list[dict[str, Any]]:
         echo = [sys.executable, "-m", "seg_node.ros_tools.floor"]
         if settings.floor:
             floors["input"] = stack.enter_context(started(echo, "the floor process", FLOOR_TOPICS))
+            floors["raw"] = stack.enter_context(started([*echo, json.dumps({"raw": True})], "the raw floor process",
+                                                        RAW_FLOOR_TOPICS))
         if settings.network_label_floor:
             height, width = settings.engine.network_size or read_info(weights).input_size
-            command = [*echo, json.dumps({"label_size": [width, height]})]
+            command = [*echo, json.dumps({"label_size": [width, height], "raw": True})]
             floors["network"] = stack.enter_context(started(command, "the network-label floor process",
                                                             NETWORK_LABEL_FLOOR_TOPICS))
         command = node_command(node_overrides(weights, settings.engine), Path(folder) / "params.yaml")
         node = stack.enter_context(started(command, "seg_node", NODE_TOPICS))
         for frames in frame_sets:
             rows += measure_size(settings, frames, engine, floors, node)
-    return [{"mode": "node", "rate_hz": mode, "seconds": settings.seconds, "weights": str(weights), **r}
-            for r in rows]
+    return [{"mode": "node", "rate_hz": mode, "seconds": settings.seconds, "rounds": settings.rounds,
+             "weights": str(weights), **r} for r in rows]
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """The capacity table as markdown: fps, ratios and the node's stage split (ms per frame)."""
+    """The capacity table as markdown: fps, ratios, floors and the node's stage split (ms per frame)."""
     def number(value: float | None, digits: int = 1) -> str:
         return "-" if value is None else f"{value:.{digits}f}"
 
     network = any("network_label_floor_fps" in r for r in rows)
-    header = ("| frame | outputs | engine fps | node fps | node/engine | own ms | floor fps | floor ms | own/floor | "
-              + ("floor fps, label at network size | " if network else "") + " | ".join(STAGES) + " |")
-    lines = [header, "|" + " --- |" * (9 + network + len(STAGES))]
+    columns = ["frame", "outputs", "engine fps", "node fps", "node/engine", "own ms", "rclpy floor ms",
+               "own/rclpy floor", "raw floor ms", "own/raw floor", *(["floor ms, label at network size"] if network
+                                                                      else []), *STAGES]
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     for r in rows:
-        stages = r.get("stages_ms", {})
-        lines.append(
-            f"| {r['frame_size']} | {r['outputs']} | {number(r.get('engine_fps'))} | {number(r['node_fps'])} | "
-            f"{number(r.get('node_vs_engine'), 2)} | {number(r.get('own_ms'))} | {number(r.get('floor_fps'))} | "
-            f"{number(r.get('floor_ms'))} | {number(r.get('own_vs_floor'), 2)} | "
-            + (f"{number(r.get('network_label_floor_fps'))} | " if network else "")
-            + " | ".join(number(stages.get(stage), 2) for stage in STAGES) + " |")
+        stages = r.get("stages_ms") or {}
+        cells = [r["frame_size"], r["outputs"], number(r.get("engine_fps")), number(r["node_fps"]),
+                 number(r.get("node_vs_engine"), 2), number(r.get("own_ms")), number(r.get("floor_ms")),
+                 number(r.get("own_vs_floor"), 2), number(r.get("raw_floor_ms")), number(r.get("own_vs_raw_floor"), 2),
+                 *([number(r.get("network_label_floor_ms"))] if network else []),
+                 *(number(stages.get(stage), 2) for stage in STAGES)]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
