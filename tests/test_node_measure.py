@@ -6,12 +6,14 @@ import argparse
 import json
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 import ros_helpers as ros
 
 from seg_node.cli.measure import frame_size
-from seg_node.ros_tools.measure import STAGES, format_table
+from seg_node.ros_tools.measure import STAGES, format_table, publish_in_flight
 
 MEASURE = [sys.executable, "-m", "seg_node.cli.measure"]
 
@@ -68,3 +70,44 @@ def test_capacity_rows_hold_node_engine_floor_and_stages_from_one_run(tmp_path, 
     camera = rows[1]["node"]["node_diagnostics"]["camera"]
     assert int(camera["published_overlay"]) > 0 and int(camera["published_color_mask"]) > 0  # "all" subscribed
     assert format_table(rows) in completed.stdout
+
+
+def test_flat_out_keeps_the_frames_in_flight_and_forgets_the_lost_ones():
+    """A stand-in node answers frames in order after 5 ms and loses every third: the loop keeps two awaited,
+    counts a frame older than the newest answer as lost at once, and never waits a second for one."""
+    lock = threading.Condition()
+    state = {"newest": -1, "in_flight": 0, "most_in_flight": 0}
+    pending: list[int] = []
+
+    def publish(index: int) -> int:
+        with lock:
+            pending.append(index)
+            state["in_flight"] = len([i for i in pending if i > state["newest"]])
+            state["most_in_flight"] = max(state["most_in_flight"], state["in_flight"])
+        return index
+
+    def node() -> None:
+        while not stop.is_set():
+            time.sleep(0.005)
+            with lock:
+                if pending:
+                    index = pending.pop(0)
+                    if index % 3 != 2:  # lost: no label ever comes back
+                        state["newest"] = index
+                        lock.notify_all()
+
+    def answered_by(stamp: int, timeout: float) -> int:
+        with lock:
+            lock.wait_for(lambda: state["newest"] >= stamp, timeout)
+            return state["newest"]
+
+    stop = threading.Event()
+    worker = threading.Thread(target=node, daemon=True)
+    worker.start()
+    try:
+        published = publish_in_flight(2, 1.0, publish, answered_by)
+    finally:
+        stop.set()
+        worker.join()
+    assert state["most_in_flight"] <= 2
+    assert published > 100  # about 1 s / 5 ms frames; a lost frame awaited for a second would leave ~2

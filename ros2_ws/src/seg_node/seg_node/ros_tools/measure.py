@@ -32,6 +32,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -90,7 +91,7 @@ class NodeMeasureSettings:
     weights: str = ""  # weights file or shipped name; empty: cgnet_camvid
     engine: EngineConfig = field(default_factory=EngineConfig)
     outputs: tuple[str, ...] = ("label",)  # keys of OUTPUT_SETS
-    rounds: int = 3  # the engine alone and the node take turns, seconds / rounds each
+    rounds: int = 5  # the engine alone and the node take turns, seconds / rounds each
     baseline: bool = True  # the engine alone and the node's stages, in this process
     floor: bool = True  # rclpy's floor and the raw floor, each in another process
     network_label_floor: bool = False  # also the floor with the label at network resolution + CameraInfo
@@ -105,19 +106,21 @@ def camvid_frames(camvid: Path, count: int, size: tuple[int, int] | None) -> lis
 
 
 def publish_in_flight(in_flight: int, seconds: float, publish: Callable[[int], int],
-                      newest_answered: Callable[[], int]) -> int:
+                      answered_by: Callable[[int, float], int]) -> int:
     """Flat out: publish whenever fewer than ``in_flight`` frames await their label, for ``seconds``.
 
-    ``publish(index)`` returns the frame's stamp (ns), ``newest_answered()`` the newest stamp a label came
-    back with. Labels come back in stamp order, so a frame older than that one that got none never will
-    (the node's newest-frame-wins, or the camera QoS's keep-last): it no longer counts as awaited.
+    ``publish(index)`` returns the frame's stamp (ns); ``answered_by(stamp, timeout)`` waits (no polling,
+    which would take the cores from the node) until a label with that stamp or a newer one came back, or
+    the timeout passed, and returns the newest stamp answered. Labels come back in stamp order, so a frame
+    older than that one that got none never will (the node's newest-frame-wins, or the camera QoS's keep-last):
+    it no longer counts as awaited.
     """
     start = time.perf_counter()
     awaited: deque[int] = deque()
+    answered = -1
     index = 0
     last_publish = start
     while (now := time.perf_counter()) - start < seconds:
-        answered = newest_answered()
         while awaited and awaited[0] <= answered:
             awaited.popleft()
         # every frame lost at once would stall the loop: after a second without a label, send another
@@ -126,7 +129,7 @@ def publish_in_flight(in_flight: int, seconds: float, publish: Callable[[int], i
             index += 1
             last_publish = now
         else:
-            time.sleep(0.0005)
+            answered = answered_by(awaited[0], min(last_publish + 1.0, start + seconds) - now)
     return index
 
 
@@ -205,6 +208,7 @@ class Probe:
         self.arrivals: list[float] = []
         self.latencies: list[float] = []
         self.newest_answered = -1  # the newest stamp (ns) a label came back with
+        self._answered = threading.Condition()
         self.diagnostics: list[DiagnosticArray] = []
         # reliable: every label published is counted (the node's publishers are reliable)
         node.create_subscription(Image, topics.output("label"), self._on_label, 100, raw=True)
@@ -217,7 +221,15 @@ class Probe:
         stamp_ns = stamp.sec * 1_000_000_000 + stamp.nanosec
         self.arrivals.append(time.perf_counter())
         self.latencies.append((now - stamp_ns) * 1e-9)
-        self.newest_answered = max(self.newest_answered, stamp_ns)
+        with self._answered:
+            self.newest_answered = max(self.newest_answered, stamp_ns)
+            self._answered.notify_all()
+
+    def answered_by(self, stamp_ns: int, timeout: float) -> int:
+        """Wait until a label stamped ``stamp_ns`` or later came back, at most ``timeout`` s; the newest stamp."""
+        with self._answered:
+            self._answered.wait_for(lambda: self.newest_answered >= stamp_ns, max(timeout, 0.0))
+            return self.newest_answered
 
     def wait_for(self, child: subprocess.Popen, what: str, log: Path) -> None:
         """Until ``child`` subscribes to the camera and publishes labels; MeasureError if it exits or hangs."""
@@ -262,7 +274,7 @@ class Probe:
         def offer(seconds: float) -> int:
             if settings.rate > 0:
                 return publish_at(settings.rate, seconds, publish)
-            return publish_in_flight(settings.in_flight, seconds, publish, lambda: self.newest_answered)
+            return publish_in_flight(settings.in_flight, seconds, publish, self.answered_by)
 
         offer(settings.warmup)
         time.sleep(0.5)
@@ -343,15 +355,16 @@ def row(size: str, outputs: str, rounds: list[dict[str, Any]], floors: dict[str,
 def measure_size(settings: NodeMeasureSettings, frames: list[np.ndarray], engine: SegmentationEngine | None,
                  floors: dict[str, Probe], node: Probe) -> list[dict[str, Any]]:
     """The rows of one frame size. The engine alone and the node (per output set) take turns for
-    ``settings.rounds`` rounds of ``seconds / rounds`` each, so that a change in the machine's load (the
-    neighbours of a shared machine, the CPU's clock) meets both alike; a row is the round of median ratio.
-    The floors and the stages, which do not depend on the engine's speed, are measured once."""
+    ``settings.rounds`` rounds of ``seconds / rounds`` each, so that a change in the machine's speed meets
+    both alike (on a shared virtual machine two busy threads at times run 1.8x slower for seconds to tens
+    of seconds, the engine alone as well as the node); a row is the round of median ratio. The floors and the stages,
+    which do not run the engine, are measured once, for ``seconds / rounds``."""
     size = f"{frames[0].shape[1]}x{frames[0].shape[0]}"
     each = replace(settings, seconds=settings.seconds / settings.rounds)
     publisher = node.spinner.node.create_publisher(Image, "seg_node_measure/unsubscribed_image", 1)
     stages = {outputs: stage_costs(engine, frames[0], OUTPUT_SETS[outputs], publisher) if engine else None
               for outputs in settings.outputs}
-    floor_results = {outputs: {name: floor.run(frames, outputs, settings) for name, floor in floors.items()}
+    floor_results = {outputs: {name: floor.run(frames, outputs, each) for name, floor in floors.items()}
                      for outputs in settings.outputs}
     rounds: dict[str, list[dict[str, Any]]] = {outputs: [] for outputs in settings.outputs}
     for _ in tqdm(range(settings.rounds), desc=f"{size}: engine and node, rounds", leave=False):
