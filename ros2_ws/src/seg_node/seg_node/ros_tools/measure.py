@@ -323,25 +323,22 @@ def node_overrides(weights: Path, config: EngineConfig) -> dict[str, Any]:
 
 def row(size: str, outputs: str, rounds: list[dict[str, Any]], floors: dict[str, dict],
         stages: dict | None) -> dict[str, Any]:
-    """One line of the table: the round whose node/engine ratio is the median (all rounds kept under
-    "rounds"), the node's own cost per frame, the floors' (rclpy's, the raw one, the network-label one)
-    and the stage split."""
-    node = rounds[0]["node"]
-    result: dict[str, Any] = {"frame_size": size, "outputs": outputs}
-    if rounds[0]["engine"] is not None:
-        for measured in rounds:
-            measured["node_vs_engine"] = measured["node"]["fps"] / measured["engine"]["fps"]
-        median = sorted(rounds, key=lambda measured: measured["node_vs_engine"])[len(rounds) // 2]
-        node, engine = median["node"], median["engine"]
-        node_fps, engine_fps = node["fps"], engine["fps"]
-        own_ms = 1e3 / node_fps - 1e3 / engine_fps if node_fps > 0 else None
-        result.update(engine_alone=engine, engine_fps=engine_fps, node_vs_engine=median["node_vs_engine"],
-                      own_ms=own_ms, stages_ms=stages)
-    else:
-        node = sorted((measured["node"] for measured in rounds), key=lambda n: n["fps"])[len(rounds) // 2]
-    result.update(node=node, node_fps=node["fps"], rounds=[
-        {"node_fps": m["node"]["fps"], "engine_fps": m["engine"]["fps"] if m["engine"] else None,
-         "node_vs_engine": m.get("node_vs_engine")} for m in rounds])
+    """One line of the table: the round whose node/engine ratio is the median (or, without the engine, whose
+    node fps is; every round is kept under "rounds"), the node's own cost per frame, the floors' (rclpy's,
+    the raw one, the network-label one) and the stage split."""
+    with_engine = rounds[0]["engine"] is not None
+    summaries = [{"node_fps": m["node"]["fps"], "engine_fps": m["engine"]["fps"] if with_engine else None,
+                  "node_vs_engine": m["node"]["fps"] / m["engine"]["fps"] if with_engine else None} for m in rounds]
+    key = "node_vs_engine" if with_engine else "node_fps"
+    median = sorted(range(len(rounds)), key=lambda index: summaries[index][key])[len(rounds) // 2]
+    node = rounds[median]["node"]
+    result: dict[str, Any] = {"frame_size": size, "outputs": outputs, "node": node, "node_fps": node["fps"],
+                              "rounds": summaries}
+    if with_engine:
+        engine = rounds[median]["engine"]
+        own_ms = 1e3 / node["fps"] - 1e3 / engine["fps"] if node["fps"] > 0 else None
+        result.update(engine_alone=engine, engine_fps=engine["fps"],
+                      node_vs_engine=summaries[median]["node_vs_engine"], own_ms=own_ms, stages_ms=stages)
     for name, prefix in (("input", "floor"), ("raw", "raw_floor"), ("network", "network_label_floor")):
         if name in floors:
             floor = floors[name]
