@@ -27,6 +27,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, NoReturn
 
 from ..errors import UsageError
+from .allocator import keep_freed_buffers
 
 if TYPE_CHECKING:
     from rclpy.executors import Executor
@@ -189,6 +190,7 @@ def main() -> NoReturn:
     try:
         code = usage(own_arguments(sys.argv[1:]))
         if code is None:
+            keep_freed_buffers()  # before DDS and the engine allocate: every frame's buffers are reused
             code = run(stop=stop)
     except KeyboardInterrupt:  # the signal came between run's own handlers (its finally included)
         code = 0

@@ -19,6 +19,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
+from ..ros.allocator import keep_freed_buffers
 from ..ros.conversions import image_message
 from ..ros.image_cdr import image_cdr, parse_image
 from .processes import Spinner
@@ -85,6 +86,7 @@ def echo_frames(topics: Topics, label_size: tuple[int, int] | None = None, raw: 
 
 
 def main(argv: list[str]) -> None:
+    keep_freed_buffers()  # as the node's process does: the floor is that of a process like the node's
     settings = json.loads(argv[1]) if len(argv) > 1 else {}
     label_size, raw = settings.get("label_size"), bool(settings.get("raw"))
     if label_size is not None:

@@ -55,6 +55,7 @@ from ..evaluation.bench import CAMVID, read_frames, resize_frames
 from ..evaluation.timing import TimingSettings, time_engine
 from ..imaging import blend, colorize, palette_lut
 from ..metrics import percentiles_ms
+from ..ros.allocator import keep_freed_buffers
 from ..ros.conversions import frame_from_serialized
 from ..ros.diagnostics import CameraMonitor
 from ..ros.image_cdr import image_cdr, parse_image
@@ -377,6 +378,7 @@ def measure_size(settings: NodeMeasureSettings, frames: list[np.ndarray], engine
 def measure_node(settings: NodeMeasureSettings) -> list[dict[str, Any]]:
     """The capacity table: one row per frame size and output set (see the module's docstring)."""
     use_package_profile()
+    keep_freed_buffers()  # the measuring process allocates frames as the node does
     weights = find_weights(settings.weights)
     frame_sets = [camvid_frames(settings.camvid, settings.frames, size) for size in settings.frame_sizes or (None,)]
     mode = settings.rate if settings.rate > 0 else f"flat out, {settings.in_flight} in flight"
