@@ -1,9 +1,9 @@
 """What the node publishes per camera, and how one engine result becomes those messages.
 
 Runs on the pipeline's result thread. Images go out as serialized bytes (ros/image_cdr.py says why).
-Only the label is always published; the colour mask, overlay,
-confidence and camera_info are made only while someone subscribes to them. The confidence is not even
-computed otherwise: the node asks the engine for it per frame (``CameraOutputs.wants_confidence``).
+Only the label is always published; the colour mask, overlay, confidence and camera_info are made only
+while someone subscribes to them. The confidence is not even computed otherwise: the node asks the
+engine for it per frame (``CameraOutputs.wants_confidence``).
 """
 
 from __future__ import annotations

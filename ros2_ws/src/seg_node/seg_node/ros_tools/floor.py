@@ -57,8 +57,7 @@ def echo_frames(topics: Topics, label_size: tuple[int, int] | None = None, raw: 
     reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
     publishers = {name: node.create_publisher(Image, topics.output(name), reliable) for name in OUTPUTS}
     info_publisher = node.create_publisher(CameraInfo, topics.output("camera_info"), reliable)
-    prepared: dict[tuple[str, int, int], np.ndarray] = {}
-    messages: dict[tuple[str, int, int], Image] = {}
+    prepared: dict[tuple[str, int, int], np.ndarray | Image] = {}  # the reply's pixels (raw) or message
 
     def answer(message: Image | bytes) -> None:
         received = parse_image(message) if raw else message
@@ -69,13 +68,14 @@ def echo_frames(topics: Topics, label_size: tuple[int, int] | None = None, raw: 
                 continue
             key = (name, height, width)
             if key not in prepared:
-                prepared[key] = np.zeros((height, width) if name == "label" else (height, width, 3), np.uint8)
-                messages[key] = image_message(prepared[key], Header())
+                pixels = np.zeros((height, width) if name == "label" else (height, width, 3), np.uint8)
+                prepared[key] = pixels if raw else image_message(pixels, Header())
+            reply = prepared[key]
             if raw:
-                publisher.publish(image_cdr(prepared[key], header))
+                publisher.publish(image_cdr(reply, header))
             else:
-                messages[key].header = header
-                publisher.publish(messages[key])
+                reply.header = header
+                publisher.publish(reply)
         if label_size is not None:
             info_publisher.publish(CameraInfo(header=header, height=height, width=width))
 

@@ -359,9 +359,13 @@ def measure_size(settings: NodeMeasureSettings, frames: list[np.ndarray], engine
     which do not run the engine, are measured once, for ``seconds / rounds``."""
     size = f"{frames[0].shape[1]}x{frames[0].shape[0]}"
     each = replace(settings, seconds=settings.seconds / settings.rounds)
-    publisher = node.spinner.node.create_publisher(Image, "seg_node_measure/unsubscribed_image", 1)
-    stages = {outputs: stage_costs(engine, frames[0], OUTPUT_SETS[outputs], publisher) if engine else None
-              for outputs in settings.outputs}
+    stages = dict.fromkeys(settings.outputs)
+    if engine is not None:
+        probe_node = node.spinner.node
+        publisher = probe_node.create_publisher(Image, "seg_node_measure/unsubscribed_image", 1)
+        stages = {outputs: stage_costs(engine, frames[0], OUTPUT_SETS[outputs], publisher)
+                  for outputs in settings.outputs}
+        probe_node.destroy_publisher(publisher)
     floor_results = {outputs: {name: floor.run(frames, outputs, each) for name, floor in floors.items()}
                      for outputs in settings.outputs}
     rounds: dict[str, list[dict[str, Any]]] = {outputs: [] for outputs in settings.outputs}
