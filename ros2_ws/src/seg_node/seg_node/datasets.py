@@ -203,13 +203,21 @@ def image_folder(images: str | Path, labels: str | Path, class_table: str | Path
     return DatasetSpec("folder", pairs, classes, ignore_index)
 
 
-def label_histogram(spec: DatasetSpec) -> np.ndarray:
-    """Pixel count of each class over the data set (ignored pixels left out)."""
-    counts = np.zeros(spec.num_classes, dtype=np.int64)
+def class_support(spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel count of each class over the data set (ignored pixels left out), and how many frames hold it."""
+    pixels = np.zeros(spec.num_classes, dtype=np.int64)
+    frames = np.zeros(spec.num_classes, dtype=np.int64)
     for index in range(len(spec.pairs)):
         _, label = spec.read(index)
-        counts += np.bincount(label.ravel(), minlength=256)[: spec.num_classes]
-    return counts
+        counts = np.bincount(label.ravel(), minlength=256)[: spec.num_classes]
+        pixels += counts
+        frames += counts > 0
+    return pixels, frames
+
+
+def label_histogram(spec: DatasetSpec) -> np.ndarray:
+    """Pixel count of each class over the data set (ignored pixels left out)."""
+    return class_support(spec)[0]
 
 
 def enet_class_weights(histogram: np.ndarray, c: float = 1.10) -> np.ndarray:
