@@ -82,6 +82,26 @@ def test_seg_eval_reports_the_engine_it_ran(tmp_path, camvid_root, capsys):
     assert "mIoU" in capsys.readouterr().out
 
 
+def test_seg_eval_network_size_scores_the_masks_of_a_node_at_that_size(tmp_path, camvid_root, capsys):
+    """--network-size runs the network at the node's size and scores labels brought back to the image's size:
+    at the image's own size it is the default figure; at a quarter of it, another (coarser) one."""
+    listing = tmp_path / "one.txt"
+    listing.write_text((camvid_root / "val.txt").read_text().splitlines()[0] + "\n")
+    command = ["--data", str(camvid_root), "--list", str(listing), "--device", "cpu", "--threads", "1"]
+    reports = {}
+    for name, flags in (("default", []), ("same", ["--network-size", "360", "480"]),
+                        ("quarter", ["--network-size", "90", "120"])):
+        out = tmp_path / f"{name}.json"
+        assert eval_cli.main([*command, *flags, "--json", str(out)]) == 0
+        reports[name] = json.loads(out.read_text())
+    assert reports["default"]["network_size"] is None and reports["quarter"]["network_size"] == [90, 120]
+    assert reports["same"]["miou"] == reports["default"]["miou"]
+    assert reports["quarter"]["miou"] != reports["default"]["miou"]
+    assert "network input 90x120" in capsys.readouterr().out
+    assert eval_cli.main([*command, "--network-size", "90", "120", "--flip"]) == EXIT_USAGE
+    assert "--network-size" in one_line_error(capsys, "seg-eval")
+
+
 def test_seg_eval_names_missing_weights(tmp_path, camvid_root, capsys):
     missing = tmp_path / "none.safetensors"
     assert eval_cli.main(["--weights", str(missing), "--data", str(camvid_root)]) == EXIT_FAILURE

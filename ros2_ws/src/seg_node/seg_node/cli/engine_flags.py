@@ -32,9 +32,11 @@ def _flag(name: str) -> str:
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser, names: Iterable[str] | None = None,
-                         defaults: dict[str, Any] | None = None) -> None:
+                         defaults: dict[str, Any] | None = None, helps: dict[str, str] | None = None) -> None:
     """Add ``--backend``, ``--precision``, ... (all options, or ``names``) with their help, choices and defaults.
 
+    ``defaults`` and ``helps`` replace an option's default and help text for this program (a help text that
+    says what unset means here, where that differs from the node's).
     The help texts do not repeat the default: the parser's formatter shows it (seg_node.cli.HelpFormatter,
     with "unset" for None; each option's help says what unset means).
     """
@@ -43,7 +45,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser, names: Iterable[str] |
     for name in names if names is not None else OPTIONS_BY_NAME:
         option = OPTIONS_BY_NAME[name]
         default = overrides.get(name, option.default)
-        text = option.help
+        text = (helps or {}).get(name, option.help)
         if name == "network_size":
             group.add_argument(_flag(name), type=int, nargs=2, metavar=("HEIGHT", "WIDTH"), default=default,
                                help=text)

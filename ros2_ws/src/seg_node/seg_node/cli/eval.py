@@ -1,7 +1,9 @@
 """seg-eval: accuracy of weights on a labelled list, at the data set's full resolution.
 
 Every image goes through the engine the node runs (torch fp32 by default,
-network input = the image's size). Prints a per-class IoU table, mIoU, pixel
+network input = the image's size; --network-size HEIGHT WIDTH resizes every
+image to the size the node is set to run, and the labels back, to score the
+masks a node at that size publishes). Prints a per-class IoU table, mIoU, pixel
 accuracy and model-only fps; with --json writes them as JSON, plus a PNG bar
 chart of per-class IoU and a PNG of image / truth / prediction triples. No
 test-time tricks unless --multi-scale or --flip is given (these run the
@@ -37,8 +39,11 @@ from .engine_flags import add_engine_arguments, engine_config_from_args
 
 FORMATS = ("camvid", "cityscapes", "folder")
 MULTI_SCALES = (0.75, 1.0, 1.25, 1.5)
-ENGINE_FLAGS = ("backend", "precision", "device", "threads", "engine_cache_dir", "cuda_graphs", "int8_calibration_dir")
+ENGINE_FLAGS = ("backend", "precision", "device", "network_size", "threads", "engine_cache_dir", "cuda_graphs",
+                "int8_calibration_dir")
 ENGINE_DEFAULTS = {"backend": "torch", "precision": "fp32"}  # the reference figure; any backend can be asked for
+ENGINE_HELPS = {"network_size": "network input (height, width) in pixels, as the node's network_size; "
+                                "unset: each image's own size"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -54,7 +59,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--flip", action="store_true", help="also average the mirrored image")
     parser.add_argument("--by-drive", action="store_true",
                         help="also an mIoU per drive, the file-name prefix before the first '_'")
-    add_engine_arguments(parser, ENGINE_FLAGS, ENGINE_DEFAULTS)
+    add_engine_arguments(parser, ENGINE_FLAGS, ENGINE_DEFAULTS, ENGINE_HELPS)
     return parser
 
 
@@ -70,6 +75,8 @@ def dataset_from_args(args: argparse.Namespace) -> DatasetSpec:
 
 def augmented_predictor(args: argparse.Namespace, model: torch.nn.Module, info: WeightsInfo) -> AugmentedPredictor:
     """--multi-scale / --flip: the PyTorch model at fp32 on the asked device."""
+    if args.network_size is not None:
+        raise UsageError("--multi-scale and --flip scale each image itself; drop --network-size")
     if args.backend not in ("auto", "torch") or args.precision not in ("auto", "fp32"):
         raise UsageError("--multi-scale and --flip run the PyTorch model at fp32; "
                          "drop --backend/--precision or set them to torch/fp32")
@@ -109,6 +116,7 @@ def _main(argv: Sequence[str] | None) -> int:
         "backend": backend,
         "multi_scale": args.multi_scale,
         "flip": args.flip,
+        "network_size": args.network_size,  # None: each image's own size
     }
     if args.by_drive:
         names = [c.name for c in info.classes]
@@ -121,7 +129,9 @@ def _main(argv: Sequence[str] | None) -> int:
         miou = "-" if scores["miou"] is None else f"{100 * scores['miou']:.2f}%"
         print(f"drive {drive}: mIoU {miou} over {scores['images']} images")
     fps = report["model_fps"]
-    print(f"images {report['images']}, model-only fps {'-' if fps is None else f'{fps:.1f}'} on {device}")
+    size = "each image's size" if args.network_size is None else "x".join(map(str, args.network_size))
+    print(f"images {report['images']}, network input {size}, model-only fps {'-' if fps is None else f'{fps:.1f}'} "
+          f"on {device}")
     if report["miou"] is None:
         print(f"seg-eval: nothing was scored: the {report['images']} labels hold no class of {weights.name} "
               "(every pixel is ignored or out of range)", file=sys.stderr)

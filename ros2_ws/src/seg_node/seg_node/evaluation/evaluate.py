@@ -58,9 +58,11 @@ def weights_info_for(model: nn.Module, mean: Sequence[float], std: Sequence[floa
 class EnginePredictor:
     """RGB uint8 frame -> uint8 labels through the node's engine, at the frame's own resolution.
 
-    ``config`` chooses backend, precision, device and threads; the network size is each frame's size (one engine
-    per size, made on first use) and the labels come back at that size. ``model``'s train/eval mode is left as
-    it was. Close it (or use it as a context manager) to free the engines.
+    ``config`` chooses backend, precision, device and threads. Its ``network_size``, when set, is the network
+    input for every frame (resized to it and the labels back, as the node's ``network_size`` parameter does);
+    unset, the network size is each frame's size. One engine per frame size, made on first use; the labels come
+    back at the frame's size. ``model``'s train/eval mode is left as it was. Close it (or use it as a context
+    manager) to free the engines.
     """
 
     def __init__(self, model: nn.Module, info: WeightsInfo, config: EngineConfig | None = None) -> None:
@@ -74,7 +76,8 @@ class EnginePredictor:
         if size in self.engines:
             self.engines.move_to_end(size)
             return self.engines[size]
-        config = dataclasses.replace(self.config, network_size=size, output_resolution="input", confidence=False)
+        config = dataclasses.replace(self.config, network_size=self.config.network_size or size,
+                                     output_resolution="input", confidence=False)
         was_training = self.model.training
         try:
             engine = create_engine_from_model(self.model, self.info, config)
