@@ -37,6 +37,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser, names: Iterable[str] |
 
     ``defaults`` and ``helps`` replace an option's default and help text for this program (a help text that
     says what unset means here, where that differs from the node's).
+
     The help texts do not repeat the default: the parser's formatter shows it (seg_node.cli.HelpFormatter,
     with "unset" for None; each option's help says what unset means).
     """

@@ -60,9 +60,9 @@ class EnginePredictor:
 
     ``config`` chooses backend, precision, device and threads. Its ``network_size``, when set, is the network
     input for every frame (resized to it and the labels back, as the node's ``network_size`` parameter does);
-    unset, the network size is each frame's size. One engine per frame size, made on first use; the labels come
-    back at the frame's size. ``model``'s train/eval mode is left as it was. Close it (or use it as a context
-    manager) to free the engines.
+    unset, the network size is each frame's size. One engine per network size, made on first use (an engine
+    resizes frames of any size); the labels come back at the frame's size. ``model``'s train/eval mode is left
+    as it was. Close it (or use it as a context manager) to free the engines.
     """
 
     def __init__(self, model: nn.Module, info: WeightsInfo, config: EngineConfig | None = None) -> None:
@@ -76,8 +76,7 @@ class EnginePredictor:
         if size in self.engines:
             self.engines.move_to_end(size)
             return self.engines[size]
-        config = dataclasses.replace(self.config, network_size=self.config.network_size or size,
-                                     output_resolution="input", confidence=False)
+        config = dataclasses.replace(self.config, network_size=size, output_resolution="input", confidence=False)
         was_training = self.model.training
         try:
             engine = create_engine_from_model(self.model, self.info, config)
@@ -99,7 +98,8 @@ class EnginePredictor:
         return next(iter(self.engines.values())).backend_name if self.engines else None
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
-        result = self.engine(tuple(frame.shape[:2])).infer(frame, color_order="rgb")
+        network_size = self.config.network_size or tuple(frame.shape[:2])
+        result = self.engine(tuple(network_size)).infer(frame, color_order="rgb")
         self.network_seconds += result.timings["network"]
         return result.labels
 
