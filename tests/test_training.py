@@ -21,6 +21,7 @@ import torch
 from conftest import PACKAGE_ROOT, REPO_ROOT
 from training_helpers import tiny_config
 
+from seg_node import plots
 from seg_node.datasets import (
     CITYSCAPES_IGNORE,
     DatasetError,
@@ -262,6 +263,17 @@ def test_last_pt_is_written_at_most_every_interval_and_after_the_last_epoch(tmp_
     times = [row["time_s"] for row in trainer.progress.history]
     assert len(times) == 3 and 0 < times[0] < times[1] < times[2]
     assert (tmp_path / "run/history.csv").read_text().splitlines()[0].endswith("time_s,val_miou")
+
+
+def test_the_curves_name_the_lists_trained_on_and_scored_on(tmp_path, tiny_camvid, monkeypatch):
+    # a figure on the drive the weights trained on and one on an unseen drive differ by 10-17 points
+    drawn: list = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: drawn.append(fig) or Path(path))
+    config = tiny_config(tmp_path, tiny_camvid, val_list=tiny_camvid["val"], epochs=1)
+    Trainer(config).run()
+    loss_axis, miou_axis = drawn[-1].axes
+    assert miou_axis.get_ylabel() == f"mIoU on {Path(tiny_camvid['val']).stem} (%)"
+    assert loss_axis.get_title() == f"contextnet trained on {Path(tiny_camvid['train']).stem}"
 
 
 def test_checkpoints_are_read_without_unpickling(tmp_path):

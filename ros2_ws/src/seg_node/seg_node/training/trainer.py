@@ -436,6 +436,7 @@ class Trainer:
             writer.writeheader()
             writer.writerows(self.progress.history)
         if plot:
-            plot_training_curves(
-                self.progress.history, self.out / "curves.png", title=f"{self.config.model} on {self.train_spec.name}"
-            )
+            trained_on = " + ".join(Path(name).stem for name in self.config.train_list)
+            plot_training_curves(self.progress.history, self.out / "curves.png",
+                                 title=f"{self.config.model} trained on {trained_on}",
+                                 scored_on=Path(self.config.val_list).stem)
