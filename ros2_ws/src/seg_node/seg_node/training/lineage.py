@@ -38,9 +38,14 @@ def describe_hardware(device: torch.device) -> str:
     return f"{os.cpu_count()}-core {platform.machine()} CPU, PyTorch {torch.__version__}"
 
 
+def split_name(list_file: str) -> str:
+    """``'.../drive_0006R0.txt'`` -> ``'drive_0006R0'``: how the weights card names a split."""
+    return Path(list_file).stem
+
+
 def split_names(lists: list[str]) -> list[str]:
     """``['.../train.txt', 'val.txt']`` -> ``['train', 'val']``."""
-    return [Path(name).stem for name in lists]
+    return [split_name(name) for name in lists]
 
 
 def list_drives(config: TrainingConfig, lists: list[str]) -> list[str] | None:
@@ -67,7 +72,7 @@ def trained_drives(stages: list[dict[str, Any]]) -> list[str] | None:
 
 def validation_unseen(stages: list[dict[str, Any]], val_list: str, val_drives: list[str] | None) -> bool:
     """Whether no stage trained on the validation list, nor (where it is known) on any of its drives."""
-    if Path(val_list).stem in trained_splits(stages):
+    if split_name(val_list) in trained_splits(stages):
         return False
     if val_drives is None:
         return True
@@ -113,7 +118,7 @@ def this_stage(checkpoint: dict[str, Any], config: TrainingConfig, best_epoch: i
         "steps": int(checkpoint["global_step"]),
         "best_epoch_by_val": best_epoch,
         # the list that scored this stage's epochs, and so any choice made on them (a stage kept, a recipe)
-        "chosen_on": Path(config.val_list).stem if config.val_list else None,
+        "chosen_on": split_name(config.val_list) if config.val_list else None,
         "hardware": checkpoint.get("hardware", []),
     }
 
