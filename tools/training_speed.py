@@ -56,7 +56,7 @@ class TimedPath:
         self.config, self.device, self.current = config, device, current
         self.cuda = device.type == "cuda"
         self.channels_last = current and config.channels_last
-        augmentation = Augmentation(config.crop_size, config.scale_range, config.mirror, config.color_jitter)
+        augmentation = Augmentation.of(config)
         torch.manual_seed(config.seed)
         model = model_from_config(config, source.num_classes, training=True)
         use_cpu_training_kernels(model, current and config.cpu_training_kernels)
@@ -115,7 +115,7 @@ class TimedPath:
 
 def data_only_rate(source: DatasetSpec | ImageCache, config: TrainingConfig, fast: bool, samples: int) -> float:
     """Augmented samples per second of the data path alone, in this process."""
-    augmentation = Augmentation(config.crop_size, config.scale_range, config.mirror, config.color_jitter)
+    augmentation = Augmentation.of(config)
     dataset = TrainingSet(source, augmentation, config.seed, fast=fast)
     start = time.perf_counter()
     for index in range(samples):

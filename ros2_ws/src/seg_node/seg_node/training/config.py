@@ -71,6 +71,10 @@ class TrainingConfig:
     scale_range: tuple[float, float] = _option((0.5, 2.0), "random scale range before cropping")
     mirror: bool = _option(True, "random horizontal flips")
     color_jitter: float = _option(0.0, "strength of random brightness, contrast, saturation and hue")
+    camera_effects: float = _option(
+        0.0, "strength of what another camera or light does to a frame (training.augment.CameraEffects): at 1, "
+        "Gaussian blur up to sigma 1.5 px on half the crops, sensor noise up to sigma 8 of 255, gamma 1/1.5-1.5; 0: off"
+    )
     cutmix: float = _option(
         0.0, "CutMix (Yun et al. 2019): with this probability per crop, a random box of another crop of the batch "
         "and its labels pasted over it; a teacher sees the mixed batch too (training.cutmix); 0: off"
@@ -147,6 +151,11 @@ class TrainingConfig:
                 raise TrainingError(f"{key} must be at least 1, not {getattr(self, key)}")
         if not 0.0 <= self.cutmix <= 1.0:
             raise TrainingError(f"cutmix is a probability per crop, in [0, 1] (0: off), not {self.cutmix}")
+        if not 0.0 <= self.camera_effects <= 2.0:
+            raise TrainingError(
+                f"camera_effects is a strength in [0, 2] (0: off; 1: blur up to sigma 1.5 px, noise up to 8 of 255, "
+                f"gamma 1/1.5-1.5), not {self.camera_effects}"
+            )
         if self.lovasz_weight < 0:
             raise TrainingError(f"lovasz_weight must be at least 0 (0: off), not {self.lovasz_weight}")
         if not 0.0 <= self.ohem_threshold < 1.0 or not 0.0 < self.ohem_min_kept <= 1.0:

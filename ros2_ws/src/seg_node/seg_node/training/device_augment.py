@@ -1,7 +1,7 @@
 """The CUDA data path: the decoded data set resident on the device, augmented there in torch.
 
-The cached uint8 images are uploaded once; each batch is scaled, cropped, flipped and
-colour-jittered on the device with the same random values (``draw_params``, seeded per
+The cached uint8 images are uploaded once; each batch is scaled, cropped, flipped, colour-jittered
+and given camera effects on the device with the same random values (``draw_params``, seeded per
 (seed, epoch, index)) as the CPU path, so a resumed run is still exact. The functions work on
 any device; the tests run them on the CPU.
 """
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .augment import PAD_COLOR, Augmentation, AugmentParams, draw_params
+from .augment import PAD_COLOR, Augmentation, AugmentParams, CameraEffects, draw_params, gaussian_kernel
 from .data import ImageCache
 
 
@@ -49,6 +49,8 @@ def crop_sample(
         out, crop = out.flip(-1), crop.flip(-1)
     if p.jitter is not None:
         out = jitter_colors(out, p.jitter)
+    if p.camera is not None:
+        out = apply_camera_effects(out, p.camera)
     return out, crop
 
 
@@ -82,6 +84,21 @@ def jitter_colors(image: torch.Tensor, jitter: tuple[float, float, float, float]
     out = hsv_to_rgb(hsv)
     mean = out.mean()
     return ((out - mean) * contrast + mean + brightness).clamp(0, 255)
+
+
+def apply_camera_effects(image: torch.Tensor, effects: CameraEffects) -> torch.Tensor:
+    """The torch version of ``augment.apply_camera_effects`` on (3, H, W) float 0..255; the noise's grain is
+    torch's, drawn from the same seed."""
+    out = image
+    if effects.blur_sigma > 0:
+        kernel = torch.from_numpy(gaussian_kernel(effects.blur_sigma)).to(image.device)
+        radius = kernel.numel() // 2
+        padded = F.pad(out[:, None], (radius, radius, radius, radius), mode="reflect")  # OpenCV's BORDER_REFLECT_101
+        out = F.conv2d(F.conv2d(padded, kernel.view(1, 1, 1, -1)), kernel.view(1, 1, -1, 1))[:, 0]
+    if effects.noise_sigma > 0:
+        generator = torch.Generator(device=image.device).manual_seed(effects.noise_seed)
+        out = out + effects.noise_sigma * torch.randn(out.shape, generator=generator, device=image.device)
+    return 255 * (out.clamp(0, 255) / 255) ** effects.gamma
 
 
 def augment_batch(

@@ -22,8 +22,8 @@ from ..weights import WeightsInfo
 from .config import TrainingConfig, TrainingError
 
 # the seed too: a warm start with the seed of the stage before it draws the same crops, flips and order again
-RECIPE = ("optimizer", "lr", "batch_size", "crop_size", "scale_range", "color_jitter", "cutmix", "dropout",
-          "poly_power", "weight_decay", "aux_weight", "ema_decay", "class_weighting", "lovasz_weight",
+RECIPE = ("optimizer", "lr", "batch_size", "crop_size", "scale_range", "color_jitter", "camera_effects", "cutmix",
+          "dropout", "poly_power", "weight_decay", "aux_weight", "ema_decay", "class_weighting", "lovasz_weight",
           "ohem_threshold", "ohem_min_kept", "bn_recalibration", "seed")
 # recorded for a stage with a teacher (training.distillation), beside the teacher's name and splits
 DISTILLATION = ("distill_weight", "distill_temperature", "teacher_shares", "teacher_flip")

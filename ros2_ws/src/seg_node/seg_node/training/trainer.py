@@ -226,7 +226,7 @@ class Trainer:
 
     def _build_data(self) -> None:
         c = self.config
-        augmentation = Augmentation(c.crop_size, c.scale_range, c.mirror, c.color_jitter)
+        augmentation = Augmentation.of(c)
         self.dataset = TrainingSet(self.source, augmentation, c.seed)
         self.sampler = DistributedSampler(
             self.dataset, num_replicas=self.world, rank=self.rank, shuffle=True, seed=c.seed, drop_last=True
