@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import cv2
 import pytest
 import torch
+from conftest import REPO_ROOT
 from torch import nn
 from training_helpers import tiny_config
 
@@ -105,3 +110,29 @@ def test_the_trainer_recalibrates_the_kept_weights_before_the_last_validation(tm
     stage = info.training["stages"][-1]
     assert stage["bn_recalibration"] is True and stage["scale_range"] == [0.5, 2.0]
     assert "bn_recalibration" in (tmp_path / "precise/run/history.csv").read_text().splitlines()[0]
+
+
+def test_the_recalibration_tool_gives_a_checkpoints_before_and_after_as_the_trainer_would(tmp_path, tiny_camvid):
+    torch.set_num_threads(1)
+    settings = dict(val_list=tiny_camvid["val"], epochs=1, input_size=[90, 120])
+    Trainer(tiny_config(tmp_path / "plain", tiny_camvid, **settings)).run()
+    precise = Trainer(tiny_config(tmp_path / "precise", tiny_camvid, bn_recalibration=True, **settings))
+    precise.run()
+    folder = tmp_path / "plain/run"
+    written = {path.name: path.stat().st_mtime_ns for path in folder.iterdir()}
+
+    tool = [sys.executable, str(REPO_ROOT / "tools" / "batchnorm_recalibration.py")]
+    run = subprocess.run([*tool, str(folder / "last.pt"), "--json", str(tmp_path / "bn.json")],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    (row,) = json.loads((tmp_path / "bn.json").read_text())
+    last = precise.progress.history[-1]
+    assert row["epoch"] == 1 and row["val_list"] == tiny_camvid["val"]
+    assert row["before"] == pytest.approx(100 * last["val_miou_before_bn_recalibration"], abs=0.005)
+    assert row["after"] == pytest.approx(100 * last["val_miou"], abs=0.005)
+    assert f"| {folder / 'last.pt'} | 1 | val | {row['before']:.2f}% | {row['after']:.2f}% |" in run.stdout
+    assert {path.name: path.stat().st_mtime_ns for path in folder.iterdir()} == written  # nothing written there
+
+    Trainer(tiny_config(tmp_path / "unscored", tiny_camvid, epochs=1)).run()
+    run = subprocess.run([*tool, str(tmp_path / "unscored/run/last.pt")], capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0 and "without a validation list" in run.stderr and "Traceback" not in run.stderr

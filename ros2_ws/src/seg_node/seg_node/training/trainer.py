@@ -387,7 +387,7 @@ class Trainer:
         val_every = self.config.val_every
         last = p.epoch == self.config.epochs
         recalibrated = last and self.config.bn_recalibration
-        before_recalibration = self._recalibrate_batchnorm(validated=val_every > 0) if recalibrated else None
+        before_recalibration = self.recalibrate_batchnorm(validated=val_every > 0) if recalibrated else None
         miou = self.validate() if val_every > 0 and (p.epoch % val_every == 0 or last) else None
         row = {
             "epoch": p.epoch,
@@ -414,7 +414,7 @@ class Trainer:
             shown = "" if miou is None else f", val mIoU {100 * miou:.2f}% (best {100 * p.best_miou:.2f}%)"
             print(f"epoch {p.epoch}: loss {loss:.4f}, {images_per_s:.2f} images/s{shown}", flush=True)
 
-    def _recalibrate_batchnorm(self, validated: bool) -> float | None:
+    def recalibrate_batchnorm(self, validated: bool) -> float | None:
         """The final weights' BatchNorm statistics recomputed over the training images (training.batchnorm);
         returns the val mIoU they had before, when the run validates."""
         before = self.validate() if validated else None
