@@ -22,11 +22,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from seg_node.cli import HelpFormatter, entry_point
 from seg_node.errors import UsageError
 from seg_node.training.checkpoint import config_of, load_checkpoint
+from seg_node.training.lineage import split_name
 from seg_node.training.trainer import Trainer
 
 
@@ -59,12 +58,11 @@ def _main(argv: Sequence[str] | None = None) -> int:
     missing = [str(path) for path in args.checkpoints if not path.is_file()]
     if missing:
         raise UsageError(f"no such checkpoint: {', '.join(missing)}")
-    torch.set_num_threads(args.threads)
     rows = [measure(path, args.threads) for path in args.checkpoints]
     print("| checkpoint | epoch | scored on | mIoU before | after | change |")
     print("| --- | --- | --- | --- | --- | --- |")
     for row in rows:
-        print(f"| {row['checkpoint']} | {row['epoch']} | {Path(row['val_list']).stem} | {row['before']:.2f}% | "
+        print(f"| {row['checkpoint']} | {row['epoch']} | {split_name(row['val_list'])} | {row['before']:.2f}% | "
               f"{row['after']:.2f}% | {row['change']:+.2f} |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")

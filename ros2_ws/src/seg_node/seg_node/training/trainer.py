@@ -56,7 +56,7 @@ from .data import ImageCache, ListSampler, TrainingSet, dataset_spec, normalize,
 from .device_augment import DeviceBatches
 from .distillation import Teacher, distillation_loss
 from .host_memory import keep_freed_memory
-from .lineage import describe_hardware, earlier_stages, split_names
+from .lineage import describe_hardware, earlier_stages, split_name, split_names
 from .losses import SegmentationLoss
 
 LOG_EVERY = 10  # steps between progress-bar updates (each one reads the loss back from the device)
@@ -438,6 +438,6 @@ class Trainer:
         if plot:
             # the split names the weights card records (its stages' splits and chosen_on)
             trained_on = " + ".join(split_names(self.config.train_list))
-            (scored_on,) = split_names([self.config.val_list])
             plot_training_curves(self.progress.history, self.out / "curves.png",
-                                 title=f"{self.config.model} trained on {trained_on}", scored_on=scored_on)
+                                 title=f"{self.config.model} trained on {trained_on}",
+                                 scored_on=split_name(self.config.val_list))
