@@ -11,6 +11,8 @@ import subprocess
 import sys
 import tarfile
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import PACKAGE_ROOT, REPO_ROOT
@@ -148,6 +150,101 @@ def test_a_campaign_trains_twins_on_the_drive_split_and_ships_every_drive(tmp_pa
     assert {"weights/contextnet_camvid.safetensors", "weights/contextnet_camvid_drives.json",
             "runs/contextnet_drives/history.csv", "runs/contextnet_alldrives/train.log",
             "runs/contextnet_drives_seed2/history.csv", "runs/contextnet_drives/curves.png"} <= names
+
+
+@pytest.fixture
+def three_drives(tmp_path, camvid_root) -> dict[str, str]:
+    """List files in tmp_path: two frames of each of CamVid's three drives here; the twin trains on 0001TP and
+    0016E5 (``seen``) and validates on 0006R0 (``unseen``)."""
+    train = (camvid_root / "train.txt").read_text().splitlines()
+    frames = {drive: [line for line in train if line.startswith(f"train/{drive}_")][:2]
+              for drive in ("0001TP", "0006R0", "0016E5")}
+    (tmp_path / "seen.txt").write_text("\n".join(frames["0001TP"] + frames["0016E5"]) + "\n")
+    (tmp_path / "unseen.txt").write_text("\n".join(frames["0006R0"]) + "\n")
+    return {"seen": str(tmp_path / "seen.txt"), "unseen": str(tmp_path / "unseen.txt"), "data": str(camvid_root),
+            **{drive: "\n".join(lines) + "\n" for drive, lines in frames.items()}}
+
+
+def test_leaving_one_drive_out_adds_a_twin_per_other_drive_validated_on_it(tmp_path, three_drives):
+    recipe = SimpleNamespace(train_list=[three_drives["seen"]], val_list=three_drives["unseen"], seed=1)
+    settings = campaign.CampaignSettings(seeds=2, all_lists=[three_drives["seen"], three_drives["unseen"]])
+    twin = campaign.model_runs("cgnet", recipe, settings, tmp_path / "runs")["drives"]
+    folds = campaign.drive_folds(three_drives["data"], twin, tmp_path / "lists")
+    lists = {drive: str(tmp_path / f"lists/drive_{drive}.txt") for drive in ("0001TP", "0006R0", "0016E5")}
+    assert folds == {"0001TP": ([lists["0006R0"], lists["0016E5"]], lists["0001TP"]),
+                     "0016E5": ([lists["0001TP"], lists["0006R0"]], lists["0016E5"])}  # 0006R0: the twin's own
+    assert all(Path(lists[drive]).read_text() == three_drives[drive] for drive in lists)
+    runs = campaign.model_runs("cgnet", recipe, settings, tmp_path / "runs", folds)
+    assert list(runs) == ["drives", "drives_seed2", "drives_without_0001TP", "drives_without_0016E5", "alldrives"]
+    fold = runs["drives_without_0016E5"]
+    assert fold.seed == 1 and fold.name == "cgnet_drives_without_0016E5"
+    described = campaign.describe_lists(runs, three_drives["data"])
+    assert described["drives_without_0001TP"] == {"train_lists": [lists["0006R0"], lists["0016E5"]],
+                                                  "train_drives": ["0006R0", "0016E5"], "frames": 4,
+                                                  "val_list": lists["0001TP"], "val_drives": ["0001TP"]}
+
+    # each run's last validation, as seg-train writes its history; one fold did not finish
+    def ran(role: str, outcome: str, miou: float) -> None:
+        runs[role].outcome = outcome
+        runs[role].folder.mkdir(parents=True)
+        (runs[role].folder / "history.csv").write_text(
+            f"epoch,step,loss,lr,images_per_s,time_s,val_miou\n1,2,0.5,0.001,3.0,4.0,{miou}\n")
+
+    for role, miou in (("drives", 0.40), ("drives_seed2", 0.44), ("drives_without_0001TP", 0.50),
+                       ("drives_without_0016E5", 0.60)):
+        ran(role, "finished", miou)
+    spread = campaign.drive_spread(runs, described)
+    assert spread["miou_by_drive"] == {"0006R0": 0.40, "0001TP": 0.50, "0016E5": 0.60} and spread["complete"]
+    assert spread["mean"] == pytest.approx(0.5) and spread["std"] == pytest.approx(0.1)
+    assert spread["range"] == pytest.approx(0.2)
+    seeds = campaign.seed_spread(runs)  # the folds are not seeds of the twin
+    assert seeds["twins"] == 2 and seeds["miou_by_seed"] == {"1": 0.40, "2": 0.44}
+    runs["drives_without_0016E5"].outcome = "stopped at the deadline"
+    unfinished = campaign.drive_spread(runs, described)
+    assert unfinished["miou_by_drive"]["0016E5"] is None and not unfinished["complete"] and unfinished["mean"] is None
+    report = {"gpu_busy": {"measured": False, "why": "a CPU"}, "hardware": "cpu", "budget_s": 60, "seconds": 50,
+              "lists": {"cgnet": described}, "seeds": {"cgnet": seeds},
+              "plans": {"cgnet": {"epochs": 1, "recipe_epochs": 800, "reason": "set by --epochs"}},
+              "runs": {run.name: campaign._run_report(run) for run in runs.values()},
+              "leave_one_drive_out": {"cgnet": spread}}
+    campaign.write_markdown(report, tmp_path / "campaign.md")
+    markdown = (tmp_path / "campaign.md").read_text()
+    row = "| cgnet_drives_without_0001TP | drive_0006R0, drive_0016E5 (0006R0, 0016E5) | drive_0001TP (0001TP) |"
+    assert row in markdown
+    assert "leave one drive out, each drive validated by twins that never saw it: mean 50.00%, standard deviation " \
+           "10.00 points (0006R0 40.00%, 0001TP 50.00%, 0016E5 60.00%)" in markdown
+    campaign.write_markdown(report | {"leave_one_drive_out": {"cgnet": unfinished}}, tmp_path / "campaign.md")
+    assert "incomplete: a run did not finish (0006R0 40.00%, 0001TP 50.00%, 0016E5 -)" in \
+        (tmp_path / "campaign.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_campaign_leaving_one_drive_out_trains_and_reports_every_fold(tmp_path, three_drives):
+    out, report_folder = tmp_path / "campaign", tmp_path / "report"
+    argv = [
+        "--models", "contextnet", "--budget", "1200", "--out", str(out), "--report", str(report_folder),
+        "--device", "cpu", "--epochs", "contextnet=2", "--leave-one-drive-out", "--data", three_drives["data"],
+        "--train-list", three_drives["seen"], "--val-list", three_drives["unseen"],
+        "--all-lists", three_drives["seen"], three_drives["unseen"],
+        "--configs", str(REPO / "configs"), "--threads-per-run", "1",
+        "--override", "crop-size=[64, 64]", "--override", "batch-size=2",
+    ]
+    assert campaign_cli.main(argv) == 0
+    report = json.loads((report_folder / "campaign.json").read_text())
+    runs = report["runs"]
+    assert sorted(runs) == ["contextnet_alldrives", "contextnet_drives", "contextnet_drives_without_0001TP",
+                            "contextnet_drives_without_0016E5"]
+    assert all(run["outcome"] == "finished" and run["epochs_done"] == 2 for run in runs.values())
+    spread = report["leave_one_drive_out"]["contextnet"]
+    assert spread["complete"] and spread["miou_by_drive"] == {
+        "0006R0": runs["contextnet_drives"]["val_miou_last"],
+        "0001TP": runs["contextnet_drives_without_0001TP"]["val_miou_last"],
+        "0016E5": runs["contextnet_drives_without_0016E5"]["val_miou_last"],
+    }
+    assert sorted(path.name for path in (out / "weights").glob("*.safetensors")) == [
+        "contextnet_camvid.safetensors", "contextnet_camvid_drives.safetensors"]  # the folds are measurements
+    assert "leave one drive out, each drive validated by twins that never saw it: mean" in \
+        (report_folder / "campaign.md").read_text()
 
 
 def test_a_twin_validated_on_a_drive_it_trains_on_is_refused_before_any_training(tmp_path, two_drives, capsys):

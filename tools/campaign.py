@@ -17,6 +17,11 @@ drive nothing trains on. Each model trains from scratch with its recipe (``confi
   validation, as the CGNet paper trains its final model.
 - With ``--seeds N``, N - 1 more twins at the next seeds (``<model>_drives_seed<S>``): the spread of the twins'
   unseen-drive mIoU across seeds is what a change to the recipe has to beat (issue #41) before it is kept.
+- With ``--leave-one-drive-out``, one more twin per other drive of the twin's lists
+  (``<model>_drives_without_<D>``): trained on the remaining drives, validated on D. With the twin, which leaves
+  out its own validation drive, every drive is left out once; the mean and spread of their mIoU is the recipe's
+  figure on an unseen road with three roads behind it, not one. Their lists are written by drive into
+  ``OUT/drive_lists/<model>/``. Each trains on a part of the run on every drive's frames, so it ends before it.
 
 All runs share the one GPU, side by side:
 
@@ -83,6 +88,7 @@ from seg_node.errors import SegNodeError, UsageError  # noqa: E402
 
 MODELS = ("cgnet", "contextnet")
 TWIN, SHIPPED = "drives", "alldrives"  # the drive split (validated on a drive it never saw) and every drive
+SEED_TWIN, FOLD = f"{TWIN}_seed", f"{TWIN}_without_"  # role prefixes: the twin at another seed; a drive left out
 PROBE_EPOCHS = 3  # the first one warms up (CUDA context, cuDNN's algorithm search); the pace is the others'
 VALIDATIONS = 8  # a twin's mIoU at this many points of its schedule (and after the last epoch)
 EXPORT_RESERVE_S = 30.0  # kept back from the budget for stopping runs, exporting and packing
@@ -110,6 +116,7 @@ class CampaignSettings:
     val_list: str | None = None  # the twins' validation list; None: the recipe's (a drive they never saw)
     all_lists: list[str] = field(default_factory=lambda: ["train.txt", "val.txt"])  # every drive: the shipped run
     seeds: int = 1  # twins per model, at the recipe's seed and the next ones
+    leave_one_drive_out: bool = False  # one more twin per other drive, validated on it
     configs: str = "configs"
     device: str | None = None  # cuda, cuda:N or cpu; None: seg-train's choice (cuda if available)
     threads_per_run: int = field(default_factory=lambda: max(1, (os.cpu_count() or 4) // 4))
@@ -126,7 +133,8 @@ class CampaignSettings:
 class Run:
     """One training process: ``model`` on ``train_lists``, validated on ``val_list`` ("": none), at ``seed``.
 
-    ``role``: ``drives`` (the twin), ``drives_seed<S>`` (a twin at another seed) or ``alldrives`` (what ships).
+    ``role``: ``drives`` (the twin), ``drives_seed<S>`` (a twin at another seed), ``drives_without_<D>`` (a twin
+    validated on drive D, trained on the others) or ``alldrives`` (what ships).
     """
 
     model: str
@@ -326,16 +334,35 @@ def _pairs(items: Sequence[str]) -> dict[str, str]:
     return dict(item.split("=", 1) for item in items)
 
 
-def model_runs(model: str, recipe: Any, settings: CampaignSettings, folder: Path) -> dict[str, Run]:
-    """A model's runs in ``folder``, by role: its twins (the drive split, one per seed, the recipe's first) and
-    the run on every drive (at the recipe's seed, as its twin)."""
+Folds = dict[str, tuple[list[str], str]]  # per drive left out: the lists to train on, and that drive's list
+
+
+def model_runs(model: str, recipe: Any, settings: CampaignSettings, folder: Path, folds: Folds | None = None
+               ) -> dict[str, Run]:
+    """A model's runs in ``folder``, by role: its twins (the drive split, one per seed, the recipe's first), one
+    per fold of ``folds`` (a drive left out: the lists to train on and its list, ``drive_folds``), and the run on
+    every drive (at the recipe's seed, as its twin)."""
     lists = settings.train_list or list(recipe.train_list)
     val_list = recipe.val_list if settings.val_list is None else settings.val_list
     runs = {TWIN: Run(model, TWIN, folder, lists, val_list, recipe.seed)}
     for seed in range(recipe.seed + 1, recipe.seed + settings.seeds):
-        runs[f"{TWIN}_seed{seed}"] = Run(model, f"{TWIN}_seed{seed}", folder, lists, val_list, seed)
+        runs[f"{SEED_TWIN}{seed}"] = Run(model, f"{SEED_TWIN}{seed}", folder, lists, val_list, seed)
+    for drive, (train_lists, held_out) in (folds or {}).items():
+        runs[f"{FOLD}{drive}"] = Run(model, f"{FOLD}{drive}", folder, train_lists, held_out, recipe.seed)
     runs[SHIPPED] = Run(model, SHIPPED, folder, list(settings.all_lists), "", recipe.seed)
     return runs
+
+
+def drive_folds(data: str, twin: Run, folder: Path) -> Folds:
+    """The leave-one-drive-out folds besides the twin: for each drive of the twin's lists but its validation
+    drive(s), the other drives' lists to train on and that drive's list to validate on. The lists are the twin's
+    frames split by drive, written into ``folder``."""
+    from seg_node.datasets import lines_by_drive, write_drive_lists
+
+    held_out_by_twin = set(lines_by_drive(data, [twin.val_list]))
+    by_drive = write_drive_lists(lines_by_drive(data, [*twin.train_lists, twin.val_list]), folder)
+    return {drive: ([str(path) for other, path in by_drive.items() if other != drive], str(by_drive[drive]))
+            for drive in by_drive if drive not in held_out_by_twin}
 
 
 def describe_lists(runs: dict[str, Run], data: str) -> dict[str, dict[str, Any]]:
@@ -347,7 +374,7 @@ def describe_lists(runs: dict[str, Run], data: str) -> dict[str, dict[str, Any]]
     from seg_node.datasets import lines_by_drive
 
     described = {}
-    for role in (TWIN, SHIPPED):
+    for role in [role for role in runs if not role.startswith(SEED_TWIN)]:  # a seed's twin has the twin's lists
         run = runs[role]
         by_drive = lines_by_drive(data, run.train_lists)
         val_drives = list(lines_by_drive(data, [run.val_list])) if run.val_list else []
@@ -366,8 +393,11 @@ def describe_lists(runs: dict[str, Run], data: str) -> dict[str, dict[str, Any]]
     return described
 
 
-def _runs(recipes: dict[str, Any], settings: CampaignSettings, folder: Path) -> dict[str, dict[str, Run]]:
-    return {model: model_runs(model, recipe, settings, folder) for model, recipe in recipes.items()}
+def _runs(
+    recipes: dict[str, Any], settings: CampaignSettings, folder: Path, folds: dict[str, Folds] | None = None
+) -> dict[str, dict[str, Run]]:
+    return {model: model_runs(model, recipe, settings, folder, (folds or {}).get(model))
+            for model, recipe in recipes.items()}
 
 
 def _run_all(
@@ -398,19 +428,38 @@ def _export(runs: dict[str, Run], weights: Path) -> dict[str, str]:
     return exported
 
 
-def seed_spread(runs: dict[str, Run]) -> dict[str, Any]:
-    """The last mIoU of a model's finished twins (one per seed, on the drive they never saw): mean, sample standard
-    deviation and range; the spread is what a change to the recipe must beat to be kept (issue #41)."""
-    scores = {run.seed: _run_report(run)["val_miou_last"] for run in runs.values()
-              if run.val_list and run.outcome == "finished"}
-    mious = [miou for miou in scores.values() if miou is not None]
+def _spread(mious: list[float]) -> dict[str, float | None]:
+    """Mean, sample standard deviation and range."""
     return {
-        "twins": len(runs) - 1,
-        "miou_by_seed": {str(seed): miou for seed, miou in scores.items()},
         "mean": statistics.fmean(mious) if mious else None,
         "std": statistics.stdev(mious) if len(mious) > 1 else None,
         "range": max(mious) - min(mious) if len(mious) > 1 else None,
     }
+
+
+def seed_spread(runs: dict[str, Run]) -> dict[str, Any]:
+    """The last mIoU of a model's finished twins (one per seed, on the drive they never saw): mean, sample standard
+    deviation and range; the spread is what a change to the recipe must beat to be kept (issue #41)."""
+    twins = [run for role, run in runs.items() if role == TWIN or role.startswith(SEED_TWIN)]
+    scores = {run.seed: _run_report(run)["val_miou_last"] for run in twins if run.outcome == "finished"}
+    return {
+        "twins": len(twins),
+        "miou_by_seed": {str(seed): miou for seed, miou in scores.items()},
+        **_spread([miou for miou in scores.values() if miou is not None]),
+    }
+
+
+def drive_spread(runs: dict[str, Run], lists: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The leave-one-drive-out figure: the last mIoU of the twin and of each fold, by the drive it left out
+    (``None`` for a run that did not finish), and their mean, standard deviation and range once every one did."""
+    scores: dict[str, float | None] = {}
+    for role, run in runs.items():
+        if role == TWIN or role.startswith(FOLD):
+            finished = run.outcome == "finished"
+            scores[", ".join(lists[role]["val_drives"])] = _run_report(run)["val_miou_last"] if finished else None
+    complete = all(miou is not None for miou in scores.values())
+    return {"miou_by_drive": scores, "complete": complete,
+            **_spread([miou for miou in scores.values() if miou is not None] if complete else [])}
 
 
 def _run_report(run: Run) -> dict[str, Any]:
@@ -447,7 +496,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     ]
     for name, run in report["runs"].items():
         plan = report["plans"][run["model"]]
-        lists = report["lists"][run["model"]][SHIPPED if run["role"] == SHIPPED else TWIN]
+        described = report["lists"][run["model"]]
+        lists = described.get(run["role"], described[TWIN])  # a seed's twin has the twin's lists
         trains = f"{', '.join(Path(name).stem for name in lists['train_lists'])} ({', '.join(lists['train_drives'])})"
         validated = f"{Path(lists['val_list']).stem} ({', '.join(lists['val_drives'])})" if lists["val_list"] else "-"
         val = " / ".join(f"{100 * v:.2f}%" for v in (run["val_miou_last"], run["val_miou_best"]) if v is not None)
@@ -465,6 +515,14 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
                          f"mean {100 * spread['mean']:.2f}%, standard deviation {100 * spread['std']:.2f} points, "
                          f"range {100 * spread['range']:.2f} points: a change to the recipe is kept only when it "
                          "gains more than this spread")
+        folds = report.get("leave_one_drive_out", {}).get(model)
+        if folds:
+            by_drive = ", ".join(f"{drive} {'-' if miou is None else f'{100 * miou:.2f}%'}"
+                                 for drive, miou in folds["miou_by_drive"].items())
+            summary = (f"mean {100 * folds['mean']:.2f}%, standard deviation {100 * folds['std']:.2f} points"
+                       if folds["complete"] and folds["std"] is not None else "incomplete: a run did not finish")
+            lines.append(f"  - leave one drive out, each drive validated by twins that never saw it: {summary} "
+                         f"({by_drive})")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -565,6 +623,12 @@ def campaign(settings: CampaignSettings) -> dict[str, Any]:
                    for model in settings.models}
         runs = _runs(recipes, settings, out)
         report["lists"] = {model: describe_lists(runs[model], settings.data) for model in settings.models}
+        folds = {}
+        if settings.leave_one_drive_out:  # the twins' lists passed the check above; split them by drive
+            folds = {model: drive_folds(settings.data, runs[model][TWIN], out / "drive_lists" / model)
+                     for model in settings.models}
+            runs = _runs(recipes, settings, out, folds)
+            report["lists"] = {model: describe_lists(runs[model], settings.data) for model in settings.models}
     except SegNodeError as error:
         report |= {"error": str(error), "seconds": round(time.monotonic() - start, 1)}
         _write_report(report, report_folder)
@@ -574,7 +638,7 @@ def campaign(settings: CampaignSettings) -> dict[str, Any]:
     weights.mkdir(parents=True)
 
     print(f"probe: {PROBE_EPOCHS} epochs of every run, side by side", flush=True)
-    probe_runs = _runs(recipes, settings, out / "probe")
+    probe_runs = _runs(recipes, settings, out / "probe", folds)
     _run_all(probe_runs, settings, {model: (PROBE_EPOCHS, 1) for model in settings.models}, end - EXPORT_RESERVE_S)
     report["probe_runs"] = {run.name: _run_report(run) for run in _every(probe_runs)}
     try:
@@ -596,6 +660,8 @@ def campaign(settings: CampaignSettings) -> dict[str, Any]:
         "plans": {model: asdict(plan) for model, plan in plans.items()},
         "runs": {run.name: _run_report(run) for run in _every(runs)},
         "seeds": {model: seed_spread(runs[model]) for model in settings.models},
+        **({"leave_one_drive_out": {model: drive_spread(runs[model], report["lists"][model])
+                                    for model in settings.models}} if folds else {}),
         "seconds": round(time.monotonic() - start, 1),
     }
     _write_report(report, report_folder)
@@ -621,6 +687,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="every drive: the lists of the weights that ship (no validation)")
     parser.add_argument("--seeds", type=int, default=defaults.seeds, help="twins per model, at the recipe's seed and "
                         "the next ones; their spread of mIoU is what a change must beat")
+    parser.add_argument("--leave-one-drive-out", action="store_true",
+                        help="one more twin per other drive, trained on the rest and validated on it: the mean and "
+                        "spread over every drive left out once")
     parser.add_argument("--configs", default=defaults.configs, help="folder of the <model>_camvid.yaml recipes")
     parser.add_argument("--device", help="cuda, cuda:N or cpu; unset: seg-train's (cuda if available)")
     parser.add_argument("--threads-per-run", type=int, default=defaults.threads_per_run,

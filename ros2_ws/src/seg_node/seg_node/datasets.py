@@ -151,6 +151,18 @@ def lines_by_drive(root: str | Path, list_files: list[str], separator: str = "_"
     return dict(sorted(by_drive.items()))
 
 
+def write_drive_lists(by_drive: dict[str, list[str]], folder: str | Path) -> dict[str, Path]:
+    """``drive_<name>.txt`` in ``folder`` (created if missing) for every drive of ``by_drive`` (``lines_by_drive``'s
+    result), in the lists' ``image label`` format; returns each drive's list file."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for drive, lines in by_drive.items():
+        written[drive] = folder / f"drive_{drive}.txt"
+        written[drive].write_text("".join(f"{line}\n" for line in lines))
+    return written
+
+
 def camvid(root: str | Path, list_files: str | list[str]) -> DatasetSpec:
     names = [list_files] if isinstance(list_files, str) else list_files
     pairs = [pair for name in names for pair in read_pair_list(root, name)]

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..datasets import DatasetSpec, camvid, class_support, lines_by_drive
+from ..datasets import DatasetSpec, camvid, class_support, lines_by_drive, write_drive_lists
 from . import HelpFormatter, entry_point
 
 
@@ -49,14 +49,12 @@ def _main(argv: Sequence[str] | None = None) -> int:
                         help="also print each CamVid class's share of every drive's pixels, and its frames")
     args = parser.parse_args(argv)
     by_drive = lines_by_drive(args.data, args.lists, args.separator)
-    args.out.mkdir(parents=True, exist_ok=True)
+    written = write_drive_lists(by_drive, args.out)
     print(f"{'drive':<12} {'frames':>6}  list file")
     for drive, lines in by_drive.items():
-        path = args.out / f"drive_{drive}.txt"
-        path.write_text("".join(f"{line}\n" for line in lines))
-        print(f"{drive:<12} {len(lines):>6}  {path}")
+        print(f"{drive:<12} {len(lines):>6}  {written[drive]}")
     if args.classes:
-        print_class_support({drive: camvid(args.data, [str(args.out / f"drive_{drive}.txt")]) for drive in by_drive})
+        print_class_support({drive: camvid(args.data, [str(path)]) for drive, path in written.items()})
     return 0
 
 
