@@ -71,6 +71,7 @@ def test_a_figure_on_a_drive_is_stated_only_when_no_stage_trained_on_that_drive(
     assert not validation_unseen(twin, "val.txt", ["0016E5"]), "val is drive 0016E5, which the twin trained on"
     everything = [drives_stage(["train", "val"], ["0001TP", "0006R0", "0016E5"])]
     assert not validation_unseen(everything, "drive_0006R0.txt", ["0006R0"])
+    assert not validation_unseen(twin, "", None), "weights trained without a validation list were scored on nothing"
     # a stage that does not record its drives (a JSON from before drives, or a teacher's) may have seen any of them
     assert not validation_unseen([*twin, drives_stage(["train"], None)], "drive_0006R0.txt", ["0006R0"])
     assert not validation_unseen([twin[0] | {"teacher_splits": ["train"]}], "drive_0006R0.txt", ["0006R0"])

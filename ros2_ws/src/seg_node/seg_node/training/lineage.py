@@ -71,8 +71,8 @@ def trained_drives(stages: list[dict[str, Any]]) -> list[str] | None:
 
 
 def validation_unseen(stages: list[dict[str, Any]], val_list: str, val_drives: list[str] | None) -> bool:
-    """Whether no stage trained on the validation list, nor (where it is known) on any of its drives."""
-    if split_name(val_list) in trained_splits(stages):
+    """Whether there is a validation list and no stage trained on it, nor (where it is known) on any of its drives."""
+    if not val_list or split_name(val_list) in trained_splits(stages):
         return False
     if val_drives is None:
         return True
