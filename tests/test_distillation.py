@@ -85,7 +85,7 @@ def test_a_teacher_of_other_classes_or_a_missing_file_is_refused(tmp_path):
 
 def test_an_ensemble_teacher_averages_its_members_probabilities_and_the_mirrored_batch():
     cpu = torch.device("cpu")
-    contextnet = WEIGHTS / "contextnet_camvid_train.safetensors"
+    contextnet = WEIGHTS / "contextnet_camvid_drives.safetensors"
     images = torch.randn(2, 3, 48, 64, generator=torch.Generator().manual_seed(3))
     size = torch.Size((48, 64))
     members = [Teacher(path, 11, (0.0,) * 3, (1.0,) * 3, cpu, False) for path in (TRAIN_ONLY_TEACHER, contextnet)]
