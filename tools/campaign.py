@@ -20,7 +20,7 @@ drive nothing trains on. Each model trains from scratch with its recipe (``confi
 - With ``--leave-one-drive-out``, one more twin per other drive of the twin's lists
   (``<model>_drives_without_<D>``): trained on the remaining drives, validated on D. With the twin, which leaves
   out its own validation drive, every drive is left out once; the mean and spread of their mIoU is the recipe's
-  figure on an unseen road with three roads behind it, not one. Their lists are written by drive into
+  figure on an unseen road over three roads, not one. Their lists are written by drive into
   ``OUT/drive_lists/<model>/``. Each trains on a part of the run on every drive's frames, so it ends before it.
 
 All runs share the one GPU, side by side:
