@@ -366,7 +366,8 @@ def drive_folds(data: str, twin: Run, folder: Path) -> Folds:
 
 
 def describe_lists(runs: dict[str, Run], data: str) -> dict[str, dict[str, Any]]:
-    """What the twin and the run on every drive train on and are validated on: lists, drives and frames.
+    """What each run but the seeds' twins (which have the twin's lists) trains on and is validated on: lists, drives
+    and frames.
 
     Raises CampaignError when the twin has no validation list or trains on one of its validation drives (its
     figure would not be on a road it never saw), DatasetError for a list that cannot be read.
